@@ -166,6 +166,12 @@ static int fmt_value(char *out, size_t len, double v) {
     return snprintf(out, len, v > 0 ? "+Inf" : "-Inf");
   if (v == (double)(long long)v && fabs(v) < 1e15)
     return snprintf(out, len, "%lld", (long long)v);
+  /* the shortest text that reads back as the same double */
+  for (int prec = 1; prec < 17; prec++) {
+    snprintf(out, len, "%.*g", prec, v);
+    if (strtod(out, NULL) == v)
+      return (int)strlen(out);
+  }
   return snprintf(out, len, "%.17g", v);
 }
 
