@@ -42,6 +42,8 @@ typedef struct debugexp {
 typedef Opentelemetry__Proto__Common__V1__KeyValue kv_t;
 typedef Opentelemetry__Proto__Common__V1__AnyValue any_t;
 
+/* Output is best effort: a buffer that cannot grow (out of memory) only shortens the dump. */
+
 /* ---- value formatting (pcommon's String / AsString) --------------------------------------------
  */
 
