@@ -15,7 +15,7 @@
 
 #include "sonde/sonde.h"
 
-#define MIB (1024ull * 1024)
+#define MIB ((uint64_t)1024 * 1024)
 
 typedef struct ml_config {
   int64_t check_interval_ns;
