@@ -240,6 +240,11 @@ static void test_lenient_input(void **state) {
            "\"droppedEventsCount\":7,\"status\":{\"code\":2}}]}]}]}");
   free(out);
   sonde_batch_unref(b);
+  /* invalid UTF-8 in a JSON string reads as U+FFFD, as Go's decoder does */
+  b = from_json(SONDE_SIGNAL_LOGS, "{\"resourceLogs\":[{\"schemaUrl\":\"a\xff\xc3\"}]}");
+  assert_string_equal(sonde_batch_logs(b)->resource_logs[0]->schema_url,
+                      "a\xef\xbf\xbd\xef\xbf\xbd");
+  sonde_batch_unref(b);
   /* an empty request */
   b = from_json(SONDE_SIGNAL_LOGS, "{}");
   out = to_json(b);

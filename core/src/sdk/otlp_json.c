@@ -508,11 +508,23 @@ static int parse_str(parser *ps, const char **s, size_t *len) {
   while (q < ps->end && *q != '"') /* find an upper bound for the decoded length */
     q += *q == '\\' && q + 1 < ps->end ? 2 : 1;
   if (q >= ps->end) return perr(ps, start, "unterminated string");
-  char *w0 = sonde_batch_alloc(ps->tmp, (size_t)(q - p) + 1), *w = w0;
+  /* Invalid UTF-8 becomes U+FFFD (as Go's decoder does): up to 3 bytes out per byte in. */
+  char *w0 = sonde_batch_alloc(ps->tmp, 3 * (size_t)(q - p) + 1), *w = w0;
   if (!w0) return nomem(ps);
   while (p < ps->end && *p != '"') {
     unsigned char c = (unsigned char)*p;
     if (c < 0x20) return perr(ps, (size_t)(p - ps->start), "control character in string");
+    if (c >= 0x80) {
+      size_t n = utf8_len((const unsigned char *)p, (size_t)(ps->end - p));
+      if (n) {
+        memcpy(w, p, n);
+        w += n, p += n;
+      } else {
+        memcpy(w, "\xef\xbf\xbd", 3);
+        w += 3, p++;
+      }
+      continue;
+    }
     if (c != '\\') {
       *w++ = (char)c;
       p++;

@@ -295,22 +295,104 @@ int sonde_batch_decode(sonde_signal sig, const uint8_t *buf, size_t len, sonde_b
   return 0;
 }
 
+static size_t elt_size(ProtobufCType t) {
+  switch (t) {
+  case PROTOBUF_C_TYPE_INT64:
+  case PROTOBUF_C_TYPE_SINT64:
+  case PROTOBUF_C_TYPE_SFIXED64:
+  case PROTOBUF_C_TYPE_UINT64:
+  case PROTOBUF_C_TYPE_FIXED64:
+  case PROTOBUF_C_TYPE_DOUBLE:
+    return 8;
+  case PROTOBUF_C_TYPE_BOOL:
+    return sizeof(protobuf_c_boolean);
+  case PROTOBUF_C_TYPE_STRING:
+    return sizeof(char *);
+  case PROTOBUF_C_TYPE_BYTES:
+    return sizeof(ProtobufCBinaryData);
+  case PROTOBUF_C_TYPE_MESSAGE:
+    return sizeof(ProtobufCMessage *);
+  default:
+    return 4;
+  }
+}
+
+static ProtobufCMessage *copy_msg(sonde_batch *b, const ProtobufCMessage *src, unsigned depth);
+
+/* Deep-copies the pointed-to data of one value at dst (already a shallow copy). */
+static int copy_value(sonde_batch *b, const ProtobufCFieldDescriptor *f, void *dst,
+                      unsigned depth) {
+  switch (f->type) {
+  case PROTOBUF_C_TYPE_STRING: {
+    char **s = dst;
+    if (*s && *s != protobuf_c_empty_string && !(*s = sonde_batch_strdup(b, *s)))
+      return SONDE_ENOMEM;
+    return 0;
+  }
+  case PROTOBUF_C_TYPE_BYTES: {
+    ProtobufCBinaryData *bd = dst;
+    if (bd->len && !(bd->data = sonde_batch_memdup(b, bd->data, bd->len))) return SONDE_ENOMEM;
+    return 0;
+  }
+  case PROTOBUF_C_TYPE_MESSAGE: {
+    ProtobufCMessage **m = dst;
+    if (*m && !(*m = copy_msg(b, *m, depth + 1))) return SONDE_ENOMEM;
+    return 0;
+  }
+  default:
+    return 0;
+  }
+}
+
+/* NULL when out of memory (or absurdly deep, which no decoded message is). */
+static ProtobufCMessage *copy_msg(sonde_batch *b, const ProtobufCMessage *src, unsigned depth) {
+  const ProtobufCMessageDescriptor *d = src->descriptor;
+  if (depth > 4 * SONDE__MAX_MSG_DEPTH) return NULL;
+  ProtobufCMessage *m = sonde_batch_memdup(b, src, d->sizeof_message);
+  if (!m) return NULL;
+  char *base = (char *)m;
+  for (unsigned i = 0; i < d->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &d->fields[i];
+    void *member = base + f->offset;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+      size_t n = *(size_t *)(base + f->quantifier_offset), es = elt_size(f->type);
+      void **arr = member;
+      if (!n || !*arr) continue;
+      if (n > SIZE_MAX / es || !(*arr = sonde_batch_memdup(b, *arr, n * es))) return NULL;
+      for (size_t k = 0; k < n; k++)
+        if (copy_value(b, f, (char *)*arr + k * es, depth)) return NULL;
+    } else if (!(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) ||
+               *(uint32_t *)(base + f->quantifier_offset) == f->id) {
+      if (copy_value(b, f, member, depth)) return NULL;
+    }
+  }
+  if (m->n_unknown_fields) {
+    ProtobufCMessageUnknownField *u = sonde_batch_memdup(
+        b, m->unknown_fields, m->n_unknown_fields * sizeof(ProtobufCMessageUnknownField));
+    if (!u) return NULL;
+    for (size_t k = 0; k < m->n_unknown_fields; k++)
+      if (u[k].len && !(u[k].data = sonde_batch_memdup(b, u[k].data, u[k].len))) return NULL;
+    m->unknown_fields = u;
+  }
+  return m;
+}
+
 int sonde_batch_copy(const sonde_batch *b, sonde_batch **out) {
   if (!out) return SONDE_EINVAL;
   *out = NULL;
   if (!b || !b->msg) return SONDE_EINVAL;
-  /* Packing reads through every pointer, including those into held batches, so the copy owns
-   * all of its data and needs no holds. */
-  size_t n = protobuf_c_message_get_packed_size(b->msg);
-  uint8_t *tmp = malloc(n ? n : 1);
-  if (!tmp) return SONDE_ENOMEM;
-  size_t w = protobuf_c_message_pack(b->msg, tmp);
-  int rc = SONDE_EPROTO;
-  if (w == n) rc = sonde_batch_decode(b->sig, tmp, n, out);
-  free(tmp);
-  if (rc == SONDE_EPROTO)
-    rc = SONDE_ENOMEM; /* our own bytes re-read: failing means memory or an unencodable message */
-  return rc;
+  /* A descriptor-driven deep copy (pack + unpack would do, but protobuf-c does not always read
+   * back what it wrote for odd input it accepted). Following every pointer, including those
+   * into held batches, the copy owns all of its data and needs no holds. */
+  sonde_batch *c = batch_alloc(b->sig);
+  if (!c) return SONDE_ENOMEM;
+  c->msg = copy_msg(c, b->msg, 1);
+  if (!c->msg) {
+    batch_destroy(c);
+    return SONDE_ENOMEM;
+  }
+  *out = c;
+  return 0;
 }
 
 sonde_batch *sonde_batch_ref(sonde_batch *b) {
