@@ -397,8 +397,7 @@ static void job_done(void *arg, int status) {
     job_work(j); /* the pool is gone: close here so buffered records reach the file */
   else if (status)
     j->status = status == SONDE_ECANCELED ? SONDE_ERETRY : status;
-  if (fe->w.err[0])
-    sonde_log(fe->h, j->status ? SONDE_LOG_ERROR : SONDE_LOG_WARN, "file: %s", fe->w.err);
+  if (fe->w.err[0]) sonde_log(fe->h, j->status ? SONDE_LOG_ERROR : SONDE_LOG_WARN, "%s", fe->w.err);
   switch (j->kind) {
   case JOB_SEND:
     j->cb(j->arg, j->status, 0);
@@ -500,7 +499,7 @@ static int file_start(void *inst) {
   /* Opening (and truncating) happens here, on the loop, so a bad path fails the start as in
    * otelcol; it is one open(2) and one directory scan, before any data flows. */
   if (open_file(fe, !fe->cfg->append)) {
-    sonde_log(fe->h, SONDE_LOG_ERROR, "file: %s", fe->w.err);
+    sonde_log(fe->h, SONDE_LOG_ERROR, "%s", fe->w.err);
     return SONDE_EIO;
   }
   if (fe->max_bytes) remove_old_backups(fe);

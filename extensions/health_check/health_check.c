@@ -164,7 +164,9 @@ static int hc_create(const sonde_host *h, const void *config, uint32_t signals, 
 
 static int hc_start(void *inst) {
   healthcheck *hc = inst;
+  /* Extensions start first: the service is taken to be up from here unless seen otherwise. */
   clock_gettime(CLOCK_REALTIME, &hc->up_since);
+  hc->was_healthy = true;
   int rc = hc->h->api->http_listen(hc->h, hc->cfg->endpoint, NULL, handle, hc, &hc->srv);
   if (rc) {
     hc->srv = NULL;

@@ -359,7 +359,7 @@ static void send_one(sigstate *st, size_t max, bool timeout_trigger) {
     if (rc == 0) rc = vec_store(out, &res, sonde_batch_msg(out), st->sh->req_n, st->sh->req_arr);
     free(res.v);
     if (rc) {
-      sonde_log(h, SONDE_LOG_ERROR, "batch: cannot build a %s batch, %zu items dropped: %s",
+      sonde_log(h, SONDE_LOG_ERROR, "cannot build a %s batch, %zu items dropped: %s",
                 sonde_signal_name(st->sig), got, sonde_strerror(rc));
       if (out) sonde_batch_unref(out);
       return;
@@ -371,7 +371,7 @@ static void send_one(sigstate *st, size_t max, bool timeout_trigger) {
   if (trig) h->api->metric_add(trig, 1);
   rc = h->api->consume(h, out, NULL);
   if (rc) /* otelcol's batch processor has already answered its caller: it logs and drops. */
-    sonde_log(h, SONDE_LOG_WARN, "batch: sender failed, %zu %s dropped: %s", items,
+    sonde_log(h, SONDE_LOG_WARN, "sender failed, %zu %s dropped: %s", items,
               sonde_signal_item_name(st->sig), sonde_strerror(rc));
   sonde_batch_unref(out);
 }
@@ -383,7 +383,7 @@ static void arm_timer(sigstate *st) {
   int rc = bp->h->api->timer_start(bp->h, bp->cfg->timeout_ns, 0, timer_cb, st, &st->timer);
   if (rc) {
     st->timer = NULL;
-    sonde_log(bp->h, SONDE_LOG_ERROR, "batch: cannot start the timer (%s); sending at once",
+    sonde_log(bp->h, SONDE_LOG_ERROR, "cannot start the timer (%s); sending at once",
               sonde_strerror(rc));
     while (st->total)
       send_one(st, (size_t)bp->cfg->send_batch_max_size, true);
@@ -468,7 +468,7 @@ static int batch_create(const sonde_host *h, const void *config, uint32_t signal
       h->api->metric(h, SONDE_METRIC_COUNTER, "otelcol_processor_batch_batch_size_trigger_send",
                      "Number of times the batch was sent due to a size trigger", NULL,
                      &bp->m_size_trigger))
-    sonde_log(h, SONDE_LOG_WARN, "batch: cannot register its metrics");
+    sonde_log(h, SONDE_LOG_WARN, "cannot register its metrics");
   *inst = bp;
   return 0;
 }

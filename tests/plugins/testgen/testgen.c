@@ -359,7 +359,7 @@ static void tick(void *arg) {
              : s == 1 ? gen_metrics(g, b, g->next[s], n)
                       : gen_logs(g, b, g->next[s], n);
       if (rc) {
-        sonde_log(g->h, SONDE_LOG_ERROR, "testgen: cannot build a batch: %s", sonde_strerror(rc));
+        sonde_log(g->h, SONDE_LOG_ERROR, "cannot build a batch: %s", sonde_strerror(rc));
         if (b) sonde_batch_unref(b);
         all_done = false;
         continue;
@@ -376,8 +376,8 @@ static void tick(void *arg) {
         continue;
       }
       if (rc)
-        sonde_log(g->h, SONDE_LOG_WARN, "testgen: %s batch rejected: %s",
-                  sonde_signal_name(sig_of[s]), sonde_strerror(rc));
+        sonde_log(g->h, SONDE_LOG_WARN, "%s batch rejected: %s", sonde_signal_name(sig_of[s]),
+                  sonde_strerror(rc));
       sonde_batch_unref(g->pending[s]);
       g->pending[s] = NULL;
       g->next[s] += g->pending_n[s];
@@ -388,8 +388,7 @@ static void tick(void *arg) {
     g->finished = true;
     stop_timer(g);
     sonde_log(g->h, SONDE_LOG_INFO,
-              "testgen: finished: %" PRId64 " items per signal in %" PRIu64 " batches, %" PRIu64
-              " refusals",
+              "finished: %" PRId64 " items per signal in %" PRIu64 " batches, %" PRIu64 " refusals",
               g->cfg->count, g->batches, g->refused);
   }
 }
@@ -415,7 +414,7 @@ static void testgen_shutdown(void *inst, void (*done)(void *arg), void *arg) {
   stop_timer(g);
   if (!g->finished)
     sonde_log(g->h, SONDE_LOG_INFO,
-              "testgen: stopped early: %" PRIu64 " batches built, %" PRIu64 " refusals", g->batches,
+              "stopped early: %" PRIu64 " batches built, %" PRIu64 " refusals", g->batches,
               g->refused);
   done(arg);
 }
