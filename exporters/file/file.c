@@ -188,12 +188,12 @@ static void backup_name(const fileexp *fe, time_t sec, long ms, char *out, size_
 
 typedef struct backup {
   char *name;
-  time_t t;
+  int64_t ms; /* the time in the name, in ms: rotations come faster than once a second */
 } backup;
 
 static int backup_cmp(const void *a, const void *b) {
   const backup *x = a, *y = b;
-  return x->t < y->t ? 1 : x->t > y->t ? -1 : 0; /* newest first */
+  return x->ms < y->ms ? 1 : x->ms > y->ms ? -1 : 0; /* newest first */
 }
 
 /* lumberjack's mill: removes backups beyond max_backups and older than max_days. */
@@ -225,14 +225,15 @@ static void remove_old_backups(fileexp *fe) {
       v = nv;
     }
     if (!(v[n].name = strdup(de->d_name))) break;
-    v[n++].t = timegm(&tm); /* lumberjack parses the name as UTC either way */
+    /* lumberjack parses the name as UTC either way */
+    v[n++].ms = (int64_t)timegm(&tm) * 1000 + atoi(rest + 1);
   }
   closedir(d);
   qsort(v, n, sizeof(*v), backup_cmp);
-  time_t cutoff = time(NULL) - (time_t)fe->max_days * 86400;
+  int64_t cutoff = ((int64_t)time(NULL) - fe->max_days * 86400) * 1000;
   for (size_t i = 0; i < n; i++) {
     bool drop = (fe->max_backups > 0 && (int64_t)i >= fe->max_backups) ||
-                (fe->max_days > 0 && v[i].t < cutoff);
+                (fe->max_days > 0 && v[i].ms < cutoff);
     if (drop) {
       char path[4096];
       snprintf(path, sizeof(path), "%s%s", fe->dir, v[i].name);
