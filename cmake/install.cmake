@@ -12,6 +12,10 @@ install(DIRECTORY ${SONDE_PROTO_OUT}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/so
         FILES_MATCHING PATTERN "*.h")
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/config/pipelines DESTINATION ${CMAKE_INSTALL_DATADIR}/sonde)
 
+# The prefix is found from the .pc file's own place, not fixed at configure time, so that
+# `cmake --install --prefix DIR` (and DESTDIR staging) gives a .pc that points into DIR.
+file(RELATIVE_PATH SONDE_PC_RELPREFIX /p/${CMAKE_INSTALL_LIBDIR}/pkgconfig /p)
+string(REGEX REPLACE "/$" "" SONDE_PC_RELPREFIX "${SONDE_PC_RELPREFIX}")
 configure_file(${CMAKE_SOURCE_DIR}/cmake/sonde.pc.in ${CMAKE_BINARY_DIR}/sonde.pc @ONLY)
 install(FILES ${CMAKE_BINARY_DIR}/sonde.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 
