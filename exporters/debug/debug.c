@@ -562,6 +562,8 @@ static void logs_normal(sonde_buf *o, const sonde_logs *ld) {
 /* ---- component --------------------------------------------------------------------------------
  */
 
+#define CHUNK 1600 /* bytes of dump per log entry */
+
 static int sig_index(sonde_signal s) {
   return s == SONDE_SIGNAL_TRACES    ? 0
          : s == SONDE_SIGNAL_METRICS ? 1
@@ -639,10 +641,21 @@ static int debug_consume(void *inst, sonde_batch *b) {
     break;
   }
   }
-  if (o->len) {
-    /* One log entry, as otelcol writes the whole dump as one message; drop the last newline. */
-    if (o->data[o->len - 1] == '\n') o->data[--o->len] = 0;
-    sonde_log(d->h, SONDE_LOG_INFO, "%s", (const char *)o->data);
+  /* otelcol writes the dump as one entry; the host logger caps an entry at a couple of KiB, so
+   * the dump goes out in entries of whole lines below that. */
+  size_t off = 0;
+  while (off < o->len) {
+    size_t end = off + CHUNK < o->len ? off + CHUNK : o->len;
+    if (end < o->len) {
+      size_t nl = end;
+      while (nl > off && o->data[nl - 1] != '\n')
+        nl--;
+      if (nl > off) end = nl;
+    }
+    size_t len = end - off;
+    if (len && o->data[off + len - 1] == '\n') len--;
+    sonde_log(d->h, SONDE_LOG_INFO, "%.*s", (int)len, (const char *)o->data + off);
+    off = end;
   }
   return 0;
 }
