@@ -46,7 +46,7 @@ struct conn {
   sonde_http_request *req;    /* being parsed */
   sonde_http_request *active; /* handed to the handler, awaiting respond */
   bool header_value; /* last header callback was a value */
-  bool too_big, closing, close_after;
+  bool too_big, closing, close_after; /* close_after: a "Connection: close" answer is out */
   int writes;
 };
 
@@ -270,12 +270,13 @@ static void dispatch(conn *c) {
       return;
     }
   }
+  uv_timer_stop(&c->timer); /* the client waits for us now: read_timeout is not its fault */
   c->srv->handler(c->srv->arg, r);
 }
 
 /* Parses buffered bytes until a whole request is ready (then dispatches it) or input runs out. */
 static void process(conn *c) {
-  while (!c->closing && !c->active && c->in_off < c->in.len) {
+  while (!c->closing && !c->close_after && !c->active && c->in_off < c->in.len) {
     size_t avail = c->in.len - c->in_off;
     size_t n = http_parser_execute(&c->parser, &g_settings, (char *)c->in.data + c->in_off, avail);
     c->in_off += n;
@@ -318,6 +319,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   c->in.len += (size_t)nread;
+  if (c->close_after) { /* answered with Connection: close: nothing more is read */
+    c->in.len = c->in_off = 0;
+    return;
+  }
   if (c->active) {
     /* Bound what a pipelining client can queue while we answer. */
     if (c->in.len - c->in_off > (1u << 20))
@@ -501,6 +506,8 @@ int sonde__http_respond(sonde_http_request *r, int status, const char *content_t
     memcpy(p, body, len), p += len;
   wr->c = c;
   wr->close_after = !keep;
+  if (!keep)
+    c->close_after = true; /* later pipelined requests are not dispatched */
   uv_buf_t b = uv_buf_init(wr->data, (unsigned)(p - wr->data));
   uv_timer_stop(&c->timer);
   c->writes++;
