@@ -112,6 +112,9 @@ size_t sonde__queue_len(const sonde__queue *q) {
 static void pump(sonde__queue *q);
 
 static void maybe_drained(sonde__queue *q) {
+  /* Not from inside pump() or send(): done() may free q; the outermost caller checks again. */
+  if (q->pumping)
+    return;
   if (q->draining && !q->head && q->inflight == 0 && q->drain_done) {
     void (*cb)(void *) = q->drain_done;
     q->drain_done = NULL;
@@ -258,9 +261,18 @@ static void start_send(sender *s) {
   s->sending = true;
   if (q->cfg->timeout > 0)
     uv_timer_start(&s->timer, on_timeout, (uint64_t)(q->cfg->timeout / 1000000), 0);
+  /* A callback from inside send() must not start another send() (the exporter is not
+   * reentered) nor end the drain: pump() and the drain check run once send() has returned. */
+  bool outer = !q->pumping;
+  q->pumping = true;
   int rc = q->t.comp->send(q->t.inst, s->it->b, on_sent, s);
   if (rc)
     finish(s, rc == SONDE_EPERMANENT ? rc : SONDE_ERETRY, 0);
+  if (outer) {
+    q->pumping = false;
+    pump(q);
+    maybe_drained(q);
+  }
 }
 
 static void pump(sonde__queue *q) {
