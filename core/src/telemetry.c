@@ -54,6 +54,22 @@ static char *render_labels(const char *labels) {
   return (char *)b.data;
 }
 
+/* HELP text as the exposition format wants it: backslash and newline escaped. */
+static char *escape_help(const char *help) {
+  sonde_buf b = {0};
+  if (sonde_buf_append(&b, "", 0))
+    return NULL;
+  for (const char *h = help ? help : ""; *h; h++) {
+    if (*h == '\\')
+      sonde_buf_append(&b, "\\\\", 2);
+    else if (*h == '\n')
+      sonde_buf_append(&b, "\\n", 2);
+    else
+      sonde_buf_append(&b, h, 1);
+  }
+  return (char *)b.data;
+}
+
 int sonde__metrics_get(sonde__metrics *m, sonde_metric_kind kind, const char *name,
                        const char *help, const char *labels, sonde_metric **out) {
   char *lab = render_labels(labels);
@@ -78,7 +94,7 @@ int sonde__metrics_get(sonde__metrics *m, sonde_metric_kind kind, const char *na
       break;
   }
   sonde_metric *s = calloc(1, sizeof *s);
-  if (!s || !(s->name = strdup(name)) || !(s->help = strdup(help ? help : ""))) {
+  if (!s || !(s->name = strdup(name)) || !(s->help = escape_help(help))) {
     if (s)
       free(s->name);
     free(s);
@@ -164,7 +180,7 @@ static int fmt_value(char *out, size_t len, double v) {
     return snprintf(out, len, "NaN");
   if (isinf(v))
     return snprintf(out, len, v > 0 ? "+Inf" : "-Inf");
-  if (v == (double)(long long)v && fabs(v) < 1e15)
+  if (fabs(v) < 1e15 && v == (double)(long long)v) /* range first: the cast is UB beyond it */
     return snprintf(out, len, "%lld", (long long)v);
   /* the shortest text that reads back as the same double */
   for (int prec = 1; prec < 17; prec++) {
