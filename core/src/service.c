@@ -121,6 +121,7 @@ struct sonde__service {
   size_t stop_pos;
   int stop_phase; /* of the component at stop_pos: 0 drain, 1 shutdown, 2 done */
   bool in_step, timers_init;
+  int closing;
   uv_timer_t deadline, work_wait;
   int deadline_hit; /* 1: queues aborted; 2: grace over */
   void (*stop_done)(void *);
@@ -248,6 +249,8 @@ static int deliver_to(inst *to, sonde_batch *b, bool shared) {
 static int deliver_exporters(pipeline *p, sonde_batch *b) {
   int i = sig_idx(p->sig), last = 0;
   size_t ok = 0;
+  if (p->nexps > 1)
+    sonde_batch_ref(b); /* shared while it fans out: see route_batch */
   for (size_t k = 0; k < p->nexps; k++) {
     inst *e = p->exps[k];
     int rc;
@@ -260,6 +263,8 @@ static int deliver_exporters(pipeline *p, sonde_batch *b) {
     else
       last = rc;
   }
+  if (p->nexps > 1)
+    sonde_batch_unref(b);
   if (ok)
     return 0;
   return last == SONDE_EFULL ? SONDE_EREFUSED : last;
@@ -273,11 +278,18 @@ static int deliver_pipeline(pipeline *p, size_t pos, sonde_batch *b, bool shared
 
 static int route_batch(const route *r, sonde_batch *b) {
   int result = 0;
+  /* While b goes to several pipelines, hold a reference of our own: a mutating stage anywhere
+   * down them (not only the first one, to which `shared` is passed) then sees b shared
+   * (refcount > 1) and gets a copy, so the other pipelines see b untouched. */
+  if (r->n > 1)
+    sonde_batch_ref(b);
   for (size_t k = 0; k < r->n; k++) {
     int rc = deliver_pipeline(r->p[k], 0, b, r->n > 1);
     if (rc && !result)
       result = rc;
   }
+  if (r->n > 1)
+    sonde_batch_unref(b);
   return result;
 }
 
@@ -1194,9 +1206,11 @@ static void finish_stop(sonde__service *s) {
         in->q[i] = NULL;
       }
     }
-    close_leftovers(in);
+    /* destroy first: it may stop its own timers / servers; close_leftovers then closes only what
+     * the plug-in forgot (the other order closed handles twice). */
     if (in->created && !in->stuck)
       in->ce->comp->destroy(in->obj);
+    close_leftovers(in);
     in->created = false;
   }
   uv_timer_stop(&s->deadline);
@@ -1307,8 +1321,11 @@ static void free_inst(inst *in) {
   free(in);
 }
 
-static void free_after_close(uv_handle_t *h) {
-  free((char *)h - offsetof(sonde__service, work_wait));
+/* libuv runs close callbacks in no promised order: free after the last of the two. */
+static void timer_closed_free(uv_handle_t *h) {
+  sonde__service *s = h->data;
+  if (--s->closing == 0)
+    free(s);
 }
 
 void sonde__service_free(sonde__service *s) {
@@ -1317,12 +1334,15 @@ void sonde__service_free(sonde__service *s) {
   for (size_t i = 0; i < s->ninsts; i++) {
     inst *in = s->insts[i];
     if (in->created) { /* never stopped: destroy what was created */
-      close_leftovers(in);
       in->ce->comp->destroy(in->obj);
+      close_leftovers(in);
     }
     if (in->stuck)
       continue; /* its late callbacks may still come */
-    s->reg->libs[in->ce->lib].used--;
+    /* ce->lib is stale once the registry was trimmed (indices move): look the library up again */
+    size_t lib;
+    if (sonde__registry_find(s->reg, in->ce->kind, in->ce->comp->type, &lib))
+      s->reg->libs[lib].used--;
     free_inst(in);
   }
   free(s->insts);
@@ -1345,12 +1365,13 @@ void sonde__service_free(sonde__service *s) {
   free(s->ents);
   sonde__opts_free(tel_opts, &s->tel);
   if (s->timers_init) { /* the loop runs once more to close them; s must outlive that */
-    s->deadline.data = s->work_wait.data = NULL;
-    uv_close((uv_handle_t *)&s->deadline, NULL);
-    uv_close((uv_handle_t *)&s->work_wait, free_after_close);
-  }
-  if (!s->timers_init)
+    s->closing = 2;
+    s->deadline.data = s->work_wait.data = s;
+    uv_close((uv_handle_t *)&s->deadline, timer_closed_free);
+    uv_close((uv_handle_t *)&s->work_wait, timer_closed_free);
+  } else {
     free(s);
+  }
 }
 
 int sonde__service_emit(const sonde__service *s, sonde_buf *out) {
