@@ -232,7 +232,8 @@ static int deliver_to(inst *to, sonde_batch *b, bool shared) {
     sonde__metric_add(to->proc_in[i], (double)sonde_batch_items(b));
   if (!to->started || to->stopped)
     return SONDE_ESHUTDOWN;
-  if ((to->ce->comp->flags & SONDE_COMP_MUTATES) && (shared || sonde_batch_refcount(b) > 1)) {
+  /* A merged batch can point into batches other pipelines still read: exclusive() looks there. */
+  if ((to->ce->comp->flags & SONDE_COMP_MUTATES) && (shared || !sonde_batch_exclusive(b))) {
     sonde_batch *copy;
     int rc = sonde_batch_copy(b, &copy);
     if (rc)

@@ -63,11 +63,11 @@ step "build with CMake (find_package)"
   "$CMAKE" --build "$tmp/build-cmake" >>"$tmp/cmake.log" 2>&1 ||
   { cat "$tmp/cmake.log"; fail "cmake build"; }
 
-# testgen is a test plug-in; take it from the build if the install does not carry it.
-if [ ! -f "$tmp/prefix/lib/sonde/receiver_testgen.so" ]; then
-  cp "$BUILD/lib/sonde/receiver_testgen.so" "$tmp/plugins/"
-fi
-chmod 0755 "$tmp/plugins/"*.so
+# testgen is a test-only plug-in, never installed: both runs find it through SONDE_PLUGIN_PATH.
+mkdir -p "$tmp/testplugins"
+cp "$BUILD/lib/sonde/receiver_testgen.so" "$tmp/testplugins/"
+chmod 0755 "$tmp/plugins/"*.so "$tmp/testplugins/"*.so
+export SONDE_PLUGIN_PATH="$tmp/testplugins"
 
 # ---- 3. runs ------------------------------------------------------------------------------------
 # write_config NAME ACTION RELOAD PER_BATCH INTERVAL

@@ -9,6 +9,7 @@
 #ifndef SONDE_PDATA_H
 #define SONDE_PDATA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -77,6 +78,9 @@ ProtobufCAllocator *sonde_batch_allocator(sonde_batch *b);
 /* Makes b keep a reference to other until b is freed, so b's message may point into other's arena
  * (zero-copy merge and split). */
 int sonde_batch_hold(sonde_batch *b, sonde_batch *other);
+/* True when nobody else can see b's data: one reference, and every batch it holds (and points
+ * into) exclusive too. Only then may b be changed in place. */
+bool sonde_batch_exclusive(const sonde_batch *b);
 /* Bytes allocated in the arena (and held batches' arenas are not counted). */
 size_t sonde_batch_arena_bytes(const sonde_batch *b);
 

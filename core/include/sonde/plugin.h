@@ -71,7 +71,8 @@ typedef struct sonde_option {
   size_t offset;   /* into the config struct (or into the enclosing TABLE's struct) */
   const char *def; /* default in config syntax ("5s", "8192", "gzip"); NULL: none */
   const char *doc; /* one line */
-  double min, max; /* inclusive bounds for numeric types; both 0: unbounded */
+  double min, max; /* inclusive bounds for numeric types, in the stored unit (ns, bytes); both 0:
+                    * unbounded; max < min: no upper bound */
   const char *const *enum_values;   /* NULL-terminated, for SONDE_OPT_ENUM */
   const struct sonde_option *sub;   /* TABLE / TABLE_LIST: the nested table, {0}-terminated */
   size_t sub_size;                  /* TABLE_LIST: size of one element */
@@ -225,7 +226,8 @@ typedef struct sonde_component {
 
   /* Optional cross-field validation after options parsed; writes a message to err. */
   int (*validate)(const void *config, char *err, size_t errlen);
-  /* config is kept by the core until destroy and may be kept by the instance. h is kept. */
+  /* config is kept by the core until destroy and may be kept by the instance. h is kept. When
+   * create fails, destroy is not called: free what was allocated before returning. */
   int (*create)(const sonde_host *h, const void *config, uint32_t signals, void **inst);
   int (*start)(void *inst);
   /* Processors (and exporters without SONDE_COMP_QUEUED): b is borrowed; ref to keep. Returns 0,
@@ -233,7 +235,10 @@ typedef struct sonde_component {
   int (*consume)(void *inst, sonde_batch *b);
   /* Queued exporters: send b (borrowed; ref to keep) and call cb exactly once, possibly before
    * send returns, with 0, SONDE_ERETRY (retry_after_ns > 0 to honour the server's word) or
-   * SONDE_EPERMANENT. A non-zero return means cb will not be called and counts as SONDE_ERETRY. */
+   * SONDE_EPERMANENT. A non-zero return means cb will not be called; SONDE_EPERMANENT drops the
+   * batch, anything else is retried. When the core's `timeout` passes first the batch is retried
+   * by a new send() while the old one may still be in flight; the old one's cb is then ignored.
+   * Before shutdown's done, every pending cb must have been called. */
   int (*send)(void *inst, sonde_batch *b, sonde_send_cb cb, void *arg);
   /* Stop taking work and flush; call done(arg) once finished (possibly before returning).
    * Receivers stop producing; processors forward what they hold; exporters finish in-flight. */

@@ -1,6 +1,7 @@
 /* The batch: one OTLP export request in an arena, reference counted. */
 #include <stdalign.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -423,6 +424,19 @@ int sonde_batch_hold(sonde_batch *b, sonde_batch *other) {
   }
   b->held[b->nheld++] = sonde_batch_ref(other);
   return 0;
+}
+
+static bool exclusive(const sonde_batch *b, int depth) {
+  if (depth > 32 || sonde_batch_refcount(b) != 1)
+    return false;
+  for (size_t i = 0; i < b->nheld; i++)
+    if (!exclusive(b->held[i], depth + 1))
+      return false;
+  return true;
+}
+
+bool sonde_batch_exclusive(const sonde_batch *b) {
+  return b && exclusive(b, 0);
 }
 
 /* ---- accessors ---- */
