@@ -4,13 +4,16 @@
 set -eu
 PKGS="cmake make pkg-config gcc clang llvm bpftool libbpf-dev libelf-dev libdw-dev libdebuginfod-dev
 libiberty-dev libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev libyaml-dev libuv1-dev libzstd-dev
-zstd libssl-dev zlib1g-dev libcmocka-dev libhttp-parser-dev libclang-rt-14-dev curl python3 nodejs npm"
+zstd libssl-dev zlib1g-dev libcmocka-dev libhttp-parser-dev libclang-rt-14-dev curl python3"
 [ -n "${SONDE_EXTRA_PKGS:-}" ] && PKGS="$PKGS $SONDE_EXTRA_PKGS"
 
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
+# Test peers run on Node.js; a Node from elsewhere (nodesource, nvm) is fine as it is.
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then
