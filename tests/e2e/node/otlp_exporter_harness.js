@@ -39,7 +39,9 @@ async function runSonde(yaml, opts = {}) {
   const cfg = path.join(dir, 'config.yaml');
   fs.writeFileSync(cfg, yaml);
   const bin = path.join(BUILD, 'bin', 'sonde');
-  const proc = spawn(bin, ['--config', cfg], {
+  const args = ['--config', cfg];
+  for (const extra of opts.extraConfigs || []) args.push('--config', extra);
+  const proc = spawn(bin, args, {
     env: Object.assign({}, process.env, opts.env || {}),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
