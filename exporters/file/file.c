@@ -229,7 +229,7 @@ static void remove_old_backups(fileexp *fe) {
     v[n++].ms = (int64_t)timegm(&tm) * 1000 + atoi(rest + 1);
   }
   closedir(d);
-  qsort(v, n, sizeof(*v), backup_cmp);
+  if (n) qsort(v, n, sizeof(*v), backup_cmp);
   int64_t cutoff = ((int64_t)time(NULL) - fe->max_days * 86400) * 1000;
   for (size_t i = 0; i < n; i++) {
     bool drop = (fe->max_backups > 0 && (int64_t)i >= fe->max_backups) ||
