@@ -17,7 +17,8 @@ build: deps
 	@cmake --build $(BUILD) -j $(JOBS)
 
 run: build
-	$(BUILD)/bin/sonde --config $(CONFIG)
+	@mkdir -p $(BUILD)/data
+	SONDE_DATA_DIR=$(BUILD)/data $(BUILD)/bin/sonde --config $(CONFIG)
 
 test: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
