@@ -103,6 +103,7 @@ struct ogrpc {
   greq *all;
   greq *wait_head, *wait_tail; /* encoded, waiting for the connection */
   int in_work;                 /* encode jobs on the thread pool */
+  int in_nghttp2;              /* inside nghttp2_session_*: the session must not be freed */
   bool stopping;
   void (*stop_done)(void *);
   void *stop_arg;
@@ -362,7 +363,9 @@ static bool streams_open(const ogrpc *g) {
 
 static void session_send(ogrpc *g) {
   if (!g->sess || !g->conn) return;
+  g->in_nghttp2++;
   int rv = nghttp2_session_send(g->sess);
+  g->in_nghttp2--;
   if (rv) {
     drop_connection(g, nghttp2_strerror(rv), false);
     return;
@@ -551,7 +554,9 @@ static void conn_connected(void *arg, otlp_conn *c) {
 static void conn_data(void *arg, otlp_conn *c, const uint8_t *p, size_t n) {
   ogrpc *g = arg;
   if (!g->sess) return;
+  g->in_nghttp2++;
   ssize_t rv = nghttp2_session_mem_recv(g->sess, p, n);
+  g->in_nghttp2--;
   if (rv < 0) {
     drop_connection(g, nghttp2_strerror((int)rv), false);
     return;

@@ -2,13 +2,15 @@
  *   receiver `otlp_benchgen`: requests of `per_request` spans with 10 attributes each at `rate`
  *     spans/s, every span's start time the wall clock at creation (so a sink can tell latency);
  *   exporter `otlp_benchsink`: counts spans and records now - start_time of each request's first
- *     span, writing a JSON line {"spans":N,"requests":N,"p50_ms":x,"p99_ms":x} to `out` each second.
- * Strings point to static storage: a batch only reads them and never frees them. */
+ *     span, writing a JSON line {"spans":N,"requests":N,"p50_ms":x,"p99_ms":x} to `out` each
+ * second. Strings point to static storage: a batch only reads them and never frees them. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <uv.h>
 
 #include "sonde/sonde.h"
 
@@ -22,7 +24,8 @@ static uint64_t wall_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* ---- generator -------------------------------------------------------------------------------- */
+/* ---- generator --------------------------------------------------------------------------------
+ */
 
 typedef struct gen_cfg {
   int64_t rate;
@@ -43,19 +46,19 @@ typedef struct gen {
   uint64_t start_ms, made, refused, next_id;
 } gen;
 
-static const char *const keys[10] = {"http.method", "http.route",  "http.status_code",
-                                     "net.peer.name", "user.id",   "tenant",
-                                     "region",       "db.system",  "retry.count",
-                                     "payload.size"};
-static const char *const svals[10] = {"GET",       "/api/v1/orders/{id}", NULL, "orders.internal",
-                                      "user-12345", "acme",                "eu-west-1", "postgresql",
-                                      NULL,        NULL};
+static const char *const keys[10] = {
+    "http.method", "http.route", "http.status_code", "net.peer.name", "user.id",
+    "tenant",      "region",     "db.system",        "retry.count",   "payload.size"};
+static const char *const svals[10] = {"GET",        "/api/v1/orders/{id}",
+                                      NULL,         "orders.internal",
+                                      "user-12345", "acme",
+                                      "eu-west-1",  "postgresql",
+                                      NULL,         NULL};
 
 static int make_request(gen *g, sonde_batch **out) {
   sonde_batch *b;
   int rc = sonde_batch_new(SONDE_SIGNAL_TRACES, &b);
-  if (rc)
-    return rc;
+  if (rc) return rc;
   sonde_traces *req = sonde_batch_traces(b);
   size_t n = (size_t)g->cfg->per_request;
   Opentelemetry__Proto__Trace__V1__ResourceSpans *rs = sonde_batch_alloc(b, sizeof *rs);
@@ -65,20 +68,22 @@ static int make_request(gen *g, sonde_batch **out) {
   any_t *rv = sonde_batch_alloc(b, sizeof *rv);
   kv_t **rkvp = sonde_batch_alloc(b, sizeof *rkvp);
   req->resource_spans = sonde_batch_alloc(b, sizeof *req->resource_spans);
-  rs && (rs->scope_spans = sonde_batch_alloc(b, sizeof *rs->scope_spans));
-  ss && (ss->spans = sonde_batch_alloc(b, n * sizeof *ss->spans));
+  Opentelemetry__Proto__Trace__V1__ScopeSpans **ssp = sonde_batch_alloc(b, sizeof *ssp);
+  span_t **spp = sonde_batch_alloc(b, n * sizeof *spp);
   span_t *spans = sonde_batch_alloc(b, n * sizeof *spans);
   kv_t *kvs = sonde_batch_alloc(b, n * 10 * sizeof *kvs);
   any_t *vals = sonde_batch_alloc(b, n * 10 * sizeof *vals);
   kv_t **kvps = sonde_batch_alloc(b, n * 10 * sizeof *kvps);
   uint8_t *ids = sonde_batch_alloc(b, n * 24);
-  if (!rs || !ss || !res || !rkv || !rv || !rkvp || !req->resource_spans || !rs->scope_spans ||
-      !ss->spans || !spans || !kvs || !vals || !kvps || !ids) {
+  if (!rs || !ss || !res || !rkv || !rv || !rkvp || !req->resource_spans || !ssp || !spp ||
+      !spans || !kvs || !vals || !kvps || !ids) {
     sonde_batch_unref(b);
     return SONDE_ENOMEM;
   }
   opentelemetry__proto__trace__v1__resource_spans__init(rs);
   opentelemetry__proto__trace__v1__scope_spans__init(ss);
+  rs->scope_spans = ssp;
+  ss->spans = spp;
   opentelemetry__proto__resource__v1__resource__init(res);
   opentelemetry__proto__common__v1__key_value__init(rkv);
   opentelemetry__proto__common__v1__any_value__init(rv);
@@ -137,28 +142,23 @@ static int make_request(gen *g, sonde_batch **out) {
 static void gen_tick(void *arg) {
   gen *g = arg;
   uint64_t now = uv_now(g->h->api->loop(g->h));
-  if (!g->start_ms)
-    g->start_ms = now;
+  if (!g->start_ms) g->start_ms = now;
   uint64_t due = (uint64_t)((double)(now - g->start_ms + 1) * (double)g->cfg->rate / 1000.0);
   /* At most a second of backlog: a generator that fell behind does not burst forever. */
-  if (due > g->made + (uint64_t)g->cfg->rate)
-    g->made = due - (uint64_t)g->cfg->rate;
+  if (due > g->made + (uint64_t)g->cfg->rate) g->made = due - (uint64_t)g->cfg->rate;
   while (g->made + (uint64_t)g->cfg->per_request <= due) {
     sonde_batch *b;
-    if (make_request(g, &b))
-      return;
+    if (make_request(g, &b)) return;
     int rc = g->h->api->consume(g->h, b, NULL);
     sonde_batch_unref(b);
-    if (rc)
-      g->refused++;
+    if (rc) g->refused++;
     g->made += (uint64_t)g->cfg->per_request;
   }
 }
 
 static int gen_create(const sonde_host *h, const void *config, uint32_t signals, void **inst) {
   gen *g = calloc(1, sizeof *g);
-  if (!g)
-    return SONDE_ENOMEM;
+  if (!g) return SONDE_ENOMEM;
   g->h = h;
   g->cfg = config;
   *inst = g;
@@ -172,8 +172,7 @@ static int gen_start(void *inst) {
 
 static void gen_shutdown(void *inst, void (*done)(void *), void *arg) {
   gen *g = inst;
-  if (g->timer)
-    g->h->api->timer_stop(g->timer);
+  if (g->timer) g->h->api->timer_stop(g->timer);
   g->timer = NULL;
   sonde_log(g->h, SONDE_LOG_INFO, "generated %" PRIu64 " spans, %" PRIu64 " requests refused",
             g->made, g->refused);
@@ -223,13 +222,11 @@ static double quantile(const sink *s, double q) {
   uint64_t total = 0;
   for (int i = 0; i < NBUCKET; i++)
     total += s->hist[i];
-  if (!total)
-    return 0;
+  if (!total) return 0;
   uint64_t want = (uint64_t)((double)total * q), acc = 0;
   for (int i = 0; i < NBUCKET; i++) {
     acc += s->hist[i];
-    if (acc > want)
-      return (i + 1) * 0.1;
+    if (acc > want) return (i + 1) * 0.1;
   }
   return NBUCKET * 0.1;
 }
@@ -237,8 +234,7 @@ static double quantile(const sink *s, double q) {
 static void sink_tick(void *arg) {
   sink *s = arg;
   FILE *f = fopen(s->cfg->out, "a");
-  if (!f)
-    return;
+  if (!f) return;
   fprintf(f, "{\"spans\":%" PRIu64 ",\"requests\":%" PRIu64 ",\"p50_ms\":%.1f,\"p99_ms\":%.1f}\n",
           s->spans, s->requests, quantile(s, 0.5), quantile(s, 0.99));
   fclose(f);
@@ -247,8 +243,7 @@ static void sink_tick(void *arg) {
 static int sink_consume(void *inst, sonde_batch *b) {
   sink *s = inst;
   sonde_traces *t = sonde_batch_traces(b);
-  if (!t)
-    return 0;
+  if (!t) return 0;
   uint64_t now = wall_ns();
   for (size_t i = 0; i < t->n_resource_spans; i++)
     for (size_t j = 0; j < t->resource_spans[i]->n_scope_spans; j++) {
@@ -267,8 +262,7 @@ static int sink_consume(void *inst, sonde_batch *b) {
 
 static int sink_create(const sonde_host *h, const void *config, uint32_t signals, void **inst) {
   sink *s = calloc(1, sizeof *s);
-  if (!s)
-    return SONDE_ENOMEM;
+  if (!s) return SONDE_ENOMEM;
   s->hist = calloc(NBUCKET, sizeof *s->hist);
   if (!s->hist) {
     free(s);
@@ -287,8 +281,7 @@ static int sink_start(void *inst) {
 
 static void sink_shutdown(void *inst, void (*done)(void *), void *arg) {
   sink *s = inst;
-  if (s->timer)
-    s->h->api->timer_stop(s->timer);
+  if (s->timer) s->h->api->timer_stop(s->timer);
   s->timer = NULL;
   sink_tick(s);
   done(arg);
