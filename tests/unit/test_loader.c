@@ -250,7 +250,9 @@ static void test_trim(void **state) {
   assert_int_equal(lib, 0); /* index follows the move */
   assert_string_equal(r.libs[lib].path, bad("good"));
   assert_non_null(c->send); /* still mapped */
+#if !defined(__SANITIZE_ADDRESS__) /* ASan builds keep libraries of freed registries mapped */
   assert_null(dlopen(bad("dup_a"), RTLD_NOW | RTLD_NOLOAD));
+#endif
   size_t n;
   const char **types = sonde__registry_types(&r, SONDE_KIND_RECEIVER, &n);
   assert_int_equal(n, 1);
