@@ -1,5 +1,7 @@
 #include "httpd.h"
 
+#include "sonde/net.h"
+
 #include <arpa/inet.h>
 #include <http_parser.h>
 #include <netdb.h>
@@ -61,55 +63,6 @@ static void req_free(sonde_http_request *r) {
   sonde_buf_free(&r->body);
   free(r->path);
   free(r);
-}
-
-int sonde__parse_endpoint(const char *endpoint, struct sockaddr_storage *addr, char *err,
-                          size_t errlen) {
-  char host[256];
-  const char *colon = strrchr(endpoint, ':');
-  if (!colon || !colon[1]) {
-    snprintf(err, errlen, "endpoint \"%s\" has no port (use host:port)", endpoint);
-    return SONDE_EINVAL;
-  }
-  char *end;
-  long port = strtol(colon + 1, &end, 10);
-  if (*end || port < 0 || port > 65535) {
-    snprintf(err, errlen, "endpoint \"%s\": invalid port", endpoint);
-    return SONDE_EINVAL;
-  }
-  size_t hl = (size_t)(colon - endpoint);
-  if (hl >= sizeof host) {
-    snprintf(err, errlen, "endpoint \"%s\": host too long", endpoint);
-    return SONDE_EINVAL;
-  }
-  memcpy(host, endpoint, hl);
-  host[hl] = 0;
-  if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
-    memmove(host, host + 1, hl - 2);
-    host[hl - 2] = 0;
-  }
-  memset(addr, 0, sizeof *addr);
-  if (!host[0] || strcmp(host, "localhost") == 0)
-    strcpy(host, "127.0.0.1");
-  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)addr) == 0)
-    return 0;
-  if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)addr) == 0)
-    return 0;
-  /* A name: resolved once at start, before the loop serves anything. */
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-  int rc = getaddrinfo(host, NULL, &hints, &res);
-  if (rc || !res) {
-    snprintf(err, errlen, "endpoint \"%s\": cannot resolve \"%s\": %s", endpoint, host,
-             gai_strerror(rc));
-    return SONDE_EINVAL;
-  }
-  memcpy(addr, res->ai_addr, res->ai_addrlen);
-  if (addr->ss_family == AF_INET)
-    ((struct sockaddr_in *)addr)->sin_port = htons((uint16_t)port);
-  else
-    ((struct sockaddr_in6 *)addr)->sin6_port = htons((uint16_t)port);
-  freeaddrinfo(res);
-  return 0;
 }
 
 static void conn_handle_closed(uv_handle_t *h) {
@@ -364,7 +317,7 @@ int sonde__http_listen(uv_loop_t *loop, const char *endpoint, const sonde_http_o
                        sonde_http_handler handler, void *arg, sonde_http_server **out, char *err,
                        size_t errlen) {
   struct sockaddr_storage addr;
-  int rc = sonde__parse_endpoint(endpoint, &addr, err, errlen);
+  int rc = sonde_endpoint_parse(endpoint, &addr, err, errlen);
   if (rc)
     return rc;
   sonde_http_server *srv = calloc(1, sizeof *srv);
@@ -413,9 +366,10 @@ int sonde__http_port(const sonde_http_server *srv) {
 void sonde__http_close(sonde_http_server *srv) {
   if (!srv)
     return;
+  /* The listener first: a client that sees its connection end must not get a new one. */
+  uv_close((uv_handle_t *)&srv->tcp, (uv_close_cb)free);
   while (srv->conns)
     conn_close(srv->conns);
-  uv_close((uv_handle_t *)&srv->tcp, (uv_close_cb)free);
 }
 
 const char *sonde__http_method(const sonde_http_request *r) {

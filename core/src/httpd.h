@@ -7,9 +7,6 @@
 
 #include "sonde/plugin.h"
 
-/* Parses "host:port", "[v6]:port" or ":port" (localhost) into addr. */
-int sonde__parse_endpoint(const char *endpoint, struct sockaddr_storage *addr, char *err,
-                          size_t errlen);
 int sonde__http_listen(uv_loop_t *loop, const char *endpoint, const sonde_http_options *opts,
                        sonde_http_handler handler, void *arg, sonde_http_server **out, char *err,
                        size_t errlen);

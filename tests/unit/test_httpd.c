@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "httpd.h"
+#include "sonde/net.h"
 
 /* ---- fixture: the server side ------------------------------------------------------------- */
 
@@ -706,11 +707,11 @@ static void test_close_idle_server_and_endpoint_errors(void **state) {
                                       sizeof err), SONDE_EINVAL);
   assert_string_equal(err, "endpoint \"127.0.0.1:99999\": invalid port");
   struct sockaddr_storage ss;
-  assert_int_equal(sonde__parse_endpoint(":4318", &ss, err, sizeof err), 0);
+  assert_int_equal(sonde_endpoint_parse(":4318", &ss, err, sizeof err), 0);
   assert_int_equal(ss.ss_family, AF_INET);
   assert_int_equal(ntohs(((struct sockaddr_in *)&ss)->sin_port), 4318);
   assert_int_equal(((struct sockaddr_in *)&ss)->sin_addr.s_addr, htonl(INADDR_LOOPBACK));
-  assert_int_equal(sonde__parse_endpoint("[::1]:4317", &ss, err, sizeof err), 0);
+  assert_int_equal(sonde_endpoint_parse("[::1]:4317", &ss, err, sizeof err), 0);
   assert_int_equal(ss.ss_family, AF_INET6);
   sonde__http_close(a);
   uv_run(&loop, UV_RUN_DEFAULT);

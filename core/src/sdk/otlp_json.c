@@ -61,34 +61,6 @@ static int is_hex_id(const ProtobufCFieldDescriptor *f) {
           !strcmp(f->name, "parent_span_id") || !strcmp(f->name, "profile_id"));
 }
 
-static size_t elt_size(ProtobufCType t) {
-  switch (t) {
-  case PROTOBUF_C_TYPE_INT32:
-  case PROTOBUF_C_TYPE_SINT32:
-  case PROTOBUF_C_TYPE_SFIXED32:
-  case PROTOBUF_C_TYPE_UINT32:
-  case PROTOBUF_C_TYPE_FIXED32:
-  case PROTOBUF_C_TYPE_FLOAT:
-  case PROTOBUF_C_TYPE_ENUM:
-    return 4;
-  case PROTOBUF_C_TYPE_INT64:
-  case PROTOBUF_C_TYPE_SINT64:
-  case PROTOBUF_C_TYPE_SFIXED64:
-  case PROTOBUF_C_TYPE_UINT64:
-  case PROTOBUF_C_TYPE_FIXED64:
-  case PROTOBUF_C_TYPE_DOUBLE:
-    return 8;
-  case PROTOBUF_C_TYPE_BOOL:
-    return sizeof(protobuf_c_boolean);
-  case PROTOBUF_C_TYPE_STRING:
-    return sizeof(char *);
-  case PROTOBUF_C_TYPE_BYTES:
-    return sizeof(ProtobufCBinaryData);
-  case PROTOBUF_C_TYPE_MESSAGE:
-    return sizeof(ProtobufCMessage *);
-  }
-  return 0;
-}
 
 /* ==== encoder ==== */
 
@@ -358,7 +330,7 @@ static int enc_field(sonde_buf *o, const ProtobufCMessage *m, const ProtobufCFie
     size_t n = *(const size_t *)(base + f->quantifier_offset);
     if (!n) return 0;
     const char *arr = *(char *const *)member;
-    size_t es = elt_size(f->type);
+    size_t es = sonde__pb_elt_size(f->type);
     if (!arr) return 0;
     if ((rc = put_key(o, f->name, first)) || (rc = put(o, "[", 1))) return rc;
     for (size_t i = 0; i < n; i++) {
@@ -971,7 +943,7 @@ static int dec_msg(dec *d, const jv *v, const ProtobufCMessageDescriptor *md, Pr
     if (f->label == PROTOBUF_C_LABEL_REPEATED) {
       if (mem->type != J_ARR)
         return derr(d, mem, "expected an array, got %s", type_name(mem->type));
-      size_t es = elt_size(f->type);
+      size_t es = sonde__pb_elt_size(f->type);
       char *arr = NULL;
       if (mem->n) {
         if (mem->n > SIZE_MAX / es) return dnomem(d);

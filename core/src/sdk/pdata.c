@@ -296,7 +296,7 @@ int sonde_batch_decode(sonde_signal sig, const uint8_t *buf, size_t len, sonde_b
   return 0;
 }
 
-static size_t elt_size(ProtobufCType t) {
+size_t sonde__pb_elt_size(ProtobufCType t) {
   switch (t) {
   case PROTOBUF_C_TYPE_INT64:
   case PROTOBUF_C_TYPE_SINT64:
@@ -356,7 +356,7 @@ static ProtobufCMessage *copy_msg(sonde_batch *b, const ProtobufCMessage *src, u
     const ProtobufCFieldDescriptor *f = &d->fields[i];
     void *member = base + f->offset;
     if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-      size_t n = *(size_t *)(base + f->quantifier_offset), es = elt_size(f->type);
+      size_t n = *(size_t *)(base + f->quantifier_offset), es = sonde__pb_elt_size(f->type);
       void **arr = member;
       if (!n || !*arr) continue;
       if (n > SIZE_MAX / es || !(*arr = sonde_batch_memdup(b, *arr, n * es))) return NULL;

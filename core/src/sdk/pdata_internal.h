@@ -16,5 +16,7 @@ ProtobufCMessage *sonde__batch_new_msg(sonde_batch *b, const ProtobufCMessageDes
 sonde_batch *sonde__batch_empty(sonde_signal sig);
 void sonde__batch_set_msg(sonde_batch *b, ProtobufCMessage *m);
 void sonde__batch_destroy_unused(sonde_batch *b);
+/* Bytes of one element of a repeated field of type t (protobuf-c's in-memory layout). */
+size_t sonde__pb_elt_size(ProtobufCType t);
 
 #endif
