@@ -599,29 +599,24 @@ static void on_tick(uv_timer_t *t) {
 
 static void encode_work(void *arg) {
   greq *r = arg;
-  size_t n = sonde_batch_packed_size(r->b);
-  sonde_buf raw = {0};
-  if (sonde_buf_reserve(&raw, n)) {
-    r->enc_status = SONDE_ENOMEM;
-    return;
-  }
-  raw.len = sonde_batch_pack(r->b, raw.data);
   int comp = r->g->cfg->compression;
-  if (sonde_buf_reserve(&r->payload, 5)) {
-    r->enc_status = SONDE_ENOMEM;
-    sonde_buf_free(&raw);
-    return;
-  }
-  r->payload.len = 5;
-  if (comp == OTLP_COMP_NONE) {
-    r->enc_status = sonde_buf_append(&r->payload, raw.data, raw.len);
+  size_t n = sonde_batch_packed_size(r->b);
+  if (comp == OTLP_COMP_NONE) { /* pack straight behind the 5-byte gRPC prefix */
+    if ((r->enc_status = sonde_buf_reserve(&r->payload, n + 5))) return;
+    r->payload.len = 5 + sonde_batch_pack(r->b, r->payload.data + 5);
   } else {
+    sonde_buf raw = {0};
+    if ((r->enc_status = sonde_buf_reserve(&raw, n ? n : 1))) return;
+    raw.len = sonde_batch_pack(r->b, raw.data);
     sonde_buf z = {0};
     r->enc_status = otlp_compress(comp, raw.data, raw.len, &z);
-    if (!r->enc_status) r->enc_status = sonde_buf_append(&r->payload, z.data, z.len);
+    sonde_buf_free(&raw);
+    if (!r->enc_status && !(r->enc_status = sonde_buf_reserve(&r->payload, z.len + 5))) {
+      memcpy(r->payload.data + 5, z.data, z.len);
+      r->payload.len = z.len + 5;
+    }
     sonde_buf_free(&z);
   }
-  sonde_buf_free(&raw);
   if (r->enc_status) return;
   uint32_t ml = (uint32_t)(r->payload.len - 5);
   r->payload.data[0] = comp == OTLP_COMP_NONE ? 0 : 1;

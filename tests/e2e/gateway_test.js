@@ -99,7 +99,7 @@ async function ports() {
   } catch (e) {
     errs.push('baseline: ' + e.message);
   }
-  await s.stop();
+  errs.push(...(await s.stop()).problems);
   await healthy.close();
 
   // 2. The same load with a slow and a stopped backend next to it.
@@ -163,7 +163,7 @@ async function ports() {
   } catch (e) {
     errs.push(e.stack || e.message);
   }
-  await s.stop();
+  errs.push(...(await s.stop()).problems);
   await healthy.close();
   await slow.close();
   if (stopped) await stopped.close();

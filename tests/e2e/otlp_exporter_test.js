@@ -93,7 +93,7 @@ async function delivery({ type, impl = 'grpc-js', lines, http = false, tls, chec
   } catch (e) {
     errs.push(e.message);
   }
-  await sonde.stop();
+  errs.push(...(await sonde.stop()).problems);
   await ref.close();
   if (errs.length) errs.push('sonde log:\n' + sonde.log().split('\n').slice(-15).join('\n'));
   return errs;
@@ -117,7 +117,7 @@ async function retried({ type, http = false, impl = 'grpc-js', behavior, lines =
   } catch (e) {
     errs.push(e.message);
   }
-  await sonde.stop();
+  errs.push(...(await sonde.stop()).problems);
   await ref.close();
   if (errs.length) errs.push('sonde log:\n' + sonde.log().split('\n').slice(-15).join('\n'));
   return errs;
@@ -145,7 +145,7 @@ async function permanent({ type, http = false, behavior, logMatch }) {
   } catch (e) {
     errs.push(e.message);
   }
-  await sonde.stop();
+  errs.push(...(await sonde.stop()).problems);
   await ref.close();
   if (errs.length) errs.push('sonde log:\n' + sonde.log().split('\n').slice(-15).join('\n'));
   return errs;
@@ -253,6 +253,26 @@ const CASES = {
       },
     }),
   http_retry_502: () => retried({ type: 'otlphttp', http: true, behavior: { failFirst: 4, httpStatus: 502 } }),
+  // A backend that hangs: the stream is reset at request_timeout (DEADLINE_EXCEEDED) and retried.
+  grpc_deadline: () =>
+    retried({
+      type: 'otlp',
+      behavior: { failFirst: 0, hangFirst: 2, hangMs: 4000 },
+      lines: ['request_timeout: 500ms'],
+      check: (ref, errs, sonde) => {
+        if (!/DeadlineExceeded/.test(sonde.log())) errs.push('no DeadlineExceeded in the log');
+      },
+    }),
+  http_deadline: () =>
+    retried({
+      type: 'otlphttp',
+      http: true,
+      behavior: { failFirst: 0, hangFirst: 2, hangMs: 4000 },
+      lines: ['request_timeout: 500ms'],
+      check: (ref, errs, sonde) => {
+        if (!/deadline exceeded/.test(sonde.log())) errs.push('no deadline in the log');
+      },
+    }),
   http_permanent_400: () =>
     permanent({ type: 'otlphttp', http: true, behavior: { failFirst: 1e9, httpStatus: 400 }, logMatch: /HTTP Status Code 400/ }),
   grpc_reconnect: async () => {
@@ -274,7 +294,7 @@ const CASES = {
     } catch (e) {
       errs.push(e.message);
     }
-    await sonde.stop();
+    errs.push(...(await sonde.stop()).problems);
     await ref.close();
     if (errs.length) errs.push('sonde log:\n' + sonde.log().split('\n').slice(-15).join('\n'));
     return errs;
@@ -303,7 +323,7 @@ CASES.partial_success = async () => {
     } catch (e) {
       errs.push(e.message);
     }
-    await sonde.stop();
+    errs.push(...(await sonde.stop()).problems);
     await ref.close();
   }
   return errs;

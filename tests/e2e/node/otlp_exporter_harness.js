@@ -61,7 +61,12 @@ async function runSonde(yaml, opts = {}) {
         await waitFor(() => exited, 20000, 'sonde to exit');
       }
       fs.rmSync(dir, { recursive: true, force: true });
-      return exited;
+      // A clean drain exits 0; sanitizer builds report memory errors and leaks in the log.
+      const problems = [];
+      if (exited.code !== 0) problems.push(`sonde exited with ${exited.code ?? exited.sig}`);
+      const m = out.match(/ERROR: (Address|Leak)Sanitizer.*|runtime error:.*/);
+      if (m) problems.push('sanitizer: ' + m[0]);
+      return Object.assign({ problems }, exited);
     },
   };
   await waitFor(() => /ready in/.test(out) || exited, 10000, 'sonde to start').catch(() => {});

@@ -133,6 +133,8 @@ class Reference {
         retryAfter: null, // Retry-After header value on HTTP failures
         delayMs: 0, // wait before every answer
         partialReject: 0, // > 0: answer OK with partial_success rejecting this many
+        hangFirst: 0, // hold this many requests (after failFirst) unrecorded for hangMs, then fail
+        hangMs: 0,
       },
       opts.behavior || {},
     );
@@ -161,6 +163,11 @@ class Reference {
       this.log.push([Date.now(), false, requestKey(signal, req)]);
       return { fail: true };
     }
+    if ((this.stats.hung || 0) < b.hangFirst) {
+      this.stats.hung = (this.stats.hung || 0) + 1;
+      this.log.push([Date.now(), false, requestKey(signal, req)]);
+      return { fail: true, hang: true };
+    }
     this.log.push([Date.now(), true, requestKey(signal, req)]);
     this.stats.ok++;
     const n = countItems(signal, req);
@@ -178,8 +185,9 @@ class Reference {
     return s.Resp.fromObject(r);
   }
 
-  later(fn) {
-    if (this.behavior.delayMs > 0) setTimeout(fn, this.behavior.delayMs);
+  later(fn, v) {
+    const ms = v && v.hang ? this.behavior.hangMs : this.behavior.delayMs;
+    if (ms > 0) setTimeout(fn, ms);
     else fn();
   }
 
@@ -220,7 +228,7 @@ class Reference {
               err.metadata = trailer;
             }
             cb(err);
-          });
+          }, v);
         },
       });
     }
@@ -278,7 +286,7 @@ class Reference {
           if (b.retryInfoMs > 0)
             extra['grpc-status-details-bin'] = rpcStatusWithRetryInfo(b.grpcCode, 'no', b.retryInfoMs).toString('base64');
           answer(b.grpcCode, 'reference backend says no', null, extra);
-        });
+        }, v);
       });
     });
     await new Promise((res) => server.listen(port, '127.0.0.1', res));
@@ -337,7 +345,7 @@ class Reference {
             res.writeHead(200, { 'content-type': 'application/x-protobuf' });
             res.end(Buffer.from(SIGNALS[signal].Resp.encode(r).finish()));
           }
-        });
+        }, v);
       });
     });
     server.keepAliveTimeout = 30000;
