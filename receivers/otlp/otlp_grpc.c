@@ -6,7 +6,8 @@
  *    `timeout` closes the connection (grpc-go's server keepalive);
  *  - a request that stops arriving mid-way (an open stream, nothing read for read_timeout) closes
  *    the connection: HTTP/2 has no per-request read deadline of its own;
- *  - max_connection_idle: no open stream for that long sends GOAWAY.
+ *  - max_connection_idle: no open stream for that long sends GOAWAY;
+ *  - a TLS handshake that does not progress for read_timeout closes the connection.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,6 +259,10 @@ static void on_tick(uv_timer_t *t) {
   gconn *c = t->data;
   const otlp_grpc_opts *o = &c->srv->opts;
   uint64_t now = uv_now(c->srv->loop);
+  if (!c->handshake_done && o->read_timeout_ms && now - c->last_read_ms >= o->read_timeout_ms) {
+    conn_close(c); /* a TLS handshake that stalls */
+    return;
+  }
   if (otlp_h2_open_requests(c->h2) > 0) {
     c->last_busy_ms = now;
     if (o->read_timeout_ms && now - c->last_read_ms >= o->read_timeout_ms) {
@@ -280,7 +285,7 @@ static void on_tick(uv_timer_t *t) {
     flush(c);
     if (c->closing) return;
   }
-  if (o->max_idle_ms && now - c->last_busy_ms >= o->max_idle_ms) {
+  if (o->max_idle_ms && c->handshake_done && now - c->last_busy_ms >= o->max_idle_ms) {
     otlp_h2_goaway(c->h2);
     flush(c);
   }
