@@ -176,6 +176,7 @@ static int otlp_validate(const void *config, char *err, size_t errlen) {
 typedef struct otlp_recv {
   const sonde_host *h;
   const otlp_config *cfg;
+  uint32_t signals; /* what the pipelines take from this receiver */
   sonde_http_server *http;
   otlp_grpc_server *grpc;
   char *paths[4]; /* with a leading '/' */
@@ -221,6 +222,7 @@ static int otlp_create(const sonde_host *h, const void *config, uint32_t signals
   if (!r) return SONDE_ENOMEM;
   r->h = h;
   r->cfg = c;
+  r->signals = signals;
   const otlp_http_cfg *hc = &c->protocols.http;
   const char *src[4] = {hc->traces_url_path, hc->metrics_url_path, hc->logs_url_path,
                         hc->profiles_url_path};
@@ -255,6 +257,7 @@ static int otlp_start(void *inst) {
         .endpoint = g->endpoint,
         .max_msg = (size_t)mib << 20,
         .max_streams = g->max_concurrent_streams ? (uint32_t)g->max_concurrent_streams : 100,
+        .signals = r->signals ? r->signals : SONDE_SIGNAL_ALL,
         .cert_file = g->tls.cert_file,
         .key_file = g->tls.key_file,
         .client_ca_file = g->tls.client_ca_file,

@@ -319,7 +319,7 @@ static void on_connection(uv_stream_t *server, int status) {
   srv->conns = c;
   c->pprev = &srv->conns;
   c->last_read_ms = c->last_busy_ms = uv_now(srv->loop);
-  otlp_h2_limits lim = {srv->opts.max_msg, srv->opts.max_streams};
+  otlp_h2_limits lim = {srv->opts.max_msg, srv->opts.max_streams, srv->opts.signals};
   if (uv_accept(server, (uv_stream_t *)&c->tcp) ||
       otlp_h2_new(&lim, srv->consume, srv->arg, &c->h2)) {
     conn_close(c);

@@ -8,6 +8,7 @@ typedef struct otlp_grpc_opts {
   const char *endpoint; /* borrowed: kept until otlp_grpc_close */
   size_t max_msg;
   uint32_t max_streams;
+  uint32_t signals;                                  /* services offered (sonde_signal mask) */
   const char *cert_file, *key_file, *client_ca_file; /* NULL: cleartext / no client auth */
   uint64_t keepalive_time_ms, keepalive_timeout_ms, read_timeout_ms, max_idle_ms; /* 0: off */
 } otlp_grpc_opts;

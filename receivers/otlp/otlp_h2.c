@@ -218,7 +218,9 @@ static int on_headers_done(otlp_h2 *s, h2_stream *st) {
     st->responded = true;
     return nghttp2_submit_response(s->ng, st->id, nva, 2, NULL);
   }
-  if (!st->sig) return respond_error(s, st, GRPC_UNIMPLEMENTED, "unknown service or method");
+  /* Services of signals no pipeline takes are not offered, as otelcol registers none. */
+  if (!st->sig || (s->lim.signals && !(s->lim.signals & st->sig)))
+    return respond_error(s, st, GRPC_UNIMPLEMENTED, "unknown service or method");
   if (st->enc < 0) {
     snprintf(msg, sizeof msg, "grpc: Decompressor is not installed for grpc-encoding \"%s\"",
              st->enc_name);

@@ -59,6 +59,7 @@ typedef struct otlp_h2 otlp_h2;
 typedef struct otlp_h2_limits {
   size_t max_msg;       /* max_recv_msg_size_mib in bytes (decompressed and on the wire) */
   uint32_t max_streams; /* max_concurrent_streams */
+  uint32_t signals;     /* sonde_signal mask of the services offered; 0: all */
 } otlp_h2_limits;
 
 /* A server session; *out is taken by the caller (otlp_h2_free). */

@@ -518,11 +518,138 @@ service:
     print("config: otelcol's validation messages")
 
 
+def h2_frame(ftype, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid) + \
+        payload
+
+
+def hpack_literal(headers):
+    """Header block of literals without indexing and without Huffman (names and values < 127)."""
+    out = b""
+    for k, v in headers:
+        out += b"\x00" + bytes([len(k)]) + k.encode() + bytes([len(v)]) + v.encode()
+    return out
+
+
+def read_frames(sk, until):
+    """Frames (type, flags, stream, payload) until the peer closes or `until` (seconds) passes."""
+    buf, frames, closed = b"", [], False
+    sk.settimeout(0.1)
+    deadline = time.time() + until
+    while time.time() < deadline:
+        try:
+            d = sk.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            closed = True
+            break
+        if not d:
+            closed = True
+            break
+        buf += d
+        while len(buf) >= 9:
+            n = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + n:
+                break
+            frames.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF,
+                           buf[9:9 + n]))
+            buf = buf[9 + n:]
+    return frames, closed
+
+
+def test_h2_limits():
+    """max_concurrent_streams is announced and enforced; keepalive PINGs an idle client and
+    closes the connection when the PING is not answered."""
+    extra = ("        max_concurrent_streams: 2\n"
+             "        keepalive:\n          server_parameters:\n"
+             "            time: 300ms\n            timeout: 300ms\n")
+    s, (gport, hport) = start(base_config(grpc_extra=extra), "otlp-h2-limits")
+    hdrs = hpack_literal([(":method", "POST"), (":scheme", "http"), (":path", TRACE_PATH),
+                          (":authority", "x"), ("content-type", "application/grpc"),
+                          ("te", "trailers")])
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0)
+    with socket.create_connection(("127.0.0.1", gport), timeout=10) as sk:
+        sk.sendall(preface)
+        first, _ = read_frames(sk, 0.3)  # the server's SETTINGS
+        sk.sendall(h2_frame(4, 1, 0) + b"".join(h2_frame(1, 4, sid, hdrs) for sid in (1, 3, 5)))
+        frames, closed = read_frames(sk, 5)
+    settings = [f for f in first if f[0] == 4 and not f[1] & 1]
+    assert settings and struct.pack(">HI", 3, 2) in settings[0][3], first
+    # nghttp2 treats a stream over the acknowledged limit as a connection error: GOAWAY
+    # PROTOCOL_ERROR naming the last stream it took (grpc-go would RST_STREAM it instead).
+    goaway = [f for f in frames if f[0] == 7]
+    assert goaway and goaway[0][3][:8] == struct.pack(">II", 3, 1) and closed, frames
+    # Keepalive: a client that goes silent is PINGed, and closed when it does not answer.
+    t0 = time.time()
+    with socket.create_connection(("127.0.0.1", gport), timeout=10) as sk:
+        sk.sendall(preface)
+        first, _ = read_frames(sk, 0.1)
+        sk.sendall(h2_frame(4, 1, 0))
+        frames, closed = read_frames(sk, 5)
+    took = time.time() - t0
+    pings = [f for f in frames if f[0] == 6 and not f[1] & 1]
+    assert pings and closed and took < 4, (frames, closed, took)
+    s.stop_ok()
+    print("h2 limits: a stream over max_concurrent_streams gets GOAWAY; an unanswered keepalive "
+          "PING closed the "
+          "connection after %.1fs" % took)
+
+
+def test_profiles():
+    """Profiles (v1development) over OTLP/HTTP JSON and OTLP/gRPC protobuf."""
+    def make(gport, hport):
+        return """
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: "127.0.0.1:%d"}
+      http: {endpoint: "127.0.0.1:%d"}
+exporters:
+  file: {path: "@TMP@/out.json", flush_interval: 10ms}
+service:
+  telemetry: {metrics: {level: none}}
+  pipelines:
+    profiles: {receivers: [otlp], exporters: [file]}
+""" % (gport, hport)
+    s, (gport, hport) = start(make, "otlp-profiles")
+    body = json.dumps({"resourceProfiles": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "prof-http"}}]}, "scopeProfiles": [
+        {"profiles": [{"profileId": "0102030405060708090a0b0c0d0e0f10", "timeUnixNano": "5"}]}
+    ]}], "dictionary": {}}).encode()
+    st, head, resp = curl("http://127.0.0.1:%d/v1development/profiles" % hport, body,
+                          ["Content-Type: application/json"])
+    assert st == 200 and resp == b"{}", (st, head, resp)
+    st, _, _ = curl("http://127.0.0.1:%d/v1/traces" % hport, b"{}",
+                    ["Content-Type: application/json"])
+    assert st == 404, st  # no traces pipeline takes from this receiver
+    res_attr = pb_len(1, pb_len(1, b"service.name") + pb_len(2, pb_len(1, b"prof-grpc")))
+    msg = pb_len(1, pb_len(1, res_attr))
+    p = os.path.join(s.tmp, "cases.json")
+    with open(p, "w") as fh:
+        json.dump([{"path": "/opentelemetry.proto.collector.profiles.v1development."
+                    "ProfilesService/Export", "body_hex": grpc_frame(msg).hex()},
+                   {"path": TRACE_PATH, "body_hex": grpc_frame(trace_request("x", b"\x09" * 8))
+                    .hex()}], fh)
+    res = node("otlp_receiver_h2raw.js", "http://127.0.0.1:%d" % gport, p)
+    assert res[0]["grpcStatus"] == 0 and res[1]["grpcStatus"] == 12, res
+    out = s.path("out.json")
+    deadline = time.time() + 10
+    names = set()
+    while time.time() < deadline and len(names) < 2:
+        names = {attrs(rp["resource"]["attributes"])["service.name"]["stringValue"]
+                 for rec in records(out) for rp in rec.get("resourceProfiles", [])}
+        time.sleep(0.1)
+    s.stop_ok()
+    assert names == {"prof-http", "prof-grpc"}, names
+    print("profiles: OTLP/HTTP JSON and OTLP/gRPC arrive; unconfigured signals answer 404")
+
+
 def main():
     npm_ci()
     only = sys.argv[1:]
-    for t in (test_config, test_http_errors, test_grpc_errors, test_refused, test_real_clients,
-              test_tls):
+    for t in (test_config, test_http_errors, test_grpc_errors, test_h2_limits, test_profiles,
+              test_refused, test_real_clients, test_tls):
         if not only or t.__name__ in only:
             t()
 
