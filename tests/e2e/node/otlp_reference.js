@@ -13,6 +13,7 @@
 //   node otlp_reference.js --grpc 4317 --http 4318 [--impl grpc-js|http2] [--delay-ms N] ...
 const grpc = require('@grpc/grpc-js');
 const http = require('node:http');
+const https = require('node:https');
 const http2 = require('node:http2');
 const zlib = require('node:zlib');
 const fzstd = require('fzstd');
@@ -295,10 +296,10 @@ class Reference {
     return this.grpcPort;
   }
 
-  async startHttp(port) {
+  async startHttp(port, tls) {
     const byPath = {};
     for (const [signal, s] of Object.entries(SIGNALS)) byPath[s.path] = signal;
-    const server = http.createServer((req, res) => {
+    const handler = (req, res) => {
       const chunks = [];
       req.on('data', (c) => chunks.push(c));
       req.on('end', () => {
@@ -347,7 +348,10 @@ class Reference {
           }
         }, v);
       });
-    });
+    };
+    const server = tls
+      ? https.createServer({ cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: !!tls.requireClientCert }, handler)
+      : http.createServer(handler);
     server.keepAliveTimeout = 30000;
     await new Promise((res) => server.listen(port, '127.0.0.1', res));
     this.httpPort = server.address().port;
@@ -374,7 +378,7 @@ class Reference {
 async function startReference(opts = {}) {
   const r = new Reference(opts);
   if (opts.grpcPort !== undefined) await r.startGrpc(opts.grpcPort, opts.tls);
-  if (opts.httpPort !== undefined) await r.startHttp(opts.httpPort);
+  if (opts.httpPort !== undefined) await r.startHttp(opts.httpPort, opts.httpTls);
   return r;
 }
 
