@@ -35,6 +35,7 @@ typedef struct gen {
   sonde__cfg_node *root;
   sonde__registry reg;
   sonde__service *svc;
+  struct gen *next_retired;
 } gen;
 
 static struct {
@@ -48,6 +49,7 @@ static struct {
   int exit_code;
   bool stopping, reloading;
   sonde__cfg_node *back_root; /* the previous config while a reload falls back to it */
+  gen *retired; /* stopped generations whose plug-in code stays mapped until the loop ends */
   struct timespec t0;
 } G;
 
@@ -168,6 +170,17 @@ static void gen_free(gen *g) {
   free(g);
 }
 
+/* A stopped generation: its service is freed now, but libuv may still run close callbacks that
+ * live in its plug-ins, so their libraries are unloaded only after the loop has finished. */
+static void gen_retire(gen *g) {
+  sonde__service_free(g->svc);
+  g->svc = NULL;
+  sonde__cfg_free(g->root);
+  g->root = NULL;
+  g->next_retired = G.retired;
+  G.retired = g;
+}
+
 /* Everything short of creating components: parse, load plug-ins, bind, validate. */
 static int gen_build(const opts *o, sonde__cfg_node *root, gen **out, char *err, size_t errlen) {
   gen *g = calloc(1, sizeof *g);
@@ -244,9 +257,7 @@ static void close_all(void) {
 static void on_stopped(void *arg) {
   gen *g = arg;
   sonde__info("shutdown complete");
-  sonde__service_free(g->svc);
-  g->svc = NULL;
-  gen_free(g);
+  gen_retire(g);
   G.cur = NULL;
   close_all();
 }
@@ -276,7 +287,7 @@ static int start_gen(gen *g) {
 
 static void failed_start_stopped(void *arg) {
   gen *g = arg;
-  gen_free(g);
+  gen_retire(g);
   G.reloading = false;
   G.exit_code = 1;
   close_all();
@@ -286,17 +297,21 @@ static void fallback_stopped(void *arg) {
   gen *failed = arg;
   sonde__cfg_node *old_root = G.back_root;
   G.back_root = NULL;
-  gen_free(failed);
+  gen_retire(failed);
   char err[4096];
   gen *g = NULL;
-  if (gen_build(&G.o, old_root, &g, err, sizeof err) || start_gen(g)) {
-    sonde__error("the previous configuration cannot start again either; exiting");
-    if (g)
-      gen_free(g);
+  if (gen_build(&G.o, old_root, &g, err, sizeof err)) {
+    sonde__error("the previous configuration cannot be used again either (%s); exiting", err);
     G.cur = NULL;
     G.reloading = false;
     G.exit_code = 1;
     close_all();
+    return;
+  }
+  if (start_gen(g)) {
+    sonde__error("the previous configuration cannot start again either; exiting");
+    G.cur = NULL;
+    sonde__service_stop(g->svc, G.o.shutdown_timeout, failed_start_stopped, g);
     return;
   }
   G.cur = g;
@@ -313,7 +328,7 @@ static void reload_stopped(void *arg) {
   /* Old components are gone; their configuration is kept in case the new one fails to start. */
   sonde__cfg_node *old_root = old->root;
   old->root = NULL;
-  gen_free(old);
+  gen_retire(old);
   G.cur = NULL;
   gen *g = G.next;
   G.next = NULL;
@@ -496,6 +511,11 @@ int main(int argc, char **argv) {
   }
   uv_run(G.loop, UV_RUN_DEFAULT);
   int crc = uv_loop_close(G.loop);
+  while (G.retired) {
+    gen *old = G.retired;
+    G.retired = old->next_retired;
+    gen_free(old);
+  }
   if (crc)
     sonde__warn("loop closed with handles still open: %s", uv_strerror(crc));
   sonde__metrics_free(G.metrics);

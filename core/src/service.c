@@ -255,7 +255,14 @@ static int deliver_exporters(pipeline *p, sonde_batch *b) {
   for (size_t k = 0; k < p->nexps; k++) {
     inst *e = p->exps[k];
     int rc;
-    if (e->q[i])
+    if (e->q[i] && (e->ce->comp->flags & SONDE_COMP_MUTATES) && !sonde_batch_exclusive(b)) {
+      sonde_batch *copy; /* queued for later: it must not see the others' changes, nor they its */
+      rc = sonde_batch_copy(b, &copy);
+      if (!rc) {
+        rc = sonde__queue_push(e->q[i], copy);
+        sonde_batch_unref(copy);
+      }
+    } else if (e->q[i])
       rc = sonde__queue_push(e->q[i], b);
     else
       rc = deliver_to(e, b, p->nexps > 1);
@@ -868,7 +875,11 @@ static size_t successors(sonde__service *s, inst *in, inst **out, size_t max) {
 
 static int order_graph(sonde__service *s, char *err, size_t errlen) {
   size_t n = s->ninsts;
-  inst **succ = malloc((n * 4 + 16) * sizeof *succ);
+  /* No node has more successors than all pipelines' exporters plus one processor per pipeline. */
+  size_t cap = 1;
+  for (size_t k = 0; k < s->npls; k++)
+    cap += s->pls[k].nexps + 1;
+  inst **succ = malloc(cap * sizeof *succ);
   inst **topo = malloc((n + 1) * sizeof *topo);
   if (!succ || !topo) {
     free(succ);
@@ -878,7 +889,7 @@ static int order_graph(sonde__service *s, char *err, size_t errlen) {
   for (size_t i = 0; i < n; i++)
     s->insts[i]->indeg = 0;
   for (size_t i = 0; i < n; i++) {
-    size_t m = successors(s, s->insts[i], succ, n * 4 + 16);
+    size_t m = successors(s, s->insts[i], succ, cap);
     for (size_t k = 0; k < m; k++)
       succ[k]->indeg++;
   }
@@ -888,7 +899,7 @@ static int order_graph(sonde__service *s, char *err, size_t errlen) {
       topo[tail++] = s->insts[i];
   while (head < tail) {
     inst *in = topo[head++];
-    size_t m = successors(s, in, succ, n * 4 + 16);
+    size_t m = successors(s, in, succ, cap);
     for (size_t k = 0; k < m; k++)
       if (--succ[k]->indeg == 0)
         topo[tail++] = succ[k];

@@ -166,7 +166,8 @@ typedef struct sonde_host_api {
    * bare ":port" binds localhost. handler is kept until http_close. */
   int (*http_listen)(const sonde_host *h, const char *endpoint, const sonde_http_options *opts,
                      sonde_http_handler handler, void *arg, sonde_http_server **out);
-  /* Stops listening and closes every connection; pending requests are answered 503. */
+  /* Stops listening and closes every connection. A request still held by the handler is not
+   * answered; its later http_respond frees it and returns SONDE_ESHUTDOWN. */
   void (*http_close)(sonde_http_server *srv);
   /* Request accessors: borrowed, valid until respond. */
   const char *(*http_method)(const sonde_http_request *r);
