@@ -56,11 +56,15 @@ def ports(n):
     return out
 
 
+STARTED = []  # killed at exit if a failed check left them running
+
+
 def start(make_config, name, nports=2):
     """Starts sonde on fresh ports; retries when one was taken meanwhile."""
     for _ in range(5):
         ps = ports(nports)
         s = harness.Sonde(make_config(*ps), name).start()
+        STARTED.append(s)
         try:
             s.wait_log(r"everything is running|cannot listen|error", timeout=20)
         except AssertionError:
@@ -648,10 +652,16 @@ service:
 def main():
     npm_ci()
     only = sys.argv[1:]
-    for t in (test_config, test_http_errors, test_grpc_errors, test_h2_limits, test_profiles,
-              test_refused, test_real_clients, test_tls):
-        if not only or t.__name__ in only:
-            t()
+    try:
+        for t in (test_config, test_http_errors, test_grpc_errors, test_h2_limits, test_profiles,
+                  test_refused, test_real_clients, test_tls):
+            if not only or t.__name__ in only:
+                t()
+    finally:
+        for s in STARTED:
+            if s.proc.poll() is None:
+                s.proc.kill()
+                s.proc.wait()
 
 
 if __name__ == "__main__":
