@@ -1,0 +1,68 @@
+/* Shared between bpf/profiler.bpf.c and receivers/ebpf_profiler: the records the profiler's BPF
+ * programs put in its ring buffer, and its tunables. Fixed-width types only; every record starts
+ * with a __u32 type so user space can tell them apart, and sizes are asserted so a change on one
+ * side cannot silently misread the other.
+ */
+#ifndef SONDE_BPF_PROFILER_H
+#define SONDE_BPF_PROFILER_H
+
+#ifndef __bpf__
+#include <linux/types.h>
+#endif
+
+/* Frames kept per stack. Kernel: the kernel's own default perf_event_max_stack is 127. User: the
+ * frame-pointer walk stops at this depth (and the DWARF walk will too). */
+#define SONDE_PROF_KSTACK_MAX 128
+#define SONDE_PROF_USTACK_MAX 128
+
+enum sonde_prof_rec_type {
+  SONDE_PROF_REC_SAMPLE = 1, /* struct sonde_prof_sample */
+  SONDE_PROF_REC_EXIT = 2,   /* struct sonde_prof_exit: last thread of a sampled process exited */
+};
+
+/* sonde_prof_sample.flags */
+#define SONDE_PROF_F_USER_REGS 0x1u    /* pc/sp/fp hold the user registers at the sample */
+#define SONDE_PROF_F_KERNEL 0x2u       /* the sample interrupted kernel code */
+#define SONDE_PROF_F_USTACK_TRUNC 0x4u /* the frame-pointer walk hit SONDE_PROF_USTACK_MAX */
+#define SONDE_PROF_F_KSTACK_ERR 0x8u   /* bpf_get_stack failed for the kernel stack */
+
+struct sonde_prof_sample {
+  __u32 type; /* SONDE_PROF_REC_SAMPLE */
+  __u32 flags;
+  __u64 ktime_ns;  /* bpf_ktime_get_ns (CLOCK_MONOTONIC) at the sample */
+  __u64 cgroup_id; /* cgroup v2 id of the task */
+  __u32 pid;       /* thread-group id, as user space says pid */
+  __u32 tid;
+  __u32 cpu;
+  __u16 n_kstack; /* valid entries in kstack */
+  __u16 n_ustack; /* valid entries in ustack; ustack[0] is the user pc */
+  /* User registers at the sample (or at the last kernel entry when the sample hit the kernel),
+   * kept for the DWARF unwinder. */
+  __u64 pc, sp, fp;
+  char comm[16];                       /* thread name (task->comm) */
+  __u64 kstack[SONDE_PROF_KSTACK_MAX]; /* leaf first */
+  __u64 ustack[SONDE_PROF_USTACK_MAX]; /* leaf first: pc, then return addresses */
+};
+_Static_assert(sizeof(struct sonde_prof_sample) ==
+                   80 + 8 * SONDE_PROF_KSTACK_MAX + 8 * SONDE_PROF_USTACK_MAX,
+               "struct sonde_prof_sample layout");
+
+struct sonde_prof_exit {
+  __u32 type; /* SONDE_PROF_REC_EXIT */
+  __u32 pid;
+  __u64 ktime_ns;
+};
+_Static_assert(sizeof(struct sonde_prof_exit) == 16, "struct sonde_prof_exit layout");
+
+/* Values of the `pid_filter` map: why a pid is listed. */
+#define SONDE_PROF_PID_EXCLUDE 1
+#define SONDE_PROF_PID_INCLUDE 2
+
+/* Read-only configuration, set before load. */
+struct sonde_prof_config {
+  __u32 include_only; /* 1: sample only pids marked INCLUDE in pid_filter */
+  __u32 pad;
+};
+_Static_assert(sizeof(struct sonde_prof_config) == 8, "struct sonde_prof_config layout");
+
+#endif
