@@ -76,7 +76,7 @@ struct greq {
   int64_t retry_delay_ns; /* from RetryInfo; -1: none */
   char resp_encoding[16];
   sonde_buf resp;
-  bool done;
+  bool done, cancelled;
 };
 
 struct ogrpc {
@@ -770,14 +770,30 @@ void otlp_grpc_shutdown(void *inst, void (*done)(void *), void *arg) {
   g->stopping = true;
   g->stop_done = done;
   g->stop_arg = arg;
-  /* The core drained its queue first, so little is left: what waits for a connection fails now;
-   * streams on the wire get their answer or their deadline (the tick), then the connection
-   * closes. */
+  /* The core calls this after draining its queue (or giving up at its deadline), so whatever is
+   * still here has been abandoned: streams on the wire are reset and every send fails now. */
   while (g->wait_head) {
     greq *r = g->wait_head;
     g->wait_head = r->qnext;
     if (!g->wait_head) g->wait_tail = NULL;
     complete(r, SONDE_ERETRY, 0);
+  }
+  int cancelled = 0;
+  for (greq *r = g->all; r; r = r->next) {
+    if (!r->stream_id || !g->sess) continue;
+    nghttp2_session_set_stream_user_data(g->sess, r->stream_id, NULL);
+    nghttp2_submit_rst_stream(g->sess, NGHTTP2_FLAG_NONE, r->stream_id, NGHTTP2_CANCEL);
+    r->stream_id = 0;
+    r->cancelled = true;
+    cancelled++;
+  }
+  if (cancelled) {
+    sonde_log(g->h, SONDE_LOG_WARN, "shutdown: cancelling %d export(s) still in flight", cancelled);
+    session_send(g);
+    for (greq *r = g->all, *n; r; r = n) {
+      n = r->next;
+      if (r->cancelled) complete(r, SONDE_ERETRY, 0);
+    }
   }
   if (g->state != C_READY) drop_connection(g, NULL, false);
   if (!g->timers_open) { /* never started: nothing can be in flight */

@@ -663,12 +663,26 @@ void otlp_http_shutdown(void *inst, void (*done)(void *), void *arg) {
   x->stopping = true;
   x->stop_done = done;
   x->stop_arg = arg;
-  /* Requests on the wire keep their deadline; what waits for a connection fails now. */
+  /* The core calls this after draining its queue (or giving up at its deadline), so whatever is
+   * still here has been abandoned: requests on the wire are dropped with their connection. */
   while (x->wait_head) {
     hreq *r = x->wait_head;
     wait_remove(x, r);
     req_complete(r, SONDE_ERETRY, 0);
   }
+  int cancelled = 0;
+  for (hreq *r = x->all, *n; r; r = n) {
+    n = r->next;
+    if (!r->conn) continue;
+    hconn *k = r->conn;
+    k->req = NULL;
+    r->conn = NULL;
+    conn_free(k);
+    cancelled++;
+    req_complete(r, SONDE_ERETRY, 0);
+  }
+  if (cancelled)
+    sonde_log(x->h, SONDE_LOG_WARN, "shutdown: cancelled %d export(s) still in flight", cancelled);
   if (!x->tick_open) {
     x->stop_done = NULL;
     done(arg);

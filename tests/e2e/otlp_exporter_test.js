@@ -323,6 +323,52 @@ const CASES = {
         if (!/deadline exceeded/.test(sonde.log())) errs.push('no deadline in the log');
       },
     }),
+  // Shutdown while both backends hang: in-flight exports are cancelled at the core's deadline and
+  // sonde exits cleanly (status 0, no leak under sanitizers) instead of waiting for them.
+  shutdown_hung_backend: async () => {
+    const errs = [];
+    const gp = await H.freePort();
+    const hp = await H.freePort();
+    const mport = await H.freePort();
+    const behavior = { hangFirst: 1e9, hangMs: 60000 };
+    const g = await startReference({ grpcPort: gp, behavior });
+    const h = await startReference({ httpPort: hp, behavior });
+    const y = `receivers:
+  testgen:
+    count: 100
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:${gp}
+    request_timeout: 60s
+    timeout: 60s
+    tls:
+      insecure: true
+  otlphttp:
+    endpoint: http://127.0.0.1:${hp}
+    request_timeout: 60s
+    timeout: 60s
+service:
+  telemetry:
+    metrics:
+      address: 127.0.0.1:${mport}
+  pipelines:
+    traces:
+      receivers: [testgen]
+      exporters: [otlp, otlphttp]
+`;
+    const sonde = await H.runSonde(y, { args: ['--shutdown-timeout', '1s'] });
+    await H.waitFor(() => g.stats.requests >= 10 && h.stats.requests >= 10, 10000, 'requests to hang').catch((e) => errs.push(e.message));
+    const t0 = Date.now();
+    errs.push(...(await sonde.stop()).problems);
+    const took = Date.now() - t0;
+    if (took > 8000) errs.push(`shutdown took ${took} ms with a 1s deadline`);
+    if (!/cancelling \d+ export/.test(sonde.log()) || !/cancelled \d+ export/.test(sonde.log()))
+      errs.push('in-flight exports were not cancelled');
+    await g.close();
+    await h.close();
+    if (errs.length) errs.push('sonde log:\n' + sonde.log().split('\n').slice(-12).join('\n'));
+    return errs;
+  },
   http_permanent_400: () =>
     permanent({ type: 'otlphttp', http: true, behavior: { failFirst: 1e9, httpStatus: 400 }, logMatch: /HTTP Status Code 400/ }),
   grpc_reconnect: async () => {

@@ -41,6 +41,7 @@ async function runSonde(yaml, opts = {}) {
   const bin = path.join(BUILD, 'bin', 'sonde');
   const args = ['--config', cfg];
   for (const extra of opts.extraConfigs || []) args.push('--config', extra);
+  args.push(...(opts.args || []));
   const proc = spawn(bin, args, {
     env: Object.assign({}, process.env, opts.env || {}),
     stdio: ['ignore', 'pipe', 'pipe'],
