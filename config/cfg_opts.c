@@ -494,6 +494,8 @@ static int bind_targets(const bind_ctx *c, const sonde__opts_target *t, size_t n
         rc = bind_default(c, o, t[k].cfg, path);
       }
       if (rc) return rc;
+      if (o->type == SONDE_OPT_TABLE && (o->flags & SONDE_OPT_PRESENCE))
+        *(bool *)((char *)t[k].cfg + o->present_offset) = ix >= 0; /* `key:` alone counts */
     }
   }
   return 0;
@@ -560,6 +562,9 @@ int sonde__opts_emit(const sonde_option *table, const void *cfg, int indent, son
   for (const sonde_option *o = table; o && o->name && !rc; o++) {
     const void *f = (const char *)cfg + o->offset;
     bool secret = o->flags & SONDE_OPT_SECRET;
+    if (o->type == SONDE_OPT_TABLE && (o->flags & SONDE_OPT_PRESENCE) &&
+        !*(const bool *)((const char *)cfg + o->present_offset))
+      continue; /* not configured: printing it would configure it */
     if ((rc = sonde_buf_printf(out, "%*s", indent, "")) ||
         (rc = sonde__cfg_emit_key(out, o->name, indent)))
       break;

@@ -10,8 +10,7 @@ typedef struct fwd {
 
 static int fwd_create(const sonde_host *h, const void *cfg, uint32_t signals, void **out) {
   fwd *f = calloc(1, sizeof *f);
-  if (!f)
-    return SONDE_ENOMEM;
+  if (!f) return SONDE_ENOMEM;
   f->host = h;
   *out = f;
   return 0;

@@ -43,18 +43,17 @@ struct conn {
   sonde_http_server *srv;
   conn *next, **pprev;
   http_parser parser;
-  sonde_buf in;      /* bytes read and not parsed yet */
+  sonde_buf in; /* bytes read and not parsed yet */
   size_t in_off;
-  sonde_http_request *req;    /* being parsed */
-  sonde_http_request *active; /* handed to the handler, awaiting respond */
-  bool header_value; /* last header callback was a value */
+  sonde_http_request *req;            /* being parsed */
+  sonde_http_request *active;         /* handed to the handler, awaiting respond */
+  bool header_value;                  /* last header callback was a value */
   bool too_big, closing, close_after; /* close_after: a "Connection: close" answer is out */
   int writes;
 };
 
 static void req_free(sonde_http_request *r) {
-  if (!r)
-    return;
+  if (!r) return;
   sonde_buf_free(&r->url);
   for (size_t i = 0; i < MAX_HEADERS; i++) {
     sonde_buf_free(&r->hname[i]);
@@ -69,21 +68,18 @@ static void conn_handle_closed(uv_handle_t *h) {
   conn *c = h->data;
   if (--c->closing_handles == 0) {
     req_free(c->req);
-    if (c->active)
-      c->active->c = NULL; /* the handler still holds it; respond() frees */
+    if (c->active) c->active->c = NULL; /* the handler still holds it; respond() frees */
     sonde_buf_free(&c->in);
     free(c);
   }
 }
 
 static void conn_close(conn *c) {
-  if (c->closing)
-    return;
+  if (c->closing) return;
   c->closing = true;
   if (c->pprev) {
     *c->pprev = c->next;
-    if (c->next)
-      c->next->pprev = c->pprev;
+    if (c->next) c->next->pprev = c->pprev;
     c->pprev = NULL;
   }
   c->closing_handles = 2;
@@ -113,8 +109,7 @@ static int on_message_begin(http_parser *p) {
 
 static int on_url(http_parser *p, const char *at, size_t len) {
   conn *c = p->data;
-  if (c->req->url.len + len > MAX_URL)
-    return -1;
+  if (c->req->url.len + len > MAX_URL) return -1;
   return sonde_buf_append(&c->req->url, at, len) ? -1 : 0;
 }
 
@@ -122,8 +117,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
   conn *c = p->data;
   sonde_http_request *r = c->req;
   if (c->header_value || r->nh == 0) {
-    if (r->nh == MAX_HEADERS)
-      return -1;
+    if (r->nh == MAX_HEADERS) return -1;
     r->nh++;
     c->header_value = false;
   }
@@ -134,16 +128,14 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
   conn *c = p->data;
   sonde_http_request *r = c->req;
   c->header_value = true;
-  if (r->nh == 0)
-    return -1;
+  if (r->nh == 0) return -1;
   return sonde_buf_append(&r->hval[r->nh - 1], at, len) ? -1 : 0;
 }
 
 static int on_headers_complete(http_parser *p) {
   conn *c = p->data;
   uint64_t max = c->srv->opts.max_body_size;
-  if (p->content_length != ULLONG_MAX && p->content_length > max)
-    c->too_big = true;
+  if (p->content_length != ULLONG_MAX && p->content_length > max) c->too_big = true;
   return 0;
 }
 
@@ -248,8 +240,7 @@ static void process(conn *c) {
       return;
     }
   }
-  if (c->in_off == c->in.len)
-    c->in.len = c->in_off = 0;
+  if (c->in_off == c->in.len) c->in.len = c->in_off = 0;
   if (!c->closing && !c->active)
     arm_timer(c); /* idle or mid-request: the client has read_timeout to go on */
 }
@@ -278,8 +269,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (c->active) {
     /* Bound what a pipelining client can queue while we answer. */
-    if (c->in.len - c->in_off > (1u << 20))
-      uv_read_stop(s);
+    if (c->in.len - c->in_off > (1u << 20)) uv_read_stop(s);
     return;
   }
   process(c);
@@ -287,11 +277,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 static void on_connection(uv_stream_t *server, int status) {
   sonde_http_server *srv = server->data;
-  if (status < 0)
-    return;
+  if (status < 0) return;
   conn *c = calloc(1, sizeof *c);
-  if (!c)
-    return;
+  if (!c) return;
   c->srv = srv;
   uv_tcp_init(srv->loop, &c->tcp);
   c->tcp.data = c;
@@ -300,12 +288,11 @@ static void on_connection(uv_stream_t *server, int status) {
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
   c->next = srv->conns;
-  if (srv->conns)
-    srv->conns->pprev = &c->next;
+  if (srv->conns) srv->conns->pprev = &c->next;
   srv->conns = c;
   c->pprev = &srv->conns;
-  if (uv_accept(server, (uv_stream_t *)&c->tcp) || uv_read_start((uv_stream_t *)&c->tcp, on_alloc,
-                                                                 on_read)) {
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) ||
+      uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read)) {
     conn_close(c);
     return;
   }
@@ -318,25 +305,19 @@ int sonde__http_listen(uv_loop_t *loop, const char *endpoint, const sonde_http_o
                        size_t errlen) {
   struct sockaddr_storage addr;
   int rc = sonde_endpoint_parse(endpoint, &addr, err, errlen);
-  if (rc)
-    return rc;
+  if (rc) return rc;
   sonde_http_server *srv = calloc(1, sizeof *srv);
-  if (!srv)
-    return SONDE_ENOMEM;
+  if (!srv) return SONDE_ENOMEM;
   srv->loop = loop;
   srv->handler = handler;
   srv->arg = arg;
-  if (opts)
-    srv->opts = *opts;
-  if (!srv->opts.max_body_size)
-    srv->opts.max_body_size = 20u << 20;
-  if (!srv->opts.read_timeout_ns)
-    srv->opts.read_timeout_ns = 30000000000LL;
+  if (opts) srv->opts = *opts;
+  if (!srv->opts.max_body_size) srv->opts.max_body_size = 20u << 20;
+  if (!srv->opts.read_timeout_ns) srv->opts.read_timeout_ns = 30000000000LL;
   uv_tcp_init(loop, &srv->tcp);
   srv->tcp.data = srv;
   int uerr = uv_tcp_bind(&srv->tcp, (struct sockaddr *)&addr, 0);
-  if (!uerr)
-    uerr = uv_listen((uv_stream_t *)&srv->tcp, 511, on_connection);
+  if (!uerr) uerr = uv_listen((uv_stream_t *)&srv->tcp, 511, on_connection);
   if (uerr) {
     snprintf(err, errlen, "cannot listen on %s: %s", endpoint, uv_strerror(uerr));
     uv_close((uv_handle_t *)&srv->tcp, (uv_close_cb)free);
@@ -357,15 +338,13 @@ void *sonde__http_user(const sonde_http_server *srv) {
 int sonde__http_port(const sonde_http_server *srv) {
   struct sockaddr_storage a;
   int len = sizeof a;
-  if (uv_tcp_getsockname(&srv->tcp, (struct sockaddr *)&a, &len))
-    return -1;
+  if (uv_tcp_getsockname(&srv->tcp, (struct sockaddr *)&a, &len)) return -1;
   return ntohs(a.ss_family == AF_INET ? ((struct sockaddr_in *)&a)->sin_port
                                       : ((struct sockaddr_in6 *)&a)->sin6_port);
 }
 
 void sonde__http_close(sonde_http_server *srv) {
-  if (!srv)
-    return;
+  if (!srv) return;
   /* The listener first: a client that sees its connection end must not get a new one. */
   uv_close((uv_handle_t *)&srv->tcp, (uv_close_cb)free);
   while (srv->conns)
@@ -383,8 +362,7 @@ const char *sonde__http_query(const sonde_http_request *r) {
 }
 const char *sonde__http_header(const sonde_http_request *r, const char *name) {
   for (size_t i = 0; i < r->nh; i++)
-    if (strcasecmp((char *)r->hname[i].data, name) == 0)
-      return (char *)r->hval[i].data;
+    if (strcasecmp((char *)r->hname[i].data, name) == 0) return (char *)r->hval[i].data;
   return NULL;
 }
 const uint8_t *sonde__http_body(const sonde_http_request *r, size_t *len) {
@@ -414,18 +392,30 @@ static void on_written(uv_write_t *w, int status) {
 
 static const char *reason(int status) {
   switch (status) {
-  case 200: return "OK";
-  case 202: return "Accepted";
-  case 204: return "No Content";
-  case 400: return "Bad Request";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 413: return "Payload Too Large";
-  case 415: return "Unsupported Media Type";
-  case 429: return "Too Many Requests";
-  case 500: return "Internal Server Error";
-  case 503: return "Service Unavailable";
-  default: return "Status";
+  case 200:
+    return "OK";
+  case 202:
+    return "Accepted";
+  case 204:
+    return "No Content";
+  case 400:
+    return "Bad Request";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 413:
+    return "Payload Too Large";
+  case 415:
+    return "Unsupported Media Type";
+  case 429:
+    return "Too Many Requests";
+  case 500:
+    return "Internal Server Error";
+  case 503:
+    return "Service Unavailable";
+  default:
+    return "Status";
   }
 }
 
@@ -440,10 +430,10 @@ int sonde__http_respond(sonde_http_request *r, int status, const char *content_t
   c->active = NULL;
   req_free(r);
   char head[512];
-  int hn = snprintf(head, sizeof head,
-                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s", status,
-                    reason(status), content_type ? content_type : "text/plain", len,
-                    keep ? "" : "Connection: close\r\n");
+  int hn =
+      snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s",
+               status, reason(status), content_type ? content_type : "text/plain", len,
+               keep ? "" : "Connection: close\r\n");
   size_t extra = headers ? strlen(headers) : 0;
   wreq *wr = malloc(sizeof *wr + (size_t)hn + extra + 2 + len);
   if (!wr) {
@@ -453,15 +443,12 @@ int sonde__http_respond(sonde_http_request *r, int status, const char *content_t
   char *p = wr->data;
   memcpy(p, head, (size_t)hn);
   p += hn;
-  if (extra)
-    memcpy(p, headers, extra), p += extra;
+  if (extra) memcpy(p, headers, extra), p += extra;
   memcpy(p, "\r\n", 2), p += 2;
-  if (len)
-    memcpy(p, body, len), p += len;
+  if (len) memcpy(p, body, len), p += len;
   wr->c = c;
   wr->close_after = !keep;
-  if (!keep)
-    c->close_after = true; /* later pipelined requests are not dispatched */
+  if (!keep) c->close_after = true; /* later pipelined requests are not dispatched */
   uv_buf_t b = uv_buf_init(wr->data, (unsigned)(p - wr->data));
   uv_timer_stop(&c->timer);
   c->writes++;

@@ -13,32 +13,40 @@
 
 const char *sonde__kind_name(sonde_kind k) {
   switch (k) {
-  case SONDE_KIND_RECEIVER: return "receiver";
-  case SONDE_KIND_PROCESSOR: return "processor";
-  case SONDE_KIND_EXPORTER: return "exporter";
-  case SONDE_KIND_CONNECTOR: return "connector";
-  case SONDE_KIND_EXTENSION: return "extension";
+  case SONDE_KIND_RECEIVER:
+    return "receiver";
+  case SONDE_KIND_PROCESSOR:
+    return "processor";
+  case SONDE_KIND_EXPORTER:
+    return "exporter";
+  case SONDE_KIND_CONNECTOR:
+    return "connector";
+  case SONDE_KIND_EXTENSION:
+    return "extension";
   }
   return "component";
 }
 
 const char *sonde__kind_section(sonde_kind k) {
   switch (k) {
-  case SONDE_KIND_RECEIVER: return "receivers";
-  case SONDE_KIND_PROCESSOR: return "processors";
-  case SONDE_KIND_EXPORTER: return "exporters";
-  case SONDE_KIND_CONNECTOR: return "connectors";
-  case SONDE_KIND_EXTENSION: return "extensions";
+  case SONDE_KIND_RECEIVER:
+    return "receivers";
+  case SONDE_KIND_PROCESSOR:
+    return "processors";
+  case SONDE_KIND_EXPORTER:
+    return "exporters";
+  case SONDE_KIND_CONNECTOR:
+    return "connectors";
+  case SONDE_KIND_EXTENSION:
+    return "extensions";
   }
   return "components";
 }
 
 static bool valid_type_name(const char *s) {
-  if (!s || !*s || strlen(s) > 63)
-    return false;
+  if (!s || !*s || strlen(s) > 63) return false;
   for (; *s; s++)
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
-      return false;
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_')) return false;
   return true;
 }
 
@@ -47,8 +55,7 @@ const sonde_component *sonde__registry_find(const sonde__registry *r, sonde_kind
   for (size_t i = 0; i < r->ncomps; i++) {
     const sonde_component *c = r->comps[i].comp;
     if (c->kind == kind && strcmp(c->type, type) == 0) {
-      if (lib)
-        *lib = r->comps[i].lib;
+      if (lib) *lib = r->comps[i].lib;
       return c;
     }
   }
@@ -81,8 +88,7 @@ static int check_file(const char *path, char *err, size_t errlen) {
 
 int sonde__registry_add_file(sonde__registry *r, const char *path, char *err, size_t errlen) {
   int rc = check_file(path, err, errlen);
-  if (rc)
-    return rc;
+  if (rc) return rc;
   void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (!dl) {
     snprintf(err, errlen, "%s: cannot load: %s", path, dlerror());
@@ -91,23 +97,26 @@ int sonde__registry_add_file(sonde__registry *r, const char *path, char *err, si
   const sonde_plugin *d = dlsym(dl, SONDE_PLUGIN_SYMBOL_NAME);
   rc = SONDE_EABI;
   if (!d) {
-    snprintf(err, errlen, "%s: no descriptor: the symbol %s is missing (define it with "
-             "SONDE_PLUGIN_DEFINE)", path, SONDE_PLUGIN_SYMBOL_NAME);
+    snprintf(err, errlen,
+             "%s: no descriptor: the symbol %s is missing (define it with "
+             "SONDE_PLUGIN_DEFINE)",
+             path, SONDE_PLUGIN_SYMBOL_NAME);
     goto fail;
   }
   if (d->abi_major != SONDE_ABI_MAJOR) {
-    snprintf(err, errlen, "%s: ABI mismatch: built for sonde plug-in ABI %u.%u, this sonde "
-             "speaks %d.%d; rebuild it against this SDK", path, d->abi_major, d->abi_minor,
-             SONDE_ABI_MAJOR, SONDE_ABI_MINOR);
-    goto fail;
-  }
-  if (d->abi_minor > SONDE_ABI_MINOR) {
-    snprintf(err, errlen, "%s: ABI mismatch: needs ABI %u.%u, newer than this sonde's %d.%d",
+    snprintf(err, errlen,
+             "%s: ABI mismatch: built for sonde plug-in ABI %u.%u, this sonde "
+             "speaks %d.%d; rebuild it against this SDK",
              path, d->abi_major, d->abi_minor, SONDE_ABI_MAJOR, SONDE_ABI_MINOR);
     goto fail;
   }
-  if (d->struct_size < sizeof(sonde_plugin) ||
-      !d->build_signature || strcmp(d->build_signature, SONDE_BUILD_SIGNATURE) != 0) {
+  if (d->abi_minor > SONDE_ABI_MINOR) {
+    snprintf(err, errlen, "%s: ABI mismatch: needs ABI %u.%u, newer than this sonde's %d.%d", path,
+             d->abi_major, d->abi_minor, SONDE_ABI_MAJOR, SONDE_ABI_MINOR);
+    goto fail;
+  }
+  if (d->struct_size < sizeof(sonde_plugin) || !d->build_signature ||
+      strcmp(d->build_signature, SONDE_BUILD_SIGNATURE) != 0) {
     snprintf(err, errlen, "%s: ABI mismatch: build signature \"%s\", expected \"%s\"", path,
              d->build_signature ? d->build_signature : "(none)", SONDE_BUILD_SIGNATURE);
     goto fail;
@@ -120,14 +129,14 @@ int sonde__registry_add_file(sonde__registry *r, const char *path, char *err, si
   for (size_t i = 0; i < d->n_components; i++) {
     const sonde_component *c = d->components[i];
     if (!c || c->struct_size != sizeof(sonde_component)) {
-      snprintf(err, errlen, "%s: component %zu: struct_size %u, expected %zu (ABI mismatch)",
-               path, i, c ? c->struct_size : 0, sizeof(sonde_component));
+      snprintf(err, errlen, "%s: component %zu: struct_size %u, expected %zu (ABI mismatch)", path,
+               i, c ? c->struct_size : 0, sizeof(sonde_component));
       rc = SONDE_EABI;
       goto fail;
     }
     if (!valid_type_name(c->type)) {
-      snprintf(err, errlen, "%s: component %zu: invalid type name \"%s\" (use [a-z0-9_]+)", path,
-               i, c->type ? c->type : "(null)");
+      snprintf(err, errlen, "%s: component %zu: invalid type name \"%s\" (use [a-z0-9_]+)", path, i,
+               c->type ? c->type : "(null)");
       goto fail;
     }
     if (c->kind < SONDE_KIND_RECEIVER || c->kind > SONDE_KIND_EXTENSION || !c->create ||
@@ -166,25 +175,21 @@ int sonde__registry_add_file(sonde__registry *r, const char *path, char *err, si
   }
   rc = SONDE_ENOMEM;
   sonde__plugin_lib *libs = realloc(r->libs, (r->nlibs + 1) * sizeof *libs);
-  if (!libs)
-    goto fail;
+  if (!libs) goto fail;
   r->libs = libs;
   struct sonde__comp_entry *comps =
       realloc(r->comps, (r->ncomps + d->n_components) * sizeof *comps);
-  if (!comps)
-    goto fail;
+  if (!comps) goto fail;
   r->comps = comps;
   char *p = strdup(path);
-  if (!p)
-    goto fail;
+  if (!p) goto fail;
   r->libs[r->nlibs] = (sonde__plugin_lib){.path = p, .dl = dl, .desc = d};
   for (size_t i = 0; i < d->n_components; i++)
     r->comps[r->ncomps++] = (struct sonde__comp_entry){d->components[i], r->nlibs};
   r->nlibs++;
   return 0;
 fail:
-  if (rc == SONDE_ENOMEM)
-    snprintf(err, errlen, "%s: out of memory", path);
+  if (rc == SONDE_ENOMEM) snprintf(err, errlen, "%s: out of memory", path);
   dlclose(dl);
   return rc;
 }
@@ -195,16 +200,14 @@ static int cmp_str(const void *a, const void *b) {
 
 int sonde__registry_add_dir(sonde__registry *r, const char *dir) {
   DIR *d = opendir(dir);
-  if (!d)
-    return 0;
+  if (!d) return 0;
   char **names = NULL;
   size_t n = 0;
   struct dirent *e;
   int rc = 0;
   while ((e = readdir(d))) {
     size_t len = strlen(e->d_name);
-    if (len < 4 || strcmp(e->d_name + len - 3, ".so") != 0)
-      continue;
+    if (len < 4 || strcmp(e->d_name + len - 3, ".so") != 0) continue;
     char **nn = realloc(names, (n + 1) * sizeof *nn);
     if (!nn || !(nn[n] = strdup(e->d_name))) {
       names = nn ? nn : names;
@@ -215,8 +218,7 @@ int sonde__registry_add_dir(sonde__registry *r, const char *dir) {
     n++;
   }
   closedir(d);
-  if (n)
-    qsort(names, n, sizeof *names, cmp_str);
+  if (n) qsort(names, n, sizeof *names, cmp_str);
   for (size_t i = 0; i < n; i++) {
     char path[PATH_MAX], err[1024];
     snprintf(path, sizeof path, "%s/%s", dir, names[i]);
@@ -225,8 +227,7 @@ int sonde__registry_add_dir(sonde__registry *r, const char *dir) {
       char **rf = realloc(r->refused, (r->nrefused + 1) * sizeof *rf);
       if (rf) {
         r->refused = rf;
-        if ((rf[r->nrefused] = strdup(err)))
-          r->nrefused++;
+        if ((rf[r->nrefused] = strdup(err))) r->nrefused++;
       }
     }
     free(names[i]);
@@ -257,8 +258,7 @@ int sonde__registry_load_default(sonde__registry *r, const char *const *extra, s
   const char *env = getenv("SONDE_PLUGIN_PATH");
   if (!rc && env && *env) {
     char *copy = strdup(env), *save = NULL;
-    if (!copy)
-      return SONDE_ENOMEM;
+    if (!copy) return SONDE_ENOMEM;
     for (char *tok = strtok_r(copy, ":", &save); tok && !rc; tok = strtok_r(NULL, ":", &save))
       rc = sonde__registry_add_dir(r, tok);
     free(copy);
@@ -271,19 +271,16 @@ int sonde__registry_load_default(sonde__registry *r, const char *const *extra, s
 const char **sonde__registry_types(const sonde__registry *r, sonde_kind kind, size_t *n) {
   const char **v = malloc((r->ncomps + 1) * sizeof *v);
   *n = 0;
-  if (!v)
-    return NULL;
+  if (!v) return NULL;
   for (size_t i = 0; i < r->ncomps; i++)
-    if (r->comps[i].comp->kind == kind)
-      v[(*n)++] = r->comps[i].comp->type;
+    if (r->comps[i].comp->kind == kind) v[(*n)++] = r->comps[i].comp->type;
   return v;
 }
 
 void sonde__registry_trim(sonde__registry *r) {
   size_t keep = 0, ncomps = 0;
   size_t *map = calloc(r->nlibs ? r->nlibs : 1, sizeof *map);
-  if (!map)
-    return; /* only a memory saving: skip it */
+  if (!map) return; /* only a memory saving: skip it */
   for (size_t i = 0; i < r->nlibs; i++) {
     if (r->libs[i].used) {
       map[i] = keep;

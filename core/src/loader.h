@@ -17,7 +17,7 @@ typedef struct sonde__registry {
   struct sonde__comp_entry {
     const sonde_component *comp;
     size_t lib;
-  } *comps;
+  } * comps;
   size_t ncomps;
   char **refused; /* "path: reason", one per refused file */
   size_t nrefused;
@@ -34,11 +34,12 @@ int sonde__registry_add_dir(sonde__registry *r, const char *dir);
 int sonde__registry_load_default(sonde__registry *r, const char *const *extra, size_t nextra);
 const sonde_component *sonde__registry_find(const sonde__registry *r, sonde_kind kind,
                                             const char *type, size_t *lib);
-/* Every type name of a kind, for "valid choices" messages; the array is malloc'd, names borrowed. */
+/* Every type name of a kind, for "valid choices" messages; the array is malloc'd, names borrowed.
+ */
 const char **sonde__registry_types(const sonde__registry *r, sonde_kind kind, size_t *n);
 /* Unloads libraries with no used component (keeps idle memory low). */
 void sonde__registry_trim(sonde__registry *r);
 void sonde__registry_free(sonde__registry *r);
-const char *sonde__kind_name(sonde_kind k);        /* "receiver" */
-const char *sonde__kind_section(sonde_kind k);     /* "receivers" */
+const char *sonde__kind_name(sonde_kind k);    /* "receiver" */
+const char *sonde__kind_section(sonde_kind k); /* "receivers" */
 #endif

@@ -34,8 +34,7 @@ bool sonde__log_enabled(sonde_log_level lvl) {
 }
 
 void sonde__vlog(sonde_log_level lvl, const char *who, const char *fmt, va_list ap) {
-  if (lvl < g_level)
-    return;
+  if (lvl < g_level) return;
   char line[2048];
   struct timespec ts;
   struct tm tm;
@@ -47,8 +46,7 @@ void sonde__vlog(sonde_log_level lvl, const char *who, const char *fmt, va_list 
   if (k > 0 && (size_t)k < sizeof line - n) {
     n += (size_t)k;
     k = vsnprintf(line + n, sizeof line - n, fmt, ap);
-    if (k > 0)
-      n = n + (size_t)k < sizeof line - 1 ? n + (size_t)k : sizeof line - 2;
+    if (k > 0) n = n + (size_t)k < sizeof line - 1 ? n + (size_t)k : sizeof line - 2;
   }
   line[n++] = '\n';
   fwrite(line, 1, n, stderr); /* one write: lines from threads do not interleave */

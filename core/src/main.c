@@ -111,16 +111,13 @@ static int parse_args(int argc, char **argv, opts *o) {
       return 2;
     }
     if (!strcmp(name, "--config") || !strcmp(name, "-c")) {
-      if (o->nconfigs == MAX_ARGS)
-        return 2;
+      if (o->nconfigs == MAX_ARGS) return 2;
       o->configs[o->nconfigs++] = v;
     } else if (!strcmp(name, "--set")) {
-      if (o->nsets == MAX_ARGS)
-        return 2;
+      if (o->nsets == MAX_ARGS) return 2;
       o->sets[o->nsets++] = v;
     } else if (!strcmp(name, "--plugin-path")) {
-      if (o->npaths == MAX_ARGS)
-        return 2;
+      if (o->npaths == MAX_ARGS) return 2;
       o->plugin_paths[o->npaths++] = v;
     } else if (!strcmp(name, "--mode")) {
       if (strcmp(v, "effective") && strcmp(v, "merged")) {
@@ -146,13 +143,11 @@ static int load_config(const opts *o, sonde__cfg_node **out, char *err, size_t e
   for (size_t i = 0; i < o->nconfigs && !rc; i++) {
     sonde__cfg_node *n = NULL;
     rc = sonde__cfg_parse_file(o->configs[i], &n, err, errlen);
-    if (!rc)
-      rc = root ? sonde__cfg_merge(&root, n, err, errlen) : (root = n, 0);
+    if (!rc) rc = root ? sonde__cfg_merge(&root, n, err, errlen) : (root = n, 0);
   }
   for (size_t i = 0; i < o->nsets && !rc; i++)
     rc = sonde__cfg_set(&root, o->sets[i], err, errlen);
-  if (!rc)
-    rc = sonde__cfg_expand(root, err, errlen);
+  if (!rc) rc = sonde__cfg_expand(root, err, errlen);
   if (rc) {
     sonde__cfg_free(root);
     return rc;
@@ -162,8 +157,7 @@ static int load_config(const opts *o, sonde__cfg_node **out, char *err, size_t e
 }
 
 static void gen_free(gen *g) {
-  if (!g)
-    return;
+  if (!g) return;
   sonde__service_free(g->svc);
   sonde__registry_free(&g->reg);
   sonde__cfg_free(g->root);
@@ -184,16 +178,13 @@ static void gen_retire(gen *g) {
 /* Everything short of creating components: parse, load plug-ins, bind, validate. */
 static int gen_build(const opts *o, sonde__cfg_node *root, gen **out, char *err, size_t errlen) {
   gen *g = calloc(1, sizeof *g);
-  if (!g)
-    return SONDE_ENOMEM;
+  if (!g) return SONDE_ENOMEM;
   int rc = root ? (g->root = root, 0) : load_config(o, &g->root, err, errlen);
   if (!rc) {
     rc = sonde__registry_load_default(&g->reg, o->plugin_paths, o->npaths);
-    if (rc)
-      snprintf(err, errlen, "loading plug-ins: %s", sonde_strerror(rc));
+    if (rc) snprintf(err, errlen, "loading plug-ins: %s", sonde_strerror(rc));
   }
-  if (!rc)
-    rc = sonde__service_build(g->root, &g->reg, G.loop, G.metrics, &g->svc, err, errlen);
+  if (!rc) rc = sonde__service_build(g->root, &g->reg, G.loop, G.metrics, &g->svc, err, errlen);
   if (rc) {
     gen_free(g);
     return rc;
@@ -249,8 +240,7 @@ static void close_all(void) {
   uv_close((uv_handle_t *)&G.sigint, NULL);
   uv_close((uv_handle_t *)&G.sigterm, NULL);
   uv_close((uv_handle_t *)&G.sighup, NULL);
-  if (G.metrics_srv)
-    sonde__http_close(G.metrics_srv);
+  if (G.metrics_srv) sonde__http_close(G.metrics_srv);
   G.metrics_srv = NULL;
 }
 
@@ -263,12 +253,10 @@ static void on_stopped(void *arg) {
 }
 
 static void stop_service(void) {
-  if (G.stopping)
-    return;
+  if (G.stopping) return;
   G.stopping = true;
   if (!G.cur || G.reloading) {
-    if (!G.reloading)
-      close_all();
+    if (!G.reloading) close_all();
     return; /* a reload in progress finishes first, then sees stopping */
   }
   sonde__info("shutting down (deadline %.1fs)", (double)G.o.shutdown_timeout / 1e9);
@@ -279,8 +267,7 @@ static int start_gen(gen *g) {
   char err[4096];
   apply_telemetry(g);
   int rc = sonde__service_start(g->svc, err, sizeof err);
-  if (rc)
-    sonde__error("%s", err);
+  if (rc) sonde__error("%s", err);
   sonde__registry_trim(&g->reg);
   return rc;
 }
@@ -349,8 +336,7 @@ static void reload_stopped(void *arg) {
 }
 
 static void reload(void) {
-  if (G.reloading || G.stopping || !G.cur)
-    return;
+  if (G.reloading || G.stopping || !G.cur) return;
   char err[4096];
   gen *g = NULL;
   sonde__info("SIGHUP: reloading the configuration");
@@ -385,9 +371,8 @@ static int cmd_components(const opts *o) {
     return 1;
   }
   sonde_buf out = {0};
-  static const sonde_kind kinds[] = {SONDE_KIND_RECEIVER, SONDE_KIND_PROCESSOR,
-                                     SONDE_KIND_EXPORTER, SONDE_KIND_CONNECTOR,
-                                     SONDE_KIND_EXTENSION};
+  static const sonde_kind kinds[] = {SONDE_KIND_RECEIVER, SONDE_KIND_PROCESSOR, SONDE_KIND_EXPORTER,
+                                     SONDE_KIND_CONNECTOR, SONDE_KIND_EXTENSION};
   for (size_t k = 0; k < 5 && !rc; k++) {
     size_t n;
     const char **types = sonde__registry_types(&reg, kinds[k], &n);
@@ -395,8 +380,7 @@ static int cmd_components(const opts *o) {
       rc = SONDE_ENOMEM;
       break;
     }
-    if (n)
-      rc = sonde_buf_printf(&out, "%s:\n", sonde__kind_section(kinds[k]));
+    if (n) rc = sonde_buf_printf(&out, "%s:\n", sonde__kind_section(kinds[k]));
     /* sorted by type for a stable listing */
     for (size_t i = 1; i < n; i++)
       for (size_t j = i; j > 0 && strcmp(types[j - 1], types[j]) > 0; j--) {
@@ -416,17 +400,14 @@ static int cmd_components(const opts *o) {
                             *sigs ? " [" : "", sigs, *sigs ? "]" : "", c->doc ? c->doc : "",
                             reg.libs[lib].path, reg.libs[lib].desc->name,
                             reg.libs[lib].desc->version);
-      if (!rc && (c->options && c->options[0].name))
-        rc = sonde_buf_printf(&out, "    options:\n");
-      if (!rc && c->options)
-        rc = sonde__opts_doc(c->options, 6, &out);
+      if (!rc && (c->options && c->options[0].name)) rc = sonde_buf_printf(&out, "    options:\n");
+      if (!rc && c->options) rc = sonde__opts_doc(c->options, 6, &out);
       if (!rc && c->kind == SONDE_KIND_EXPORTER && (c->flags & SONDE_COMP_QUEUED))
         rc = sonde__opts_doc(sonde__qcfg_options, 6, &out);
     }
     free(types);
   }
-  if (!rc)
-    fwrite(out.data, 1, out.len, stdout);
+  if (!rc) fwrite(out.data, 1, out.len, stdout);
   for (size_t i = 0; i < reg.nrefused; i++)
     fprintf(stderr, "refused: %s\n", reg.refused[i]);
   sonde_buf_free(&out);
@@ -438,12 +419,10 @@ int main(int argc, char **argv) {
   clock_gettime(CLOCK_MONOTONIC, &G.t0);
   int rc = parse_args(argc, argv, &G.o);
   if (rc) {
-    if (rc == 2)
-      usage(stderr);
+    if (rc == 2) usage(stderr);
     return rc;
   }
-  if (!strcmp(G.o.cmd, "components"))
-    return cmd_components(&G.o);
+  if (!strcmp(G.o.cmd, "components")) return cmd_components(&G.o);
 
   char err[4096];
   G.loop = uv_default_loop();
@@ -460,8 +439,7 @@ int main(int argc, char **argv) {
     }
     sonde_buf out = {0};
     rc = sonde__cfg_emit(root, &out);
-    if (!rc)
-      fwrite(out.data, 1, out.len, stdout);
+    if (!rc) fwrite(out.data, 1, out.len, stdout);
     sonde_buf_free(&out);
     sonde__cfg_free(root);
     sonde__metrics_free(G.metrics);
@@ -477,8 +455,7 @@ int main(int argc, char **argv) {
     if (!strcmp(G.o.cmd, "print-config")) {
       sonde_buf out = {0};
       rc = sonde__service_emit(g->svc, &out);
-      if (!rc)
-        fwrite(out.data, 1, out.len, stdout);
+      if (!rc) fwrite(out.data, 1, out.len, stdout);
       sonde_buf_free(&out);
     } else {
       printf("configuration is valid\n");
@@ -506,8 +483,7 @@ int main(int argc, char **argv) {
   } else {
     sonde__info("sonde %s ready in %.1f ms: everything is running (pid %d)", SONDE_VERSION,
                 ms_since_start(), (int)getpid());
-    if (G.metrics_srv)
-      sonde__info("self-metrics on http://%s/metrics", G.metrics_ep);
+    if (G.metrics_srv) sonde__info("self-metrics on http://%s/metrics", G.metrics_ep);
   }
   uv_run(G.loop, UV_RUN_DEFAULT);
   int crc = uv_loop_close(G.loop);
@@ -516,8 +492,7 @@ int main(int argc, char **argv) {
     G.retired = old->next_retired;
     gen_free(old);
   }
-  if (crc)
-    sonde__warn("loop closed with handles still open: %s", uv_strerror(crc));
+  if (crc) sonde__warn("loop closed with handles still open: %s", uv_strerror(crc));
   sonde__metrics_free(G.metrics);
   return G.exit_code;
 }

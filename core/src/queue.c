@@ -12,14 +12,15 @@ static const char *const sizers[] = {"requests", "items", NULL};
 static const sonde_option queue_opts[] = {
     SONDE_OPT("enabled", SONDE_OPT_BOOL, sonde__qcfg, sending_queue.enabled, "true",
               "Buffer requests in memory and send them from num_consumers workers"),
-    SONDE_OPT_RANGE("num_consumers", SONDE_OPT_INT, sonde__qcfg, sending_queue.num_consumers,
-                    "10", 1, 1000, "Sends in flight at once"),
+    SONDE_OPT_RANGE("num_consumers", SONDE_OPT_INT, sonde__qcfg, sending_queue.num_consumers, "10",
+                    1, 1000, "Sends in flight at once"),
     SONDE_OPT_RANGE("queue_size", SONDE_OPT_INT, sonde__qcfg, sending_queue.queue_size, "1000", 1,
                     1e9, "Capacity, in units of the sizer"),
     SONDE_OPT_ENUMV("sizer", sonde__qcfg, sending_queue.sizer, "requests", sizers,
                     "What queue_size counts"),
     SONDE_OPT("block_on_overflow", SONDE_OPT_BOOL, sonde__qcfg, sending_queue.block_on_overflow,
-              "false", "Accepted for compatibility; sonde never blocks a receiver: a full queue "
+              "false",
+              "Accepted for compatibility; sonde never blocks a receiver: a full queue "
               "refuses and counts"),
     SONDE_OPT_END};
 
@@ -32,8 +33,8 @@ static const sonde_option retry_opts[] = {
                     retry.randomization_factor, "0.5", 0, 1, "Jitter: +- this share of the wait"),
     SONDE_OPT_RANGE("multiplier", SONDE_OPT_DOUBLE, sonde__qcfg, retry.multiplier, "1.5", 1, 100,
                     "Growth of the wait per attempt"),
-    SONDE_OPT_RANGE("max_interval", SONDE_OPT_DURATION, sonde__qcfg, retry.max_interval, "30s",
-                    1e6, 1e13, "Longest wait between attempts"),
+    SONDE_OPT_RANGE("max_interval", SONDE_OPT_DURATION, sonde__qcfg, retry.max_interval, "30s", 1e6,
+                    1e13, "Longest wait between attempts"),
     SONDE_OPT("max_elapsed_time", SONDE_OPT_DURATION, sonde__qcfg, retry.max_elapsed_time, "5m",
               "Give up after this long (0: never)"),
     SONDE_OPT_END};
@@ -41,9 +42,15 @@ static const sonde_option retry_opts[] = {
 const sonde_option sonde__qcfg_options[] = {
     SONDE_OPT("timeout", SONDE_OPT_DURATION, sonde__qcfg, timeout, "5s",
               "Time one send may take before it counts as failed and is retried"),
-    {.name = "sending_queue", .type = SONDE_OPT_TABLE, .offset = 0, .sub = queue_opts,
+    {.name = "sending_queue",
+     .type = SONDE_OPT_TABLE,
+     .offset = 0,
+     .sub = queue_opts,
      .doc = "The in-memory sending queue"},
-    {.name = "retry_on_failure", .type = SONDE_OPT_TABLE, .offset = 0, .sub = retry_opts,
+    {.name = "retry_on_failure",
+     .type = SONDE_OPT_TABLE,
+     .offset = 0,
+     .sub = retry_opts,
      .doc = "Retries with exponential backoff"},
     SONDE_OPT_END};
 
@@ -89,8 +96,7 @@ static void update_gauges(sonde__queue *q) {
 int sonde__queue_new(uv_loop_t *loop, const sonde__qcfg *cfg, sonde__queue_target target,
                      sonde_signal sig, sonde__queue_metrics metrics, sonde__queue **out) {
   sonde__queue *q = calloc(1, sizeof *q);
-  if (!q)
-    return SONDE_ENOMEM;
+  if (!q) return SONDE_ENOMEM;
   q->loop = loop;
   q->cfg = cfg;
   q->t = target;
@@ -98,8 +104,8 @@ int sonde__queue_new(uv_loop_t *loop, const sonde__qcfg *cfg, sonde__queue_targe
   q->m = metrics;
   q->max_inflight = (int)cfg->sending_queue.num_consumers;
   /* Without a queue, only what is in flight is held (otelcol would block the caller instead). */
-  q->cap = cfg->sending_queue.enabled ? (size_t)cfg->sending_queue.queue_size
-                                      : (size_t)q->max_inflight;
+  q->cap =
+      cfg->sending_queue.enabled ? (size_t)cfg->sending_queue.queue_size : (size_t)q->max_inflight;
   sonde__metric_set(q->m.capacity, (double)q->cap);
   *out = q;
   return 0;
@@ -113,8 +119,7 @@ static void pump(sonde__queue *q);
 
 static void maybe_drained(sonde__queue *q) {
   /* Not from inside pump() or send(): done() may free q; the outermost caller checks again. */
-  if (q->pumping)
-    return;
+  if (q->pumping) return;
   if (q->draining && !q->head && q->inflight == 0 && q->drain_done) {
     void (*cb)(void *) = q->drain_done;
     q->drain_done = NULL;
@@ -129,8 +134,7 @@ static void sender_closed(uv_handle_t *h) {
 static void sender_free(sender *s) {
   if (s->pprev) {
     *s->pprev = s->next;
-    if (s->next)
-      s->next->pprev = s->pprev;
+    if (s->next) s->next->pprev = s->pprev;
   }
   uv_close((uv_handle_t *)&s->timer, sender_closed);
 }
@@ -169,8 +173,7 @@ static void finish(sender *s, int status, int64_t retry_after_ns) {
     double wait = 0;
     if (retryable) {
       wait = (double)c->retry.initial_interval * pow(c->retry.multiplier, it->attempts - 1);
-      if (wait > (double)c->retry.max_interval)
-        wait = (double)c->retry.max_interval;
+      if (wait > (double)c->retry.max_interval) wait = (double)c->retry.max_interval;
       double jitter = c->retry.randomization_factor * wait;
       wait += jitter * (2.0 * ((double)rand() / RAND_MAX) - 1.0);
       if (retry_after_ns > 0)
@@ -183,8 +186,8 @@ static void finish(sender *s, int status, int64_t retry_after_ns) {
     if (!retryable) {
       give_up(q, it, status,
               status == SONDE_EPERMANENT ? "permanent error"
-              : c->retry.enabled        ? "retries exhausted (max_elapsed_time)"
-                                        : "retry_on_failure disabled");
+              : c->retry.enabled         ? "retries exhausted (max_elapsed_time)"
+                                         : "retry_on_failure disabled");
     } else {
       sonde__log(SONDE_LOG_WARN, q->t.who, "send failed (%s), retrying %zu %s in %.3fs",
                  sonde_strerror(status), it->items, sonde_signal_item_name(q->sig), wait / 1e9);
@@ -196,16 +199,14 @@ static void finish(sender *s, int status, int64_t retry_after_ns) {
   s->it = NULL;
   q->inflight--;
   sender_free(s);
-  if (!q->pumping)
-    pump(q);
+  if (!q->pumping) pump(q);
   maybe_drained(q);
 }
 
 static void on_sent(void *arg, int status, int64_t retry_after_ns) {
   sender *s = arg;
   if (s->abandoned) { /* timed out or aborted earlier: only free what is left */
-    if (s->it)
-      item_free(s->it);
+    if (s->it) item_free(s->it);
     sender_free(s);
     return;
   }
@@ -223,8 +224,7 @@ static void on_timeout(uv_timer_t *t) {
     old->sending = false;
     if (old->pprev) {
       *old->pprev = old->next;
-      if (old->next)
-        old->next->pprev = old->pprev;
+      if (old->next) old->next->pprev = old->pprev;
       old->pprev = NULL;
     }
     give_up(q, old->it, SONDE_ENOMEM, "timeout");
@@ -240,15 +240,13 @@ static void on_timeout(uv_timer_t *t) {
   old->abandoned = true;
   if (old->pprev) {
     *old->pprev = old->next;
-    if (old->next)
-      old->next->pprev = old->pprev;
+    if (old->next) old->next->pprev = old->pprev;
     old->pprev = NULL;
   }
   uv_timer_init(q->loop, &s->timer);
   s->timer.data = s;
   s->next = q->senders;
-  if (q->senders)
-    q->senders->pprev = &s->next;
+  if (q->senders) q->senders->pprev = &s->next;
   q->senders = s;
   s->pprev = &q->senders;
   s->sending = true;
@@ -266,8 +264,7 @@ static void start_send(sender *s) {
   bool outer = !q->pumping;
   q->pumping = true;
   int rc = q->t.comp->send(q->t.inst, s->it->b, on_sent, s);
-  if (rc)
-    finish(s, rc == SONDE_EPERMANENT ? rc : SONDE_ERETRY, 0);
+  if (rc) finish(s, rc == SONDE_EPERMANENT ? rc : SONDE_ERETRY, 0);
   if (outer) {
     q->pumping = false;
     pump(q);
@@ -280,11 +277,9 @@ static void pump(sonde__queue *q) {
   while (q->head && q->inflight < q->max_inflight) {
     qitem *it = q->head;
     sender *s = calloc(1, sizeof *s);
-    if (!s)
-      break; /* try again on the next completion */
+    if (!s) break; /* try again on the next completion */
     q->head = it->next;
-    if (!q->head)
-      q->tail = NULL;
+    if (!q->head) q->tail = NULL;
     q->len--;
     q->items -= it->items;
     it->next = NULL;
@@ -293,8 +288,7 @@ static void pump(sonde__queue *q) {
     uv_timer_init(q->loop, &s->timer);
     s->timer.data = s;
     s->next = q->senders;
-    if (q->senders)
-      q->senders->pprev = &s->next;
+    if (q->senders) q->senders->pprev = &s->next;
     q->senders = s;
     s->pprev = &q->senders;
     q->inflight++;
@@ -344,8 +338,7 @@ void sonde__queue_drain(sonde__queue *q, void (*done)(void *), void *arg) {
   q->drain_arg = arg;
   /* Whoever waits out a backoff tries again now: the deadline is what bounds the drain. */
   for (sender *s = q->senders; s; s = s->next)
-    if (!s->sending && s->it)
-      uv_timer_start(&s->timer, on_backoff_done, 0, 0);
+    if (!s->sending && s->it) uv_timer_start(&s->timer, on_backoff_done, 0, 0);
   maybe_drained(q);
 }
 
@@ -370,8 +363,7 @@ void sonde__queue_abort(sonde__queue *q) {
       sonde__metric_add(q->m.send_failed, (double)s->it->items);
     }
     if (!s->sending) { /* waiting out a backoff: nobody else will free it */
-      if (s->it)
-        item_free(s->it);
+      if (s->it) item_free(s->it);
       s->it = NULL;
       uv_close((uv_handle_t *)&s->timer, sender_closed);
     }
@@ -379,16 +371,14 @@ void sonde__queue_abort(sonde__queue *q) {
   q->senders = NULL;
   q->inflight = 0;
   if (dropped)
-    sonde__log(SONDE_LOG_ERROR, q->t.who, "shutdown deadline: dropped %zu %s not yet sent",
-               dropped, sonde_signal_item_name(q->sig));
+    sonde__log(SONDE_LOG_ERROR, q->t.who, "shutdown deadline: dropped %zu %s not yet sent", dropped,
+               sonde_signal_item_name(q->sig));
   update_gauges(q);
   maybe_drained(q);
 }
 
 void sonde__queue_free(sonde__queue *q) {
-  if (!q)
-    return;
-  if (q->head || q->senders)
-    sonde__queue_abort(q);
+  if (!q) return;
+  if (q->head || q->senders) sonde__queue_abort(q);
   free(q);
 }

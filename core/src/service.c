@@ -12,10 +12,14 @@
 
 static int sig_idx(sonde_signal s) {
   switch (s) {
-  case SONDE_SIGNAL_TRACES: return 0;
-  case SONDE_SIGNAL_METRICS: return 1;
-  case SONDE_SIGNAL_LOGS: return 2;
-  case SONDE_SIGNAL_PROFILES: return 3;
+  case SONDE_SIGNAL_TRACES:
+    return 0;
+  case SONDE_SIGNAL_METRICS:
+    return 1;
+  case SONDE_SIGNAL_LOGS:
+    return 2;
+  case SONDE_SIGNAL_PROFILES:
+    return 3;
   }
   return -1;
 }
@@ -76,15 +80,15 @@ struct inst {
   sonde_host host; /* first: a sonde_host* is an inst* */
   sonde__service *svc;
   cfgent *ce;
-  char *who;     /* log prefix */
-  pipeline *pl;  /* processors: the pipeline they belong to */
-  size_t pos;    /* processors: index in pl->procs */
+  char *who;    /* log prefix */
+  pipeline *pl; /* processors: the pipeline they belong to */
+  size_t pos;   /* processors: index in pl->procs */
   uint32_t signals;
-  void *obj;     /* the plug-in's instance */
+  void *obj; /* the plug-in's instance */
   bool created, started, stopped;
-  bool stuck; /* never finished shutting down: not destroyed, not freed */
-  route out[NSIG_IDX];              /* receivers, connectors: pipelines fed per signal */
-  sonde__queue *q[NSIG_IDX];        /* queued exporters */
+  bool stuck;                /* never finished shutting down: not destroyed, not freed */
+  route out[NSIG_IDX];       /* receivers, connectors: pipelines fed per signal */
+  sonde__queue *q[NSIG_IDX]; /* queued exporters */
   mcache mc[NSIG_IDX][4];
   sonde_metric *proc_in[NSIG_IDX], *proc_out[NSIG_IDX];
   timer_rec *timers;
@@ -150,51 +154,64 @@ static const sonde_option prom_opts[] = {
     SONDE_OPT("host", SONDE_OPT_STRING, prom_cfg, host, "localhost", "Address to serve on"),
     SONDE_OPT_RANGE("port", SONDE_OPT_INT, prom_cfg, port, "8888", 0, 65535, "Port"),
     SONDE_OPT_END};
-static const sonde_option exp_opts[] = {
-    {.name = "prometheus", .type = SONDE_OPT_TABLE, .offset = 0, .sub = prom_opts,
-     .doc = "Serve Prometheus text"},
-    SONDE_OPT_END};
-static const sonde_option pull_opts[] = {
-    {.name = "exporter", .type = SONDE_OPT_TABLE, .offset = 0, .sub = exp_opts,
-     .doc = "The pull exporter"},
-    SONDE_OPT_END};
-static const sonde_option reader_opts[] = {
-    {.name = "pull", .type = SONDE_OPT_TABLE, .offset = 0, .sub = pull_opts,
-     .doc = "A pull reader"},
-    SONDE_OPT_END};
-static const sonde_option tel_logs_opts[] = {
-    SONDE_OPT_ENUMV("level", sonde__telemetry_cfg, logs.level, "info", log_levels,
-                    "Lowest level logged"),
-    SONDE_OPT_END};
+static const sonde_option exp_opts[] = {{.name = "prometheus",
+                                         .type = SONDE_OPT_TABLE,
+                                         .offset = 0,
+                                         .sub = prom_opts,
+                                         .doc = "Serve Prometheus text"},
+                                        SONDE_OPT_END};
+static const sonde_option pull_opts[] = {{.name = "exporter",
+                                          .type = SONDE_OPT_TABLE,
+                                          .offset = 0,
+                                          .sub = exp_opts,
+                                          .doc = "The pull exporter"},
+                                         SONDE_OPT_END};
+static const sonde_option reader_opts[] = {{.name = "pull",
+                                            .type = SONDE_OPT_TABLE,
+                                            .offset = 0,
+                                            .sub = pull_opts,
+                                            .doc = "A pull reader"},
+                                           SONDE_OPT_END};
+static const sonde_option tel_logs_opts[] = {SONDE_OPT_ENUMV("level", sonde__telemetry_cfg,
+                                                             logs.level, "info", log_levels,
+                                                             "Lowest level logged"),
+                                             SONDE_OPT_END};
 static const sonde_option tel_metrics_opts[] = {
     SONDE_OPT_ENUMV("level", sonde__telemetry_cfg, metrics.level, "normal", metric_levels,
                     "none turns self-metrics off"),
     SONDE_OPT("address", SONDE_OPT_STRING, sonde__telemetry_cfg, metrics.address, NULL,
               "host:port of the Prometheus endpoint (older otelcol form of readers)"),
-    {.name = "readers", .type = SONDE_OPT_TABLE_LIST,
-     .offset = offsetof(sonde__telemetry_cfg, metrics.readers), .sub = reader_opts,
-     .sub_size = sizeof(reader_cfg), .doc = "Metric readers (pull.exporter.prometheus)"},
+    {.name = "readers",
+     .type = SONDE_OPT_TABLE_LIST,
+     .offset = offsetof(sonde__telemetry_cfg, metrics.readers),
+     .sub = reader_opts,
+     .sub_size = sizeof(reader_cfg),
+     .doc = "Metric readers (pull.exporter.prometheus)"},
     SONDE_OPT_END};
-static const sonde_option tel_opts[] = {
-    {.name = "logs", .type = SONDE_OPT_TABLE, .offset = 0, .sub = tel_logs_opts,
-     .doc = "The service's own logs"},
-    {.name = "metrics", .type = SONDE_OPT_TABLE, .offset = 0, .sub = tel_metrics_opts,
-     .doc = "The service's own metrics"},
-    SONDE_OPT_END};
+static const sonde_option tel_opts[] = {{.name = "logs",
+                                         .type = SONDE_OPT_TABLE,
+                                         .offset = 0,
+                                         .sub = tel_logs_opts,
+                                         .doc = "The service's own logs"},
+                                        {.name = "metrics",
+                                         .type = SONDE_OPT_TABLE,
+                                         .offset = 0,
+                                         .sub = tel_metrics_opts,
+                                         .doc = "The service's own metrics"},
+                                        SONDE_OPT_END};
 
 const sonde__telemetry_cfg *sonde__service_telemetry(const sonde__service *s) {
   return &s->tel;
 }
 
 const char *sonde__service_metrics_endpoint(const sonde__service *s, char *buf, size_t len) {
-  if (s->tel.metrics.level == 0)
-    return NULL;
+  if (s->tel.metrics.level == 0) return NULL;
   if (s->tel.metrics.readers.n) {
     const reader_cfg *r = s->tel.metrics.readers.items;
     const prom_cfg *p = &r->pull.exporter.prometheus;
     bool v6 = p->host && strchr(p->host, ':');
-    snprintf(buf, len, "%s%s%s:%lld", v6 ? "[" : "", p->host ? p->host : "localhost",
-             v6 ? "]" : "", (long long)p->port);
+    snprintf(buf, len, "%s%s%s:%lld", v6 ? "[" : "", p->host ? p->host : "localhost", v6 ? "]" : "",
+             (long long)p->port);
     return buf;
   }
   snprintf(buf, len, "%s", s->tel.metrics.address ? s->tel.metrics.address : "localhost:8888");
@@ -230,14 +247,12 @@ static int deliver_to(inst *to, sonde_batch *b, bool shared) {
   int i = sig_idx(sonde_batch_signal(b));
   if (to->ce->kind == SONDE_KIND_PROCESSOR)
     sonde__metric_add(to->proc_in[i], (double)sonde_batch_items(b));
-  if (!to->started || to->stopped)
-    return SONDE_ESHUTDOWN;
+  if (!to->started || to->stopped) return SONDE_ESHUTDOWN;
   /* A merged batch can point into batches other pipelines still read: exclusive() looks there. */
   if ((to->ce->comp->flags & SONDE_COMP_MUTATES) && (shared || !sonde_batch_exclusive(b))) {
     sonde_batch *copy;
     int rc = sonde_batch_copy(b, &copy);
-    if (rc)
-      return rc;
+    if (rc) return rc;
     rc = to->ce->comp->consume(to->obj, copy);
     sonde_batch_unref(copy);
     return rc;
@@ -250,8 +265,7 @@ static int deliver_to(inst *to, sonde_batch *b, bool shared) {
 static int deliver_exporters(pipeline *p, sonde_batch *b) {
   int i = sig_idx(p->sig), last = 0;
   size_t ok = 0;
-  if (p->nexps > 1)
-    sonde_batch_ref(b); /* shared while it fans out: see route_batch */
+  if (p->nexps > 1) sonde_batch_ref(b); /* shared while it fans out: see route_batch */
   for (size_t k = 0; k < p->nexps; k++) {
     inst *e = p->exps[k];
     int rc;
@@ -271,16 +285,13 @@ static int deliver_exporters(pipeline *p, sonde_batch *b) {
     else
       last = rc;
   }
-  if (p->nexps > 1)
-    sonde_batch_unref(b);
-  if (ok)
-    return 0;
+  if (p->nexps > 1) sonde_batch_unref(b);
+  if (ok) return 0;
   return last == SONDE_EFULL ? SONDE_EREFUSED : last;
 }
 
 static int deliver_pipeline(pipeline *p, size_t pos, sonde_batch *b, bool shared) {
-  if (pos < p->nprocs)
-    return deliver_to(p->procs[pos], b, shared);
+  if (pos < p->nprocs) return deliver_to(p->procs[pos], b, shared);
   return deliver_exporters(p, b);
 }
 
@@ -289,25 +300,20 @@ static int route_batch(const route *r, sonde_batch *b) {
   /* While b goes to several pipelines, hold a reference of our own: a mutating stage anywhere
    * down them (not only the first one, to which `shared` is passed) then sees b shared
    * (refcount > 1) and gets a copy, so the other pipelines see b untouched. */
-  if (r->n > 1)
-    sonde_batch_ref(b);
+  if (r->n > 1) sonde_batch_ref(b);
   for (size_t k = 0; k < r->n; k++) {
     int rc = deliver_pipeline(r->p[k], 0, b, r->n > 1);
-    if (rc && !result)
-      result = rc;
+    if (rc && !result) result = rc;
   }
-  if (r->n > 1)
-    sonde_batch_unref(b);
+  if (r->n > 1) sonde_batch_unref(b);
   return result;
 }
 
 static mcache *receiver_metrics(inst *in, int i, const char *transport) {
-  if (!transport)
-    transport = "";
+  if (!transport) transport = "";
   for (int k = 0; k < 4; k++) {
     mcache *m = &in->mc[i][k];
-    if (m->transport && strcmp(m->transport, transport) == 0)
-      return m;
+    if (m->transport && strcmp(m->transport, transport) == 0) return m;
     if (!m->transport) {
       char labels[256], name[128];
       const char *item = sonde_signal_item_name((sonde_signal)(1u << i));
@@ -331,10 +337,8 @@ static mcache *receiver_metrics(inst *in, int i, const char *transport) {
 static int h_consume(const sonde_host *h, sonde_batch *b, const char *transport) {
   inst *in = I(h);
   int i = sig_idx(sonde_batch_signal(b));
-  if (i < 0)
-    return SONDE_EINVAL;
-  if (in->svc->state != ST_RUNNING && in->svc->state != ST_STOPPING)
-    return SONDE_ESHUTDOWN;
+  if (i < 0) return SONDE_EINVAL;
+  if (in->svc->state != ST_RUNNING && in->svc->state != ST_STOPPING) return SONDE_ESHUTDOWN;
   int rc;
   switch (in->ce->kind) {
   case SONDE_KIND_PROCESSOR:
@@ -344,8 +348,7 @@ static int h_consume(const sonde_host *h, sonde_batch *b, const char *transport)
     size_t items = sonde_batch_items(b);
     rc = route_batch(&in->out[i], b);
     mcache *m = receiver_metrics(in, i, transport);
-    if (m)
-      sonde__metric_add(rc ? m->refused : m->accepted, (double)items);
+    if (m) sonde__metric_add(rc ? m->refused : m->accepted, (double)items);
     return rc;
   }
   case SONDE_KIND_CONNECTOR:
@@ -355,8 +358,8 @@ static int h_consume(const sonde_host *h, sonde_batch *b, const char *transport)
   }
 }
 
-static int h_metric(const sonde_host *h, sonde_metric_kind kind, const char *name,
-                    const char *help, const char *labels, sonde_metric **out) {
+static int h_metric(const sonde_host *h, sonde_metric_kind kind, const char *name, const char *help,
+                    const char *labels, sonde_metric **out) {
   inst *in = I(h);
   char all[512];
   snprintf(all, sizeof all, "%s=%s%s%s", sonde__kind_name(in->ce->kind), in->ce->id,
@@ -371,8 +374,7 @@ static void timer_closed(uv_handle_t *h) {
 static void timer_unlink(timer_rec *r) {
   if (r->pprev) {
     *r->pprev = r->next;
-    if (r->next)
-      r->next->pprev = r->pprev;
+    if (r->next) r->next->pprev = r->pprev;
     r->pprev = NULL;
   }
 }
@@ -385,23 +387,19 @@ static void timer_fire(uv_timer_t *t) {
 static int h_timer_start(const sonde_host *h, int64_t after_ns, int64_t repeat_ns,
                          void (*cb)(void *), void *arg, sonde_timer **out) {
   inst *in = I(h);
-  if (!cb || after_ns < 0 || repeat_ns < 0)
-    return SONDE_EINVAL;
+  if (!cb || after_ns < 0 || repeat_ns < 0) return SONDE_EINVAL;
   timer_rec *r = calloc(1, sizeof(sonde_timer));
-  if (!r)
-    return SONDE_ENOMEM;
+  if (!r) return SONDE_ENOMEM;
   r->owner = in;
   r->cb = cb;
   r->arg = arg;
   uv_timer_init(in->svc->loop, &r->t);
   r->t.data = r;
   uint64_t rep = (uint64_t)(repeat_ns / 1000000);
-  if (repeat_ns > 0 && rep == 0)
-    rep = 1;
+  if (repeat_ns > 0 && rep == 0) rep = 1;
   uv_timer_start(&r->t, timer_fire, (uint64_t)((after_ns + 999999) / 1000000), rep);
   r->next = in->timers;
-  if (in->timers)
-    in->timers->pprev = &r->next;
+  if (in->timers) in->timers->pprev = &r->next;
   in->timers = r;
   r->pprev = &in->timers;
   *out = (sonde_timer *)r;
@@ -409,8 +407,7 @@ static int h_timer_start(const sonde_host *h, int64_t after_ns, int64_t repeat_n
 }
 
 static void h_timer_stop(sonde_timer *t) {
-  if (!t)
-    return;
+  if (!t) return;
   timer_rec *r = &t->r;
   timer_unlink(r);
   uv_timer_stop(&r->t);
@@ -432,11 +429,9 @@ static void work_after(uv_work_t *w, int status) {
 static int h_queue_work(const sonde_host *h, void (*work)(void *), void (*done)(void *, int),
                         void *arg) {
   inst *in = I(h);
-  if (!work || !done)
-    return SONDE_EINVAL;
+  if (!work || !done) return SONDE_EINVAL;
   work_rec *r = calloc(1, sizeof *r);
-  if (!r)
-    return SONDE_ENOMEM;
+  if (!r) return SONDE_ENOMEM;
   r->owner = in;
   r->work = work;
   r->done = done;
@@ -450,16 +445,14 @@ static int h_queue_work(const sonde_host *h, void (*work)(void *), void (*done)(
   return 0;
 }
 
-static int h_http_listen(const sonde_host *h, const char *endpoint,
-                         const sonde_http_options *opts, sonde_http_handler handler, void *arg,
-                         sonde_http_server **out) {
+static int h_http_listen(const sonde_host *h, const char *endpoint, const sonde_http_options *opts,
+                         sonde_http_handler handler, void *arg, sonde_http_server **out) {
   inst *in = I(h);
   char err[512];
   srv_rec *rec = calloc(1, sizeof *rec);
-  if (!rec)
-    return SONDE_ENOMEM;
-  int rc = sonde__http_listen(in->svc->loop, endpoint, opts, handler, arg, &rec->srv, err,
-                              sizeof err);
+  if (!rec) return SONDE_ENOMEM;
+  int rc =
+      sonde__http_listen(in->svc->loop, endpoint, opts, handler, arg, &rec->srv, err, sizeof err);
   if (rc) {
     sonde__log(SONDE_LOG_ERROR, in->who, "%s", err);
     free(rec);
@@ -477,8 +470,7 @@ static void h_http_close(sonde_http_server *srv);
 
 static int h_service_status(const sonde_host *h) {
   sonde__service *s = I(h)->svc;
-  if (s->fatal)
-    return s->fatal;
+  if (s->fatal) return s->fatal;
   return s->state == ST_RUNNING ? 0 : SONDE_ESHUTDOWN;
 }
 
@@ -526,14 +518,14 @@ static const sonde_host_api g_api = {
     .report_fatal = h_report_fatal,
 };
 
-/* ---- building --------------------------------------------------------------------------------- */
+/* ---- building ---------------------------------------------------------------------------------
+ */
 
 static const sonde_kind g_sections[] = {SONDE_KIND_RECEIVER, SONDE_KIND_PROCESSOR,
                                         SONDE_KIND_EXPORTER, SONDE_KIND_CONNECTOR,
                                         SONDE_KIND_EXTENSION};
 
-__attribute__((format(printf, 3, 4))) static int errat(char *err, size_t len, const char *fmt,
-                                                       ...);
+__attribute__((format(printf, 3, 4))) static int errat(char *err, size_t len, const char *fmt, ...);
 static int errat(char *err, size_t len, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -559,8 +551,7 @@ static void choices(char *out, size_t len, const char *const *v, size_t n) {
   out[0] = 0;
   for (size_t i = 0; i < n && off < len; i++)
     off += (size_t)snprintf(out + off, len - off, "%s%s", i ? ", " : "", v[i]);
-  if (n == 0)
-    snprintf(out, len, "none");
+  if (n == 0) snprintf(out, len, "none");
 }
 
 static void hint(char *out, size_t len, const char *word, const char *const *v, size_t n) {
@@ -575,16 +566,14 @@ static void hint(char *out, size_t len, const char *word, const char *const *v, 
 
 static cfgent *find_ent(sonde__service *s, sonde_kind kind, const char *id) {
   for (size_t i = 0; i < s->nents; i++)
-    if (s->ents[i].kind == kind && strcmp(s->ents[i].id, id) == 0)
-      return &s->ents[i];
+    if (s->ents[i].kind == kind && strcmp(s->ents[i].id, id) == 0) return &s->ents[i];
   return NULL;
 }
 
 static int bind_section(sonde__service *s, sonde_kind kind, const sonde__cfg_node *sec, char *err,
                         size_t errlen) {
   char where[512], h[2048];
-  if (!sec || sec->kind == SONDE__CFG_NULL)
-    return 0;
+  if (!sec || sec->kind == SONDE__CFG_NULL) return 0;
   if (sec->kind != SONDE__CFG_MAP) {
     pos(where, sizeof where, sec, -1);
     return errat(err, errlen, "%s%s: must be a map of component ids", where,
@@ -597,8 +586,8 @@ static int bind_section(sonde__service *s, sonde_kind kind, const sonde__cfg_nod
     size_t tl = slash ? (size_t)(slash - id) : strlen(id);
     char type[64];
     if (tl == 0 || tl >= sizeof type || (slash && !slash[1])) {
-      return errat(err, errlen, "%s%s::%s: invalid component id (use type or type/name)",
-                   where, sonde__kind_section(kind), id);
+      return errat(err, errlen, "%s%s::%s: invalid component id (use type or type/name)", where,
+                   sonde__kind_section(kind), id);
     }
     memcpy(type, id, tl);
     type[tl] = 0;
@@ -607,16 +596,14 @@ static int bind_section(sonde__service *s, sonde_kind kind, const sonde__cfg_nod
     if (!c) {
       size_t n;
       const char **types = sonde__registry_types(s->reg, kind, &n);
-      if (!types)
-        return SONDE_ENOMEM;
+      if (!types) return SONDE_ENOMEM;
       hint(h, sizeof h, type, types, n);
       free(types);
       return errat(err, errlen, "%s%s::%s: unknown %s type \"%s\" (%s)", where,
                    sonde__kind_section(kind), id, sonde__kind_name(kind), type, h);
     }
     cfgent *ents = realloc(s->ents, (s->nents + 1) * sizeof *ents);
-    if (!ents)
-      return SONDE_ENOMEM;
+    if (!ents) return SONDE_ENOMEM;
     s->ents = ents;
     cfgent *e = &s->ents[s->nents];
     memset(e, 0, sizeof *e);
@@ -638,19 +625,16 @@ static int bind_section(sonde__service *s, sonde_kind kind, const sonde__cfg_nod
     snprintf(e->path, pl, "%s::%s", sonde__kind_section(kind), id);
     sonde__opts_target t[2] = {{c->options, e->cfg}, {sonde__qcfg_options, &e->qcfg}};
     static const sonde_option none[] = {SONDE_OPT_END};
-    if (!t[0].table)
-      t[0].table = none;
+    if (!t[0].table) t[0].table = none;
     size_t nt = (kind == SONDE_KIND_EXPORTER && (c->flags & SONDE_COMP_QUEUED)) ? 2 : 1;
     int rc = sonde__opts_bind(t, nt, e->node, e->path, err, errlen);
-    if (rc)
-      return rc;
+    if (rc) return rc;
     if (c->validate) {
       char verr[1024] = "";
       rc = c->validate(e->cfg, verr, sizeof verr);
       if (rc) {
         pos(where, sizeof where, sec, (long)k);
-        return errat(err, errlen, "%s%s: %s", where, e->path,
-                     *verr ? verr : sonde_strerror(rc));
+        return errat(err, errlen, "%s%s: %s", where, e->path, *verr ? verr : sonde_strerror(rc));
       }
     }
   }
@@ -659,12 +643,10 @@ static int bind_section(sonde__service *s, sonde_kind kind, const sonde__cfg_nod
 
 static inst *new_inst(sonde__service *s, cfgent *e) {
   inst **v = realloc(s->insts, (s->ninsts + 1) * sizeof *v);
-  if (!v)
-    return NULL;
+  if (!v) return NULL;
   s->insts = v;
   inst *in = calloc(1, sizeof *in);
-  if (!in)
-    return NULL;
+  if (!in) return NULL;
   in->host.api = &g_api;
   in->svc = s;
   in->ce = e;
@@ -681,16 +663,14 @@ static inst *new_inst(sonde__service *s, cfgent *e) {
 
 static inst *inst_for(sonde__service *s, cfgent *e) {
   for (size_t i = 0; i < s->ninsts; i++)
-    if (s->insts[i]->ce == e && !s->insts[i]->pl)
-      return s->insts[i];
+    if (s->insts[i]->ce == e && !s->insts[i]->pl) return s->insts[i];
   return new_inst(s, e);
 }
 
 static int add_ptr(void *vec, size_t *n, void *p) {
   void ***v = vec;
   void **nv = realloc(*v, (*n + 1) * sizeof *nv);
-  if (!nv)
-    return SONDE_ENOMEM;
+  if (!nv) return SONDE_ENOMEM;
   nv[(*n)++] = p;
   *v = nv;
   return 0;
@@ -725,42 +705,38 @@ static int bind_pipeline(sonde__service *s, const sonde__cfg_node *pls, size_t k
   pipeline *p = &s->pls[s->npls];
   memset(p, 0, sizeof *p);
   p->sig = sig;
-  if (!(p->name = strdup(name)))
-    return SONDE_ENOMEM;
+  if (!(p->name = strdup(name))) return SONDE_ENOMEM;
   s->npls++;
   for (size_t j = 0; j < pn->n; j++) {
     long which = -1;
     for (int q = 0; q < 3; q++)
-      if (strcmp(pn->keys[j], g_pl_keys[q]) == 0)
-        which = q;
+      if (strcmp(pn->keys[j], g_pl_keys[q]) == 0) which = q;
     if (which < 0) {
       pos(where, sizeof where, pn, (long)j);
       hint(h, sizeof h, pn->keys[j], g_pl_keys, 3);
-      return errat(err, errlen, "%sservice::pipelines::%s::%s: unknown key (%s)", where,
-                   name, pn->keys[j], h);
+      return errat(err, errlen, "%sservice::pipelines::%s::%s: unknown key (%s)", where, name,
+                   pn->keys[j], h);
     }
     const sonde__cfg_node *list = pn->kids[j];
-    if (!list || list->kind == SONDE__CFG_NULL)
-      continue;
+    if (!list || list->kind == SONDE__CFG_NULL) continue;
     if (list->kind != SONDE__CFG_SEQ) {
       pos(where, sizeof where, list, -1);
-      return errat(err, errlen, "%sservice::pipelines::%s::%s: must be a list of ids",
-                   where, name, pn->keys[j]);
+      return errat(err, errlen, "%sservice::pipelines::%s::%s: must be a list of ids", where, name,
+                   pn->keys[j]);
     }
     for (size_t i = 0; i < list->n; i++) {
       const sonde__cfg_node *item = list->kids[i];
       pos(where, sizeof where, item, -1);
       if (item->kind != SONDE__CFG_SCALAR) {
-        return errat(err, errlen, "%sservice::pipelines::%s::%s[%zu]: must be an id",
-                     where, name, pn->keys[j], i);
+        return errat(err, errlen, "%sservice::pipelines::%s::%s[%zu]: must be an id", where, name,
+                     pn->keys[j], i);
       }
       const char *id = item->scalar;
       sonde_kind kind = which == 0   ? SONDE_KIND_RECEIVER
                         : which == 1 ? SONDE_KIND_PROCESSOR
                                      : SONDE_KIND_EXPORTER;
       cfgent *e = find_ent(s, kind, id);
-      if (!e && kind != SONDE_KIND_PROCESSOR)
-        e = find_ent(s, SONDE_KIND_CONNECTOR, id);
+      if (!e && kind != SONDE_KIND_PROCESSOR) e = find_ent(s, SONDE_KIND_CONNECTOR, id);
       if (!e) {
         const char *ids[256];
         size_t n = 0;
@@ -769,10 +745,9 @@ static int bind_pipeline(sonde__service *s, const sonde__cfg_node *pls, size_t k
               (kind != SONDE_KIND_PROCESSOR && s->ents[q].kind == SONDE_KIND_CONNECTOR))
             ids[n++] = s->ents[q].id;
         hint(h, sizeof h, id, ids, n);
-        return errat(err, errlen,
-                     "%sservice::pipelines::%s::%s: %s \"%s\" is not configured under %s (%s)",
-                     where, name, pn->keys[j], sonde__kind_name(kind), id,
-                     sonde__kind_section(kind), h);
+        return errat(
+            err, errlen, "%sservice::pipelines::%s::%s: %s \"%s\" is not configured under %s (%s)",
+            where, name, pn->keys[j], sonde__kind_name(kind), id, sonde__kind_section(kind), h);
       }
       if (!(e->comp->signals & sig)) {
         char sigs[128] = "";
@@ -781,8 +756,8 @@ static int bind_pipeline(sonde__service *s, const sonde__cfg_node *pls, size_t k
             snprintf(sigs + strlen(sigs), sizeof sigs - strlen(sigs), "%s%s", *sigs ? ", " : "",
                      sonde_signal_name((sonde_signal)(1u << b)));
         return errat(err, errlen,
-                     "%sservice::pipelines::%s::%s: %s does not support %s (it supports %s)",
-                     where, name, pn->keys[j], e->path, sonde_signal_name(sig), sigs);
+                     "%sservice::pipelines::%s::%s: %s does not support %s (it supports %s)", where,
+                     name, pn->keys[j], e->path, sonde_signal_name(sig), sigs);
       }
       inst *in;
       if (kind == SONDE_KIND_PROCESSOR) {
@@ -792,48 +767,43 @@ static int bind_pipeline(sonde__service *s, const sonde__cfg_node *pls, size_t k
                          "%sservice::pipelines::%s::processors: \"%s\" is listed twice", where,
                          name, id);
         in = new_inst(s, e);
-        if (!in)
-          return SONDE_ENOMEM;
+        if (!in) return SONDE_ENOMEM;
         in->pl = p;
         in->pos = p->nprocs;
         size_t wl = strlen(e->path) + strlen(name) + 8;
         char *who = malloc(wl);
-        if (!who)
-          return SONDE_ENOMEM;
+        if (!who) return SONDE_ENOMEM;
         snprintf(who, wl, "%s (%s)", e->path, name);
         free(in->who);
         in->who = who;
       } else {
         in = inst_for(s, e);
-        if (!in)
-          return SONDE_ENOMEM;
+        if (!in) return SONDE_ENOMEM;
         inst **v = which == 0 ? p->recv : p->exps;
         size_t nv = which == 0 ? p->nrecv : p->nexps;
         for (size_t q = 0; q < nv; q++)
           if (v[q] == in)
-            return errat(err, errlen, "%sservice::pipelines::%s::%s: \"%s\" is listed twice",
-                         where, name, pn->keys[j], id);
+            return errat(err, errlen, "%sservice::pipelines::%s::%s: \"%s\" is listed twice", where,
+                         name, pn->keys[j], id);
       }
       in->signals |= sig;
       int rc = which == 0   ? add_ptr(&p->recv, &p->nrecv, in)
                : which == 1 ? add_ptr(&p->procs, &p->nprocs, in)
                             : add_ptr(&p->exps, &p->nexps, in);
-      if (rc)
-        return rc;
+      if (rc) return rc;
     }
   }
   pos(where, sizeof where, pls, (long)k);
   if (!p->nrecv)
-    return errat(err, errlen, "%sservice::pipelines::%s: must have at least one receiver",
-                 where, name);
+    return errat(err, errlen, "%sservice::pipelines::%s: must have at least one receiver", where,
+                 name);
   if (!p->nexps)
-    return errat(err, errlen, "%sservice::pipelines::%s: must have at least one exporter",
-                 where, name);
+    return errat(err, errlen, "%sservice::pipelines::%s: must have at least one exporter", where,
+                 name);
   for (size_t q = 0; q < p->nrecv; q++) {
     inst *r = p->recv[q];
     int rc = add_ptr(&r->out[sig_idx(sig)].p, &r->out[sig_idx(sig)].n, p);
-    if (rc)
-      return rc;
+    if (rc) return rc;
   }
   return 0;
 }
@@ -848,23 +818,19 @@ static size_t successors(sonde__service *s, inst *in, inst **out, size_t max) {
     bool feeds = false;
     if (in->pl == p) {
       if (in->pos + 1 < p->nprocs) {
-        if (n < max)
-          out[n++] = p->procs[in->pos + 1];
+        if (n < max) out[n++] = p->procs[in->pos + 1];
         continue;
       }
       feeds = true;
     } else if (!in->pl) {
       for (size_t q = 0; q < p->nrecv; q++)
-        if (p->recv[q] == in)
-          feeds = true;
+        if (p->recv[q] == in) feeds = true;
       if (feeds && p->nprocs) {
-        if (n < max)
-          out[n++] = p->procs[0];
+        if (n < max) out[n++] = p->procs[0];
         continue;
       }
     }
-    if (!feeds)
-      continue;
+    if (!feeds) continue;
     heads = p->exps;
     nheads = p->nexps;
     for (size_t q = 0; q < nheads && n < max; q++)
@@ -895,22 +861,19 @@ static int order_graph(sonde__service *s, char *err, size_t errlen) {
   }
   size_t head = 0, tail = 0;
   for (size_t i = 0; i < n; i++)
-    if (s->insts[i]->indeg == 0)
-      topo[tail++] = s->insts[i];
+    if (s->insts[i]->indeg == 0) topo[tail++] = s->insts[i];
   while (head < tail) {
     inst *in = topo[head++];
     size_t m = successors(s, in, succ, cap);
     for (size_t k = 0; k < m; k++)
-      if (--succ[k]->indeg == 0)
-        topo[tail++] = succ[k];
+      if (--succ[k]->indeg == 0) topo[tail++] = succ[k];
   }
   free(succ);
   if (tail < n) {
     free(topo);
     for (size_t i = 0; i < n; i++)
       if (s->insts[i]->indeg && s->insts[i]->ce->kind == SONDE_KIND_CONNECTOR)
-        return errat(err, errlen,
-                     "service::pipelines: the pipelines form a cycle through %s",
+        return errat(err, errlen, "service::pipelines: the pipelines form a cycle through %s",
                      s->insts[i]->ce->path);
     return errat(err, errlen, "service::pipelines: the pipelines form a cycle");
   }
@@ -925,11 +888,9 @@ static int order_graph(sonde__service *s, char *err, size_t errlen) {
     return SONDE_ENOMEM;
   }
   for (size_t i = 0; i < n; i++)
-    if (v[i]->ce->kind == SONDE_KIND_EXTENSION)
-      sorted[k++] = v[i];
+    if (v[i]->ce->kind == SONDE_KIND_EXTENSION) sorted[k++] = v[i];
   for (size_t i = n; i-- > 0;)
-    if (topo[i]->ce->kind != SONDE_KIND_EXTENSION)
-      sorted[k++] = topo[i];
+    if (topo[i]->ce->kind != SONDE_KIND_EXTENSION) sorted[k++] = topo[i];
   free(topo);
   free(s->insts);
   s->insts = sorted;
@@ -939,12 +900,11 @@ static int order_graph(sonde__service *s, char *err, size_t errlen) {
 int sonde__service_build(const sonde__cfg_node *root, sonde__registry *reg, uv_loop_t *loop,
                          sonde__metrics *metrics, sonde__service **out, char *err, size_t errlen) {
   char where[512], h[2048];
-  static const char *const top[] = {"receivers", "processors", "exporters",
+  static const char *const top[] = {"receivers",  "processors", "exporters",
                                     "connectors", "extensions", "service"};
   static const char *const svc_keys[] = {"extensions", "pipelines", "telemetry"};
   sonde__service *s = calloc(1, sizeof *s);
-  if (!s)
-    return SONDE_ENOMEM;
+  if (!s) return SONDE_ENOMEM;
   s->loop = loop;
   s->reg = reg;
   s->metrics = metrics;
@@ -952,8 +912,10 @@ int sonde__service_build(const sonde__cfg_node *root, sonde__registry *reg, uv_l
   int rc = SONDE_ECONFIG;
   if (!root || root->kind != SONDE__CFG_MAP) {
     pos(where, sizeof where, root, -1);
-    errat(err, errlen, "%sthe configuration must be a map (receivers, exporters, "
-          "service, ...)", where);
+    errat(err, errlen,
+          "%sthe configuration must be a map (receivers, exporters, "
+          "service, ...)",
+          where);
     goto fail;
   }
   for (size_t k = 0; k < root->n; k++) {
@@ -969,8 +931,7 @@ int sonde__service_build(const sonde__cfg_node *root, sonde__registry *reg, uv_l
   }
   for (size_t q = 0; q < 5; q++) {
     sonde_kind kind = g_sections[q];
-    if ((rc = bind_section(s, kind, sonde__cfg_get(root, sonde__kind_section(kind)), err,
-                           errlen)))
+    if ((rc = bind_section(s, kind, sonde__cfg_get(root, sonde__kind_section(kind)), err, errlen)))
       goto fail;
   }
   rc = SONDE_ECONFIG;
@@ -1000,14 +961,13 @@ int sonde__service_build(const sonde__cfg_node *root, sonde__registry *reg, uv_l
   if (exts && exts->kind == SONDE__CFG_SEQ) {
     for (size_t i = 0; i < exts->n; i++) {
       const sonde__cfg_node *it = exts->kids[i];
-      cfgent *e = it->kind == SONDE__CFG_SCALAR ? find_ent(s, SONDE_KIND_EXTENSION, it->scalar)
-                                                : NULL;
+      cfgent *e =
+          it->kind == SONDE__CFG_SCALAR ? find_ent(s, SONDE_KIND_EXTENSION, it->scalar) : NULL;
       if (!e) {
         const char *ids[256];
         size_t n = 0;
         for (size_t q = 0; q < s->nents && n < 256; q++)
-          if (s->ents[q].kind == SONDE_KIND_EXTENSION)
-            ids[n++] = s->ents[q].id;
+          if (s->ents[q].kind == SONDE_KIND_EXTENSION) ids[n++] = s->ents[q].id;
         pos(where, sizeof where, it, -1);
         hint(h, sizeof h, it->scalar ? it->scalar : "", ids, n);
         errat(err, errlen,
@@ -1017,8 +977,7 @@ int sonde__service_build(const sonde__cfg_node *root, sonde__registry *reg, uv_l
       }
       if (e->used) {
         pos(where, sizeof where, it, -1);
-        errat(err, errlen, "%sservice::extensions: \"%s\" is listed twice", where,
-              e->id);
+        errat(err, errlen, "%sservice::extensions: \"%s\" is listed twice", where, e->id);
         goto fail;
       }
       if (!new_inst(s, e)) {
@@ -1043,13 +1002,11 @@ int sonde__service_build(const sonde__cfg_node *root, sonde__registry *reg, uv_l
     goto fail;
   }
   for (size_t k = 0; k < pls->n; k++)
-    if ((rc = bind_pipeline(s, pls, k, err, errlen)))
-      goto fail;
+    if ((rc = bind_pipeline(s, pls, k, err, errlen))) goto fail;
   /* A connector must both receive and export, or its data goes nowhere. */
   for (size_t i = 0; i < s->ninsts; i++) {
     inst *in = s->insts[i];
-    if (in->ce->kind != SONDE_KIND_CONNECTOR)
-      continue;
+    if (in->ce->kind != SONDE_KIND_CONNECTOR) continue;
     bool as_recv = false, as_exp = false;
     for (size_t k = 0; k < s->npls; k++) {
       for (size_t q = 0; q < s->pls[k].nrecv; q++)
@@ -1060,18 +1017,17 @@ int sonde__service_build(const sonde__cfg_node *root, sonde__registry *reg, uv_l
     if (!as_recv || !as_exp) {
       errat(err, errlen,
             "service::pipelines: connector %s must be used as an exporter in one pipeline and as "
-            "a receiver in another", in->ce->id);
+            "a receiver in another",
+            in->ce->id);
       rc = SONDE_ECONFIG;
       goto fail;
     }
   }
-  if ((rc = order_graph(s, err, errlen)))
-    goto fail;
+  if ((rc = order_graph(s, err, errlen))) goto fail;
   *out = s;
   return 0;
 fail:
-  if (rc == SONDE_ENOMEM)
-    snprintf(err, errlen, "out of memory while reading the configuration");
+  if (rc == SONDE_ENOMEM) snprintf(err, errlen, "out of memory while reading the configuration");
   sonde__service_free(s);
   return rc;
 }
@@ -1080,8 +1036,7 @@ fail:
 
 static int make_queues(sonde__service *s, inst *in) {
   for (int i = 0; i < NSIG_IDX; i++) {
-    if (!(in->signals & (1u << i)))
-      continue;
+    if (!(in->signals & (1u << i))) continue;
     const char *item = sonde_signal_item_name((sonde_signal)(1u << i));
     char name[128], labels[256], qlabels[300];
     sonde__queue_metrics m = {0};
@@ -1112,28 +1067,24 @@ static int make_queues(sonde__service *s, inst *in) {
       rc = sonde__queue_new(s->loop, &in->ce->qcfg,
                             (sonde__queue_target){in->ce->comp, in->obj, in->who},
                             (sonde_signal)(1u << i), m, &in->q[i]);
-    if (rc)
-      return rc;
+    if (rc) return rc;
   }
   return 0;
 }
 
 static int proc_metrics(sonde__service *s, inst *in) {
   for (int i = 0; i < NSIG_IDX; i++) {
-    if (!(in->signals & (1u << i)))
-      continue;
+    if (!(in->signals & (1u << i))) continue;
     char labels[300];
     snprintf(labels, sizeof labels, "processor=%s,otel_signal=%s", in->ce->id,
              sonde_signal_name((sonde_signal)(1u << i)));
-    int rc = sonde__metrics_get(s->metrics, SONDE_METRIC_COUNTER,
-                                "otelcol_processor_incoming_items",
-                                "Items passed to the processor", labels, &in->proc_in[i]);
+    int rc =
+        sonde__metrics_get(s->metrics, SONDE_METRIC_COUNTER, "otelcol_processor_incoming_items",
+                           "Items passed to the processor", labels, &in->proc_in[i]);
     if (!rc)
-      rc = sonde__metrics_get(s->metrics, SONDE_METRIC_COUNTER,
-                              "otelcol_processor_outgoing_items",
+      rc = sonde__metrics_get(s->metrics, SONDE_METRIC_COUNTER, "otelcol_processor_outgoing_items",
                               "Items emitted from the processor", labels, &in->proc_out[i]);
-    if (rc)
-      return rc;
+    if (rc) return rc;
   }
   return 0;
 }
@@ -1180,19 +1131,16 @@ static void stop_next(sonde__service *s);
 
 static void step_done(void *arg) {
   sonde__service *s = arg;
-  if (s->pending && --s->pending == 0 && !s->in_step)
-    stop_next(s);
+  if (s->pending && --s->pending == 0 && !s->in_step) stop_next(s);
 }
 
 /* Stop order: the reverse of start order, extensions last. */
 static inst *stop_at(sonde__service *s, size_t k) {
   size_t next = 0, n = s->ninsts;
   for (size_t i = n; i-- > 0;)
-    if (s->insts[i]->ce->kind != SONDE_KIND_EXTENSION && next++ == k)
-      return s->insts[i];
+    if (s->insts[i]->ce->kind != SONDE_KIND_EXTENSION && next++ == k) return s->insts[i];
   for (size_t i = n; i-- > 0;)
-    if (s->insts[i]->ce->kind == SONDE_KIND_EXTENSION && next++ == k)
-      return s->insts[i];
+    if (s->insts[i]->ce->kind == SONDE_KIND_EXTENSION && next++ == k) return s->insts[i];
   return NULL;
 }
 
@@ -1220,15 +1168,13 @@ static void finish_stop(sonde__service *s) {
     }
     /* destroy first: it may stop its own timers / servers; close_leftovers then closes only what
      * the plug-in forgot (the other order closed handles twice). */
-    if (in->created && !in->stuck)
-      in->ce->comp->destroy(in->obj);
+    if (in->created && !in->stuck) in->ce->comp->destroy(in->obj);
     close_leftovers(in);
     in->created = false;
   }
   uv_timer_stop(&s->deadline);
   s->state = ST_STOPPED;
-  if (s->stop_done)
-    s->stop_done(s->stop_arg);
+  if (s->stop_done) s->stop_done(s->stop_arg);
 }
 
 static void on_work_wait(uv_timer_t *t) {
@@ -1240,8 +1186,7 @@ static void on_work_wait(uv_timer_t *t) {
     uv_timer_stop(t);
     if (busy) /* their done callbacks would run into destroyed instances: keep those alive */
       for (size_t i = 0; i < s->ninsts; i++)
-        if (s->insts[i]->work)
-          s->insts[i]->stuck = true;
+        if (s->insts[i]->work) s->insts[i]->stuck = true;
     finish_stop(s);
   }
 }
@@ -1253,15 +1198,13 @@ static void on_deadline(uv_timer_t *t) {
     sonde__warn("shutdown deadline reached: giving up on what is not sent yet");
     for (size_t i = 0; i < s->ninsts; i++)
       for (int q = 0; q < NSIG_IDX; q++)
-        if (s->insts[i]->q[q])
-          sonde__queue_abort(s->insts[i]->q[q]);
+        if (s->insts[i]->q[q]) sonde__queue_abort(s->insts[i]->q[q]);
     uv_timer_start(&s->deadline, on_deadline, 5000, 0); /* grace for shutdown callbacks */
     return;
   }
   inst *in = stop_at(s, s->stop_pos);
   if (in && s->pending) {
-    sonde__error("%s did not finish shutting down within the grace period; not destroyed",
-                 in->who);
+    sonde__error("%s did not finish shutting down within the grace period; not destroyed", in->who);
     in->stuck = true;
     s->pending = 0;
     s->stop_phase = 2;
@@ -1289,8 +1232,7 @@ static void stop_next(sonde__service *s) {
             sonde__queue_drain(in->q[i], step_done, s);
           }
         }
-        if (--s->pending)
-          break;
+        if (--s->pending) break;
       }
     }
     if (s->stop_phase == 1) {
@@ -1298,8 +1240,7 @@ static void stop_next(sonde__service *s) {
       if (in->started) {
         s->pending = 1;
         in->ce->comp->shutdown(in->obj, step_done, s);
-        if (s->pending)
-          break;
+        if (s->pending) break;
       }
     }
     in->stopped = true;
@@ -1336,21 +1277,18 @@ static void free_inst(inst *in) {
 /* libuv runs close callbacks in no promised order: free after the last of the two. */
 static void timer_closed_free(uv_handle_t *h) {
   sonde__service *s = h->data;
-  if (--s->closing == 0)
-    free(s);
+  if (--s->closing == 0) free(s);
 }
 
 void sonde__service_free(sonde__service *s) {
-  if (!s)
-    return;
+  if (!s) return;
   for (size_t i = 0; i < s->ninsts; i++) {
     inst *in = s->insts[i];
     if (in->created) { /* never stopped: destroy what was created */
       in->ce->comp->destroy(in->obj);
       close_leftovers(in);
     }
-    if (in->stuck)
-      continue; /* its late callbacks may still come */
+    if (in->stuck) continue; /* its late callbacks may still come */
     /* ce->lib is stale once the registry was trimmed (indices move): look the library up again */
     size_t lib;
     if (sonde__registry_find(s->reg, in->ce->kind, in->ce->comp->type, &lib))
@@ -1367,8 +1305,7 @@ void sonde__service_free(sonde__service *s) {
   free(s->pls);
   for (size_t i = 0; i < s->nents; i++) {
     cfgent *e = &s->ents[i];
-    if (e->comp->options)
-      sonde__opts_free(e->comp->options, e->cfg);
+    if (e->comp->options) sonde__opts_free(e->comp->options, e->cfg);
     sonde__opts_free(sonde__qcfg_options, &e->qcfg);
     free(e->cfg);
     free(e->id);
@@ -1393,23 +1330,17 @@ int sonde__service_emit(const sonde__service *s, sonde_buf *out) {
     bool head = false;
     for (size_t i = 0; i < s->nents && !rc; i++) {
       const cfgent *e = &s->ents[i];
-      if (e->kind != kind)
-        continue;
-      if (!head)
-        rc = sonde_buf_printf(out, "%s:\n", sonde__kind_section(kind));
+      if (e->kind != kind) continue;
+      if (!head) rc = sonde_buf_printf(out, "%s:\n", sonde__kind_section(kind));
       head = true;
-      if (!rc)
-        rc = sonde_buf_printf(out, "  %s:\n", e->id);
-      if (!rc && e->comp->options)
-        rc = sonde__opts_emit(e->comp->options, e->cfg, 4, out);
+      if (!rc) rc = sonde_buf_printf(out, "  %s:\n", e->id);
+      if (!rc && e->comp->options) rc = sonde__opts_emit(e->comp->options, e->cfg, 4, out);
       if (!rc && kind == SONDE_KIND_EXPORTER && (e->comp->flags & SONDE_COMP_QUEUED))
         rc = sonde__opts_emit(sonde__qcfg_options, &e->qcfg, 4, out);
     }
   }
-  if (!rc)
-    rc = sonde_buf_printf(out, "service:\n  telemetry:\n");
-  if (!rc)
-    rc = sonde__opts_emit(tel_opts, &s->tel, 4, out);
+  if (!rc) rc = sonde_buf_printf(out, "service:\n  telemetry:\n");
+  if (!rc) rc = sonde__opts_emit(tel_opts, &s->tel, 4, out);
   const sonde__cfg_node *svc = sonde__cfg_get(s->root, "service");
   const sonde__cfg_node *exts = sonde__cfg_get(svc, "extensions");
   const sonde__cfg_node *pls = sonde__cfg_get(svc, "pipelines");
@@ -1427,8 +1358,7 @@ int sonde__service_emit(const sonde__service *s, sonde_buf *out) {
   wrap.keys = keys;
   wrap.kids = kids;
   sonde_buf tmp = {0};
-  if (!rc && wrap.n)
-    rc = sonde__cfg_emit(&wrap, &tmp);
+  if (!rc && wrap.n) rc = sonde__cfg_emit(&wrap, &tmp);
   /* indent the service's remaining keys by two spaces under service: */
   for (size_t i = 0; !rc && i < tmp.len;) {
     const char *line = (const char *)tmp.data + i;

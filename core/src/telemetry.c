@@ -25,21 +25,18 @@ struct sonde__metrics {
 
 static char *render_labels(const char *labels) {
   sonde_buf b = {0};
-  if (sonde_buf_append(&b, "", 0))
-    return NULL;
+  if (sonde_buf_append(&b, "", 0)) return NULL;
   const char *p = labels ? labels : "";
   while (*p) {
     const char *comma = strchr(p, ',');
     size_t len = comma ? (size_t)(comma - p) : strlen(p);
     const char *eq = memchr(p, '=', len);
     if (eq) {
-      if (b.len)
-        sonde_buf_append(&b, ",", 1);
+      if (b.len) sonde_buf_append(&b, ",", 1);
       sonde_buf_append(&b, p, (size_t)(eq - p));
       sonde_buf_append(&b, "=\"", 2);
       for (const char *v = eq + 1; v < p + len; v++) {
-        if (*v == '"' || *v == '\\')
-          sonde_buf_append(&b, "\\", 1);
+        if (*v == '"' || *v == '\\') sonde_buf_append(&b, "\\", 1);
         if (*v == '\n')
           sonde_buf_append(&b, "\\n", 2);
         else
@@ -57,8 +54,7 @@ static char *render_labels(const char *labels) {
 /* HELP text as the exposition format wants it: backslash and newline escaped. */
 static char *escape_help(const char *help) {
   sonde_buf b = {0};
-  if (sonde_buf_append(&b, "", 0))
-    return NULL;
+  if (sonde_buf_append(&b, "", 0)) return NULL;
   for (const char *h = help ? help : ""; *h; h++) {
     if (*h == '\\')
       sonde_buf_append(&b, "\\\\", 2);
@@ -73,8 +69,7 @@ static char *escape_help(const char *help) {
 int sonde__metrics_get(sonde__metrics *m, sonde_metric_kind kind, const char *name,
                        const char *help, const char *labels, sonde_metric **out) {
   char *lab = render_labels(labels);
-  if (!lab)
-    return SONDE_ENOMEM;
+  if (!lab) return SONDE_ENOMEM;
   sonde_metric **pp = &m->head;
   for (; *pp; pp = &(*pp)->next) {
     int c = strcmp((*pp)->name, name);
@@ -90,13 +85,11 @@ int sonde__metrics_get(sonde__metrics *m, sonde_metric_kind kind, const char *na
         return 0;
       }
     }
-    if (c > 0)
-      break;
+    if (c > 0) break;
   }
   sonde_metric *s = calloc(1, sizeof *s);
   if (!s || !(s->name = strdup(name)) || !(s->help = escape_help(help))) {
-    if (s)
-      free(s->name);
+    if (s) free(s->name);
     free(s);
     free(lab);
     return SONDE_ENOMEM;
@@ -110,13 +103,11 @@ int sonde__metrics_get(sonde__metrics *m, sonde_metric_kind kind, const char *na
 }
 
 void sonde__metric_add(sonde_metric *s, double delta) {
-  if (s)
-    s->value += delta;
+  if (s) s->value += delta;
 }
 
 void sonde__metric_set(sonde_metric *s, double v) {
-  if (s)
-    s->value = v;
+  if (s) s->value = v;
 }
 
 double sonde__metric_value(const sonde_metric *s) {
@@ -125,8 +116,7 @@ double sonde__metric_value(const sonde_metric *s) {
 
 int sonde__metrics_new(sonde__metrics **out) {
   sonde__metrics *m = calloc(1, sizeof *m);
-  if (!m)
-    return SONDE_ENOMEM;
+  if (!m) return SONDE_ENOMEM;
   clock_gettime(CLOCK_MONOTONIC, &m->start);
   int rc = sonde__metrics_get(m, SONDE_METRIC_GAUGE, "otelcol_process_memory_rss_bytes",
                               "Total physical memory (resident set size)", NULL, &m->rss);
@@ -145,8 +135,7 @@ int sonde__metrics_new(sonde__metrics **out) {
 }
 
 void sonde__metrics_free(sonde__metrics *m) {
-  if (!m)
-    return;
+  if (!m) return;
   for (sonde_metric *s = m->head, *n; s; s = n) {
     n = s->next;
     free(s->name);
@@ -176,17 +165,14 @@ static void refresh_process(sonde__metrics *m) {
 }
 
 static int fmt_value(char *out, size_t len, double v) {
-  if (isnan(v))
-    return snprintf(out, len, "NaN");
-  if (isinf(v))
-    return snprintf(out, len, v > 0 ? "+Inf" : "-Inf");
+  if (isnan(v)) return snprintf(out, len, "NaN");
+  if (isinf(v)) return snprintf(out, len, v > 0 ? "+Inf" : "-Inf");
   if (fabs(v) < 1e15 && v == (double)(long long)v) /* range first: the cast is UB beyond it */
     return snprintf(out, len, "%lld", (long long)v);
   /* the shortest text that reads back as the same double */
   for (int prec = 1; prec < 17; prec++) {
     snprintf(out, len, "%.*g", prec, v);
-    if (strtod(out, NULL) == v)
-      return (int)strlen(out);
+    if (strtod(out, NULL) == v) return (int)strlen(out);
   }
   return snprintf(out, len, "%.17g", v);
 }

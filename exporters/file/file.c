@@ -39,19 +39,19 @@ typedef struct file_config {
   char *compression;
   int64_t flush_interval_ns;
   file_rotation rotation;
+  bool has_rotation; /* the rotation section was written */
 } file_config;
 
 static const char *const formats[] = {"json", "proto", NULL};
 
-/* No defaults in the table: rotation is on only when the user writes a rotation value (otelcol
- * enables it when the `rotation` key is present), and then the zeros mean lumberjack's defaults. */
+/* Rotation is on when the `rotation` section is written (even empty), as in otelcol. */
 static const sonde_option rotation_options[] = {
-    SONDE_OPT_RANGE("max_megabytes", SONDE_OPT_INT, file_rotation, max_megabytes, NULL, 0, 1e9,
-                    "size in MiB after which the file is rotated (100 when rotation is set)"),
+    SONDE_OPT_RANGE("max_megabytes", SONDE_OPT_INT, file_rotation, max_megabytes, "100", 1, 1e9,
+                    "size in MiB after which the file is rotated"),
     SONDE_OPT_RANGE("max_days", SONDE_OPT_INT, file_rotation, max_days, NULL, 0, 1e6,
                     "days to keep rotated files, by the time in their name (0: forever)"),
-    SONDE_OPT_RANGE("max_backups", SONDE_OPT_INT, file_rotation, max_backups, NULL, 0, 1e9,
-                    "rotated files to keep (100 when rotation is set)"),
+    SONDE_OPT_RANGE("max_backups", SONDE_OPT_INT, file_rotation, max_backups, "100", 0, 1e9,
+                    "rotated files to keep (0: all)"),
     SONDE_OPT("localtime", SONDE_OPT_BOOL, file_rotation, localtime, NULL,
               "local time instead of UTC in rotated file names"),
     SONDE_OPT_END,
@@ -71,13 +71,13 @@ static const sonde_option file_options[] = {
               "zstd: each record is one zstd frame (length-prefixed); unset: none"),
     SONDE_OPT("flush_interval", SONDE_OPT_DURATION, file_config, flush_interval_ns, "1s",
               "time between flushes of the write buffer to the file"),
-    SONDE_OPT_NESTED("rotation", file_config, rotation, rotation_options,
-                     "rotate the file by size (lumberjack semantics)"),
+    SONDE_OPT_NESTED_P("rotation", file_config, rotation, has_rotation, rotation_options,
+                       "rotate the file by size (lumberjack semantics); on when written"),
     SONDE_OPT_END,
 };
 
-static bool rotation_set(const file_rotation *r) {
-  return r->max_megabytes || r->max_days || r->max_backups || r->localtime;
+static bool rotation_set(const file_config *c) {
+  return c->has_rotation;
 }
 
 static bool compressed(const file_config *c) {
@@ -98,7 +98,7 @@ static int file_validate(const void *config, char *err, size_t errlen) {
     snprintf(err, errlen, "append and compression enabled at the same time is not supported");
     return SONDE_ECONFIG;
   }
-  if (c->append && rotation_set(&c->rotation)) {
+  if (c->append && rotation_set(c)) {
     snprintf(err, errlen, "append and rotation enabled at the same time is not supported");
     return SONDE_ECONFIG;
   }
@@ -480,9 +480,9 @@ static int file_create(const sonde_host *h, const void *config, uint32_t signals
   fe->cfg = config;
   fe->w.fd = -1;
   const file_rotation *r = &fe->cfg->rotation;
-  if (rotation_set(r)) {
-    fe->max_bytes = (uint64_t)(r->max_megabytes ? r->max_megabytes : 100) * 1024 * 1024;
-    fe->max_backups = r->max_backups ? r->max_backups : 100;
+  if (rotation_set(fe->cfg)) {
+    fe->max_bytes = (uint64_t)r->max_megabytes * 1024 * 1024;
+    fe->max_backups = r->max_backups;
     fe->max_days = r->max_days;
   }
   fe->close_job = calloc(1, sizeof(job));

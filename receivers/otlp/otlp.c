@@ -1,10 +1,8 @@
 /* The `otlp` receiver: otelcol's otlpreceiver, OTLP/gRPC (otlp_grpc.c, otlp_h2.c) and OTLP/HTTP
  * (otlp_http.c on the core's HTTP/1.1 server) for traces, metrics, logs and profiles.
  *
- * Both protocols listen, always: sonde's option tables fill an absent `grpc:` table with its
- * defaults exactly as they fill an empty one (`grpc:` with no value, otelcol's usual spelling), so
- * this receiver cannot tell "not configured" from "configured with defaults". A protocol is turned
- * off with `endpoint: none` (sonde only).
+ * A protocol listens when its section is written (`grpc:` alone means its defaults), as in
+ * otelcol; `endpoint: none` also turns one off (sonde only).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -48,6 +46,7 @@ typedef struct otlp_http_cfg {
 typedef struct otlp_protocols {
   otlp_grpc_cfg grpc;
   otlp_http_cfg http;
+  bool has_grpc, has_http; /* the section was written */
 } otlp_protocols;
 
 typedef struct otlp_config {
@@ -119,8 +118,10 @@ static const sonde_option http_options[] = {
 };
 
 static const sonde_option protocol_options[] = {
-    SONDE_OPT_NESTED("grpc", otlp_protocols, grpc, grpc_options, "OTLP/gRPC server"),
-    SONDE_OPT_NESTED("http", otlp_protocols, http, http_options, "OTLP/HTTP server"),
+    SONDE_OPT_NESTED_P("grpc", otlp_protocols, grpc, has_grpc, grpc_options,
+                       "OTLP/gRPC server (listens when this section is written)"),
+    SONDE_OPT_NESTED_P("http", otlp_protocols, http, has_http, http_options,
+                       "OTLP/HTTP server (listens when this section is written)"),
     SONDE_OPT_END,
 };
 
@@ -143,7 +144,8 @@ static int otlp_validate(const void *config, char *err, size_t errlen) {
   const otlp_config *c = config;
   const otlp_grpc_cfg *g = &c->protocols.grpc;
   const otlp_http_cfg *h = &c->protocols.http;
-  if (!enabled(g->endpoint) && !enabled(h->endpoint)) {
+  if (!(c->protocols.has_grpc && enabled(g->endpoint)) &&
+      !(c->protocols.has_http && enabled(h->endpoint))) {
     snprintf(err, errlen, "must specify at least one protocol when using the OTLP receiver");
     return SONDE_ECONFIG;
   }
@@ -251,7 +253,7 @@ static int otlp_start(void *inst) {
   const otlp_http_cfg *hc = &r->cfg->protocols.http;
   char err[512];
   int rc;
-  if (enabled(g->endpoint)) {
+  if (r->cfg->protocols.has_grpc && enabled(g->endpoint)) {
     int64_t mib = g->max_recv_msg_size_mib ? g->max_recv_msg_size_mib : 4;
     otlp_grpc_opts o = {
         .endpoint = g->endpoint,
@@ -274,7 +276,7 @@ static int otlp_start(void *inst) {
     sonde_log(r->h, SONDE_LOG_INFO, "Starting GRPC server endpoint=%s%s", g->endpoint,
               g->tls.cert_file ? " (TLS)" : "");
   }
-  if (enabled(hc->endpoint)) {
+  if (r->cfg->protocols.has_http && enabled(hc->endpoint)) {
     sonde_http_options ho = {.max_body_size = hc->max_request_body_size,
                              .read_timeout_ns = hc->read_timeout_ns};
     rc = r->h->api->http_listen(r->h, hc->endpoint, &ho, on_http, r, &r->http);

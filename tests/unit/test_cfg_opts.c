@@ -658,23 +658,57 @@ static void test_emit_and_rebind(void **state) {
   sonde__opts_free(exp_opts, &d);
 }
 
+/* SONDE_OPT_PRESENCE: a written section (even empty) is told apart from an absent one, and
+ * print-config leaves an absent one out so that re-reading its output configures the same. */
+typedef struct proto_sub {
+  char *endpoint;
+} proto_sub;
+typedef struct protos_cfg {
+  proto_sub grpc, http;
+  bool has_grpc, has_http;
+} protos_cfg;
+static const sonde_option proto_sub_opts[] = {
+    SONDE_OPT("endpoint", SONDE_OPT_STRING, proto_sub, endpoint, "localhost:1", "where"),
+    SONDE_OPT_END,
+};
+static const sonde_option protos_opts[] = {
+    SONDE_OPT_NESTED_P("grpc", protos_cfg, grpc, has_grpc, proto_sub_opts, "grpc"),
+    SONDE_OPT_NESTED_P("http", protos_cfg, http, has_http, proto_sub_opts, "http"),
+    SONDE_OPT_END,
+};
+
+static void test_presence(void **state) {
+  (void)state;
+  const char *cases[] = {"grpc:\n", "http: {endpoint: h:2}\n", "{}\n"};
+  const bool want_grpc[] = {true, false, false}, want_http[] = {false, true, false};
+  for (int i = 0; i < 3; i++) {
+    protos_cfg c = {0};
+    sonde__cfg_node *r = parse(cases[i]);
+    sonde__opts_target t = {protos_opts, &c};
+    assert_int_equal(sonde__opts_bind(&t, 1, r, "receivers::otlp::protocols", err, sizeof err), 0);
+    sonde__cfg_free(r);
+    assert_int_equal(c.has_grpc, want_grpc[i]);
+    assert_int_equal(c.has_http, want_http[i]);
+    assert_string_equal(c.grpc.endpoint, "localhost:1"); /* defaults bound either way */
+    sonde_buf out = {0};
+    assert_int_equal(sonde__opts_emit(protos_opts, &c, 0, &out), 0);
+    assert_int_equal(strstr(out.len ? (char *)out.data : "", "grpc:") != NULL, want_grpc[i]);
+    assert_int_equal(strstr(out.len ? (char *)out.data : "", "http:") != NULL, want_http[i]);
+    sonde_buf_free(&out);
+    sonde__opts_free(protos_opts, &c);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_parse_duration),
-      cmocka_unit_test(test_parse_bytes),
-      cmocka_unit_test(test_parse_scalars),
-      cmocka_unit_test(test_did_you_mean),
-      cmocka_unit_test(test_bind_defaults),
-      cmocka_unit_test(test_bind_all_types),
-      cmocka_unit_test(test_empty_row_with_required),
-      cmocka_unit_test(test_bind_errors),
-      cmocka_unit_test(test_table_list_path),
-      cmocka_unit_test(test_node_not_a_map),
-      cmocka_unit_test(test_empty_table_means_defaults),
-      cmocka_unit_test(test_env_then_bind),
-      cmocka_unit_test(test_several_targets),
-      cmocka_unit_test(test_bad_default),
-      cmocka_unit_test(test_doc),
+      cmocka_unit_test(test_presence),        cmocka_unit_test(test_parse_duration),
+      cmocka_unit_test(test_parse_bytes),     cmocka_unit_test(test_parse_scalars),
+      cmocka_unit_test(test_did_you_mean),    cmocka_unit_test(test_bind_defaults),
+      cmocka_unit_test(test_bind_all_types),  cmocka_unit_test(test_empty_row_with_required),
+      cmocka_unit_test(test_bind_errors),     cmocka_unit_test(test_table_list_path),
+      cmocka_unit_test(test_node_not_a_map),  cmocka_unit_test(test_empty_table_means_defaults),
+      cmocka_unit_test(test_env_then_bind),   cmocka_unit_test(test_several_targets),
+      cmocka_unit_test(test_bad_default),     cmocka_unit_test(test_doc),
       cmocka_unit_test(test_emit_and_rebind),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -37,8 +37,7 @@ static size_t slot(const void *p) {
   return ((uintptr_t)p >> 4) * 2654435761u & (LIVE_CAP - 1);
 }
 static void live_add(void *p) {
-  if (!p || !g_live)
-    return;
+  if (!p || !g_live) return;
   size_t i = slot(p);
   while (g_live[i] && g_live[i] != (void *)1)
     i = (i + 1) & (LIVE_CAP - 1);
@@ -46,8 +45,7 @@ static void live_add(void *p) {
   g_nlive++;
 }
 static void live_del(void *p) {
-  if (!p || !g_live)
-    return;
+  if (!p || !g_live) return;
   for (size_t i = slot(p); g_live[i]; i = (i + 1) & (LIVE_CAP - 1)) {
     if (g_live[i] == p) {
       g_live[i] = (void *)1; /* tombstone */
@@ -64,8 +62,7 @@ __attribute__((noinline)) void injected_failure(long n) {
 }
 
 static bool fail_now(void) {
-  if (++g_count != g_fail_at)
-    return false;
+  if (++g_count != g_fail_at) return false;
   injected_failure(g_count);
   return true;
 }
@@ -80,8 +77,7 @@ void *__wrap_calloc(size_t n, size_t m) {
   return p;
 }
 void *__wrap_realloc(void *p, size_t n) {
-  if (fail_now())
-    return NULL;
+  if (fail_now()) return NULL;
   void *q = __real_realloc(p, n);
   if (q) {
     live_del(p);
@@ -145,8 +141,7 @@ static void on_stopped(void *arg) {
 static int run_once(void) {
   char err[2048];
   uv_loop_t loop;
-  if (uv_loop_init(&loop))
-    return -1;
+  if (uv_loop_init(&loop)) return -1;
   sonde__metrics *metrics = NULL;
   sonde__cfg_node *root = NULL;
   sonde__registry reg = {0};
@@ -156,16 +151,14 @@ static int run_once(void) {
     const char *t = config_text();
     rc = sonde__cfg_parse_string("mem.yaml", t, strlen(t), &root, err, sizeof err);
   }
-  if (!rc)
-    rc = sonde__cfg_expand(root, err, sizeof err);
+  if (!rc) rc = sonde__cfg_expand(root, err, sizeof err);
   if (!rc) {
     const char *dir = getenv("SONDE_PLUGIN_DIR");
     rc = sonde__registry_add_dir(&reg, dir);
     if (!rc && reg.nlibs < 4)
       rc = SONDE_ENOMEM; /* a plug-in failed to register: an allocation failed in the loader */
   }
-  if (!rc)
-    rc = sonde__service_build(root, &reg, &loop, metrics, &svc, err, sizeof err);
+  if (!rc) rc = sonde__service_build(root, &reg, &loop, metrics, &svc, err, sizeof err);
   if (!rc) {
     rc = sonde__service_start(svc, err, sizeof err);
     /* let the test receiver produce for a while, then drain as SIGTERM would */
@@ -173,8 +166,7 @@ static int run_once(void) {
     uv_timer_init(&loop, &t);
     t.data = &loop;
     uv_timer_start(&t, stop_loop, rc ? 0 : 60, 0);
-    if (!rc)
-      uv_run(&loop, UV_RUN_DEFAULT);
+    if (!rc) uv_run(&loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&t, NULL);
     bool stopped = false;
     sonde__service_stop(svc, 2000000000LL, on_stopped, &stopped);
@@ -191,7 +183,6 @@ static int run_once(void) {
   return rc;
 }
 
-
 static void test_every_allocation_failure(void **state) {
   snprintf(g_out, sizeof g_out, "%s/lifecycle_alloc_%d.json",
            getenv("SONDE_BUILD_DIR") ? getenv("SONDE_BUILD_DIR") : "/tmp", (int)getpid());
@@ -203,8 +194,7 @@ static void test_every_allocation_failure(void **state) {
   assert_int_equal(run_once(), 0);
   long total = g_count;
   assert_true(total > 100);
-  if (g_nlive)
-    fail_msg("a run without failures leaked %zu blocks", g_nlive);
+  if (g_nlive) fail_msg("a run without failures leaked %zu blocks", g_nlive);
   long failures = 0;
   for (long n = 1; n <= total + 1; n++) {
     g_fail_at = n;

@@ -33,21 +33,25 @@ extern "C" {
 /* ---- options -------------------------------------------------------------------------------- */
 
 typedef enum sonde_opt_type {
-  SONDE_OPT_STRING,   /* char *, NULL when unset without default */
-  SONDE_OPT_INT,      /* int64_t */
-  SONDE_OPT_BOOL,     /* bool */
-  SONDE_OPT_DOUBLE,   /* double */
-  SONDE_OPT_DURATION, /* int64_t nanoseconds; "250ms", "1m30s", "2h"; a bare 0 is allowed */
-  SONDE_OPT_BYTES,    /* uint64_t bytes; "64MiB", "512KB", "1024" */
-  SONDE_OPT_ENUM,     /* int: index into enum_values */
-  SONDE_OPT_STRLIST,  /* sonde_strlist: a sequence of scalars */
-  SONDE_OPT_STRMAP,   /* sonde_strmap: a map of scalar to scalar, in file order */
-  SONDE_OPT_TABLE,    /* nested struct at offset, described by sub */
+  SONDE_OPT_STRING,     /* char *, NULL when unset without default */
+  SONDE_OPT_INT,        /* int64_t */
+  SONDE_OPT_BOOL,       /* bool */
+  SONDE_OPT_DOUBLE,     /* double */
+  SONDE_OPT_DURATION,   /* int64_t nanoseconds; "250ms", "1m30s", "2h"; a bare 0 is allowed */
+  SONDE_OPT_BYTES,      /* uint64_t bytes; "64MiB", "512KB", "1024" */
+  SONDE_OPT_ENUM,       /* int: index into enum_values */
+  SONDE_OPT_STRLIST,    /* sonde_strlist: a sequence of scalars */
+  SONDE_OPT_STRMAP,     /* sonde_strmap: a map of scalar to scalar, in file order */
+  SONDE_OPT_TABLE,      /* nested struct at offset, described by sub */
   SONDE_OPT_TABLE_LIST, /* sonde_tablelist: a sequence of maps, each a struct of sub_size */
 } sonde_opt_type;
 
 #define SONDE_OPT_REQUIRED (1u << 0) /* must be set by the user */
 #define SONDE_OPT_SECRET (1u << 1)   /* shown as [REDACTED] by print-config */
+/* TABLE only: the bool at present_offset (in the enclosing struct) tells whether the key was
+ * written at all (`grpc:` with nothing under it counts); the table is bound with its defaults
+ * either way. For otelcol's "configured or not" sections (protocols, tls, rotation). */
+#define SONDE_OPT_PRESENCE (1u << 2)
 
 typedef struct sonde_strlist {
   char **v;
@@ -73,27 +77,41 @@ typedef struct sonde_option {
   const char *doc; /* one line */
   double min, max; /* inclusive bounds for numeric types, in the stored unit (ns, bytes); both 0:
                     * unbounded; max < min: no upper bound */
-  const char *const *enum_values;   /* NULL-terminated, for SONDE_OPT_ENUM */
-  const struct sonde_option *sub;   /* TABLE / TABLE_LIST: the nested table, {0}-terminated */
-  size_t sub_size;                  /* TABLE_LIST: size of one element */
+  const char *const *enum_values; /* NULL-terminated, for SONDE_OPT_ENUM */
+  const struct sonde_option *sub; /* TABLE / TABLE_LIST: the nested table, {0}-terminated */
+  size_t sub_size;                /* TABLE_LIST: size of one element */
   uint32_t flags;
+  size_t present_offset; /* TABLE with SONDE_OPT_PRESENCE: offset of a bool */
 } sonde_option;
 
 /* Table rows. S is the config struct type, F its field. */
 #define SONDE_OPT(n, t, S, F, d, doc_)                                                             \
   { .name = (n), .type = (t), .offset = offsetof(S, F), .def = (d), .doc = (doc_) }
 #define SONDE_OPT_RANGE(n, t, S, F, d, lo, hi, doc_)                                               \
-  { .name = (n), .type = (t), .offset = offsetof(S, F), .def = (d), .doc = (doc_), .min = (lo),    \
-    .max = (hi) }
+  {                                                                                                \
+    .name = (n), .type = (t), .offset = offsetof(S, F), .def = (d), .doc = (doc_), .min = (lo),    \
+    .max = (hi)                                                                                    \
+  }
 #define SONDE_OPT_ENUMV(n, S, F, d, vals, doc_)                                                    \
-  { .name = (n), .type = SONDE_OPT_ENUM, .offset = offsetof(S, F), .def = (d), .doc = (doc_),      \
-    .enum_values = (vals) }
+  {                                                                                                \
+    .name = (n), .type = SONDE_OPT_ENUM, .offset = offsetof(S, F), .def = (d), .doc = (doc_),      \
+    .enum_values = (vals)                                                                          \
+  }
 #define SONDE_OPT_NESTED(n, S, F, table, doc_)                                                     \
   { .name = (n), .type = SONDE_OPT_TABLE, .offset = offsetof(S, F), .doc = (doc_), .sub = (table) }
+/* A nested table whose presence is recorded in the bool field P of S. */
+#define SONDE_OPT_NESTED_P(n, S, F, P, table, doc_)                                                \
+  {                                                                                                \
+    .name = (n), .type = SONDE_OPT_TABLE, .offset = offsetof(S, F), .doc = (doc_), .sub = (table), \
+    .flags = SONDE_OPT_PRESENCE, .present_offset = offsetof(S, P)                                  \
+  }
 #define SONDE_OPT_ROWS(n, S, F, Elem, table, doc_)                                                 \
-  { .name = (n), .type = SONDE_OPT_TABLE_LIST, .offset = offsetof(S, F), .doc = (doc_),            \
-    .sub = (table), .sub_size = sizeof(Elem) }
-#define SONDE_OPT_END { 0 }
+  {                                                                                                \
+    .name = (n), .type = SONDE_OPT_TABLE_LIST, .offset = offsetof(S, F), .doc = (doc_),            \
+    .sub = (table), .sub_size = sizeof(Elem)                                                       \
+  }
+#define SONDE_OPT_END                                                                              \
+  { 0 }
 
 /* ---- host services ------------------------------------------------------------------------- */
 
@@ -122,7 +140,7 @@ typedef struct sonde_http_request sonde_http_request;
 typedef void (*sonde_http_handler)(void *arg, sonde_http_request *req);
 
 typedef struct sonde_http_options {
-  uint64_t max_body_size; /* 0: 20 MiB. Larger bodies get 413 without calling the handler. */
+  uint64_t max_body_size;  /* 0: 20 MiB. Larger bodies get 413 without calling the handler. */
   int64_t read_timeout_ns; /* 0: 30 s. A client that stalls mid-request is closed. */
 } sonde_http_options;
 
@@ -171,8 +189,8 @@ typedef struct sonde_host_api {
   void (*http_close)(sonde_http_server *srv);
   /* Request accessors: borrowed, valid until respond. */
   const char *(*http_method)(const sonde_http_request *r);
-  const char *(*http_path)(const sonde_http_request *r); /* without the query */
-  const char *(*http_query)(const sonde_http_request *r); /* after '?', or "" */
+  const char *(*http_path)(const sonde_http_request *r);                     /* without the query */
+  const char *(*http_query)(const sonde_http_request *r);                    /* after '?', or "" */
   const char *(*http_header)(const sonde_http_request *r, const char *name); /* case-insensitive */
   const uint8_t *(*http_body)(const sonde_http_request *r, size_t *len);
   /* Answers and releases req. headers is "Name: value\r\n..." or NULL; body is copied. */
@@ -218,10 +236,10 @@ typedef enum sonde_kind {
 typedef struct sonde_component {
   uint32_t struct_size; /* sizeof(sonde_component) */
   sonde_kind kind;
-  const char *type; /* config type name: [a-z0-9_]+ */
-  const char *doc;  /* one line */
-  uint32_t signals; /* sonde_signal mask */
-  uint32_t flags;   /* SONDE_COMP_* */
+  const char *type;            /* config type name: [a-z0-9_]+ */
+  const char *doc;             /* one line */
+  uint32_t signals;            /* sonde_signal mask */
+  uint32_t flags;              /* SONDE_COMP_* */
   const sonde_option *options; /* {0}-terminated; may be NULL */
   size_t config_size;          /* the struct the options fill */
 
@@ -252,7 +270,7 @@ typedef struct sonde_component {
 typedef struct sonde_plugin {
   uint32_t abi_major;
   uint32_t abi_minor;
-  uint32_t struct_size; /* sizeof(sonde_plugin) */
+  uint32_t struct_size;        /* sizeof(sonde_plugin) */
   const char *build_signature; /* SONDE_BUILD_SIGNATURE */
   const char *name;
   const char *version;

@@ -9,7 +9,7 @@
 #include "sonde/net.h"
 
 int sonde_endpoint_parse(const char *endpoint, struct sockaddr_storage *addr, char *err,
-                          size_t errlen) {
+                         size_t errlen) {
   char host[256];
   const char *colon = strrchr(endpoint, ':');
   if (!colon || !colon[1]) {
@@ -34,8 +34,7 @@ int sonde_endpoint_parse(const char *endpoint, struct sockaddr_storage *addr, ch
     host[hl - 2] = 0;
   }
   memset(addr, 0, sizeof *addr);
-  if (!host[0] || strcmp(host, "localhost") == 0)
-    strcpy(host, "127.0.0.1");
+  if (!host[0] || strcmp(host, "localhost") == 0) strcpy(host, "127.0.0.1");
   struct sockaddr_in *v4 = (struct sockaddr_in *)addr;
   struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)addr;
   if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
