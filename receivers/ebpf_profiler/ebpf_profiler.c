@@ -1,0 +1,1252 @@
+/* The `ebpf_profiler` receiver: a CPU profile of every process on the node, from BPF.
+ *
+ * Sampling: one CPU-clock perf_event per CPU at samples_per_second, each with the BPF program
+ * bpf/profiler.bpf.c attached; it sends one record per sample (kernel stack, user stack walked by
+ * frame pointers, user registers, ids) over a BPF ring buffer. The ring buffer's epoll fd is
+ * watched with uv_poll, so records are read on the loop as they come.
+ *
+ * Aggregation (loop thread): samples with the same pid, tid, cpu, thread name and stack are
+ * counted together; every reporter_interval the counts become ONE OTLP profiles batch in the
+ * v1development dictionary form (one ResourceProfiles per process). Addresses are resolved against
+ * the process's executable mappings only then, so a process whose /proc was not read yet still
+ * gets its samples attributed once the read completes.
+ *
+ * Processes: the first sample of a pid queues a read of /proc/PID/{exe,cgroup,maps} and of the
+ * mapped files' build ids on the thread pool (never on the loop). An address outside the known
+ * mappings (dlopen, JIT) queues a re-read, at most once a second per process. The BPF
+ * sched_process_exit hook reports the exit of sampled processes; their state is dropped after the
+ * next report. A process quiet for a minute is checked with kill(pid, 0) in case its exit record
+ * was lost (ring buffer full).
+ *
+ * Addresses in the output: Mapping holds the runtime range [memory_start, memory_limit) and the
+ * file offset of memory_start (as /proc/PID/maps says); Location.address is the normalized file
+ * offset of the instruction (address - memory_start + file_offset), which is what a symbolizer
+ * needs with the file's build id and does not depend on where ASLR put the file. Kernel frames use
+ * one mapping "[kernel.kallsyms]" spanning the whole address space with offset 0, so their
+ * address is the kernel address itself. Addresses found in no mapping keep the raw address and
+ * mapping index 0.
+ */
+#include <errno.h>
+#include <fnmatch.h>
+#include <gelf.h>
+#include <inttypes.h>
+#include <linux/capability.h>
+#include <linux/perf_event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <uv.h>
+
+#include "kmap.h"
+#include "procinfo.h"
+#include "profiler.h"
+#include "sonde/sonde.h"
+#include "sonde_profiler.skel.h"
+
+#define NS_PER_S 1000000000ll
+#define RELOAD_MIN_NS NS_PER_S   /* re-read a process's maps at most this often */
+#define QUIET_CHECK_INTERVALS 12 /* intervals without samples before kill(pid, 0) */
+#define PROC_BUCKETS 4096
+
+/* ---- configuration --------------------------------------------------------------------------- */
+
+typedef struct prof_select {
+  sonde_strlist pids;
+  sonde_strlist executables;
+  sonde_strlist cgroups;
+  sonde_strlist container_ids;
+} prof_select;
+
+typedef struct prof_config {
+  int64_t samples_per_second;
+  int64_t reporter_interval_ns;
+  prof_select include;
+  prof_select exclude;
+} prof_config;
+
+static const sonde_option select_options[] = {
+    SONDE_OPT("pids", SONDE_OPT_STRLIST, prof_select, pids, NULL, "process ids"),
+    SONDE_OPT("executables", SONDE_OPT_STRLIST, prof_select, executables, NULL,
+              "globs (fnmatch) on the executable's path or, without a '/', its name"),
+    SONDE_OPT("cgroups", SONDE_OPT_STRLIST, prof_select, cgroups, NULL,
+              "globs on the cgroup v2 path (/proc/PID/cgroup)"),
+    SONDE_OPT("container_ids", SONDE_OPT_STRLIST, prof_select, container_ids, NULL,
+              "container ids (a prefix of 12 or more hex digits is enough)"),
+    SONDE_OPT_END,
+};
+
+static const sonde_option prof_options[] = {
+    SONDE_OPT_RANGE("samples_per_second", SONDE_OPT_INT, prof_config, samples_per_second, "19", 1,
+                    10000, "sampling frequency per CPU"),
+    SONDE_OPT_RANGE("reporter_interval", SONDE_OPT_DURATION, prof_config, reporter_interval_ns,
+                    "5s", 1e8, 3.6e12, "time covered by one profiles batch"),
+    SONDE_OPT_NESTED("include", prof_config, include, select_options,
+                     "profile only processes matching one of these (empty: every process)"),
+    SONDE_OPT_NESTED("exclude", prof_config, exclude, select_options,
+                     "never profile processes matching one of these (sonde itself never is)"),
+    SONDE_OPT_END,
+};
+
+static bool select_empty(const prof_select *s) {
+  return !s->pids.n && !s->executables.n && !s->cgroups.n && !s->container_ids.n;
+}
+
+static int parse_pid(const char *s, uint32_t *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v <= 0 || v > 0x7fffffff) return SONDE_EINVAL;
+  *out = (uint32_t)v;
+  return 0;
+}
+
+/* ---- privileges and kernel features ------------------------------------------------------------
+ */
+
+#ifndef CAP_PERFMON
+#define CAP_PERFMON 38
+#endif
+#ifndef CAP_BPF
+#define CAP_BPF 39
+#endif
+
+static bool cap_effective(const struct __user_cap_data_struct d[2], int cap) {
+  return d[cap / 32].effective & (1u << (cap % 32));
+}
+
+/* 0 when this process can load and attach the profiler; otherwise a message naming what is
+ * missing. */
+static int check_host(char *err, size_t errlen) {
+  struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+  struct __user_cap_data_struct d[2] = {0};
+  if (syscall(SYS_capget, &hdr, d)) {
+    snprintf(err, errlen, "cannot read this process's capabilities: %s", strerror(errno));
+    return SONDE_EPERM;
+  }
+  bool admin = cap_effective(d, CAP_SYS_ADMIN);
+  if (!admin && !(cap_effective(d, CAP_BPF) && cap_effective(d, CAP_PERFMON))) {
+    snprintf(err, errlen,
+             "the eBPF profiler needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); this process "
+             "lacks %s%s%s",
+             cap_effective(d, CAP_BPF) ? "" : "CAP_BPF",
+             !cap_effective(d, CAP_BPF) && !cap_effective(d, CAP_PERFMON) ? " and " : "",
+             cap_effective(d, CAP_PERFMON) ? "" : "CAP_PERFMON");
+    return SONDE_EPERM;
+  }
+  if (access("/sys/kernel/btf/vmlinux", R_OK)) {
+    snprintf(err, errlen,
+             "kernel feature missing: BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF), "
+             "needed to load CO-RE BPF programs");
+    return SONDE_EUNSUPPORTED;
+  }
+  static const struct {
+    enum bpf_prog_type t;
+    const char *name;
+  } progs[] = {{BPF_PROG_TYPE_PERF_EVENT, "BPF program type perf_event"},
+               {BPF_PROG_TYPE_RAW_TRACEPOINT, "BPF program type raw_tracepoint"}};
+  for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
+    if (libbpf_probe_bpf_prog_type(progs[i].t, NULL) != 1) {
+      snprintf(err, errlen, "kernel feature missing: %s", progs[i].name);
+      return SONDE_EUNSUPPORTED;
+    }
+  }
+  if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) != 1) {
+    snprintf(err, errlen, "kernel feature missing: BPF ring buffer (map type ringbuf, Linux 5.8)");
+    return SONDE_EUNSUPPORTED;
+  }
+  return 0;
+}
+
+static int prof_validate(const void *config, char *err, size_t errlen) {
+  const prof_config *c = config;
+  const prof_select *sel[2] = {&c->include, &c->exclude};
+  for (int s = 0; s < 2; s++) {
+    for (size_t i = 0; i < sel[s]->pids.n; i++) {
+      uint32_t pid;
+      if (parse_pid(sel[s]->pids.v[i], &pid)) {
+        snprintf(err, errlen, "%s::pids: \"%s\" is not a process id", s ? "exclude" : "include",
+                 sel[s]->pids.v[i]);
+        return SONDE_ECONFIG;
+      }
+    }
+  }
+  /* `sonde validate` runs this too: a configuration that cannot run here says why. */
+  return check_host(err, errlen);
+}
+
+/* ---- state ----------------------------------------------------------------------------------- */
+
+typedef struct prof prof;
+
+typedef struct proc {
+  uint32_t pid;
+  struct proc *next; /* hash chain */
+  prof_procinfo info;
+  bool have_info;
+  bool loading;
+  bool exited;
+  bool reload_wanted;
+  int verdict;        /* 1 profile, -1 drop, 0 not known yet */
+  uint64_t loaded_at; /* uv_hrtime of the last read */
+  uint64_t samples;   /* in the current interval */
+  unsigned quiet;     /* intervals without samples */
+} proc;
+
+typedef struct load_job {
+  prof *p;
+  uint32_t pid;
+  prof_procinfo info;
+  int rc;
+} load_job;
+
+/* Key of one aggregated sample; followed by n_kstack + n_ustack addresses. */
+typedef struct agg_key {
+  uint32_t pid, tid, cpu;
+  uint16_t n_kstack, n_ustack;
+  char comm[16];
+} agg_key;
+_Static_assert(sizeof(agg_key) == 32, "agg_key has no padding");
+
+struct prof {
+  const sonde_host *h;
+  const prof_config *cfg;
+  struct sonde_profiler *skel;
+  struct ring_buffer *rb;
+  uv_poll_t *poll; /* freed in its close callback */
+  int ncpus;
+  int *pfd;                /* perf event fd per possible CPU, -1 when none */
+  struct bpf_link **links; /* per possible CPU */
+  struct bpf_link *exit_link;
+  sonde_timer *timer;
+  proc *buckets[PROC_BUCKETS];
+  size_t nprocs;
+  unsigned jobs; /* load jobs in flight */
+  bool stopping;
+  void (*shutdown_done)(void *arg);
+  void *shutdown_arg;
+
+  kmap agg; /* agg_key + frames -> index into counts */
+  int64_t *counts;
+  size_t ncounts, counts_cap;
+  uint64_t interval_start_ns; /* CLOCK_REALTIME */
+
+  char hostname[256];
+  uint8_t kernel_build_id[PROF_BUILD_ID_MAX];
+  size_t kernel_build_id_len;
+  uint32_t self_pid;
+  uint64_t lost_seen;
+
+  sonde_metric *m_samples, *m_lost, *m_procs, *m_batches, *m_refused, *m_proc_reads, *m_evicted;
+};
+
+static void metric_add(prof *p, sonde_metric *m, double d) {
+  if (m) p->h->api->metric_add(m, d);
+}
+
+static proc *proc_find(prof *p, uint32_t pid) {
+  for (proc *q = p->buckets[pid % PROC_BUCKETS]; q; q = q->next)
+    if (q->pid == pid) return q;
+  return NULL;
+}
+
+static void proc_unlink_free(prof *p, proc *q) {
+  proc **pp = &p->buckets[q->pid % PROC_BUCKETS];
+  while (*pp && *pp != q)
+    pp = &(*pp)->next;
+  if (*pp) *pp = q->next;
+  prof_procinfo_free(&q->info);
+  free(q);
+  p->nprocs--;
+  metric_add(p, p->m_evicted, 1);
+  if (p->m_procs) p->h->api->metric_set(p->m_procs, (double)p->nprocs);
+}
+
+/* ---- process selection ----------------------------------------------------------------------- */
+
+static bool select_match(const prof_select *s, const proc *q) {
+  for (size_t i = 0; i < s->pids.n; i++) {
+    uint32_t pid;
+    if (!parse_pid(s->pids.v[i], &pid) && pid == q->pid) return true;
+  }
+  if (!q->have_info) return false;
+  const prof_procinfo *pi = &q->info;
+  for (size_t i = 0; i < s->executables.n; i++) {
+    const char *g = s->executables.v[i];
+    const char *subject = strchr(g, '/') ? pi->exe_path : pi->exe_name;
+    if (subject && !fnmatch(g, subject, 0)) return true;
+  }
+  for (size_t i = 0; i < s->cgroups.n; i++)
+    if (pi->cgroup && !fnmatch(s->cgroups.v[i], pi->cgroup, 0)) return true;
+  for (size_t i = 0; i < s->container_ids.n; i++) {
+    size_t n = strlen(s->container_ids.v[i]);
+    if (pi->container_id[0] && n && !strncmp(pi->container_id, s->container_ids.v[i], n))
+      return true;
+  }
+  return false;
+}
+
+/* Decides once the process is known; a dropped pid goes to the BPF filter so its samples stop. */
+static void proc_decide(prof *p, proc *q) {
+  const prof_config *c = p->cfg;
+  bool only_pids = !c->include.executables.n && !c->include.cgroups.n &&
+                   !c->include.container_ids.n && !c->exclude.executables.n &&
+                   !c->exclude.cgroups.n && !c->exclude.container_ids.n;
+  if (!q->have_info && !only_pids) return;
+  bool keep =
+      (select_empty(&c->include) || select_match(&c->include, q)) && !select_match(&c->exclude, q);
+  q->verdict = keep ? 1 : -1;
+  if (!keep) {
+    uint32_t v = SONDE_PROF_PID_EXCLUDE;
+    bpf_map__update_elem(p->skel->maps.pid_filter, &q->pid, sizeof(q->pid), &v, sizeof(v), BPF_ANY);
+  }
+}
+
+/* ---- /proc reads on the thread pool ---------------------------------------------------------- */
+
+static void load_work(void *arg) {
+  load_job *j = arg;
+  j->rc = prof_procinfo_read((int)j->pid, &j->info);
+}
+
+static void maybe_finish_shutdown(prof *p);
+
+static void load_done(void *arg, int status) {
+  load_job *j = arg;
+  prof *p = j->p;
+  p->jobs--;
+  proc *q = proc_find(p, j->pid);
+  if (q && q->loading) {
+    q->loading = false;
+    q->loaded_at = uv_hrtime();
+    metric_add(p, p->m_proc_reads, 1);
+    /* A re-read of a process that is gone keeps what the first read found. */
+    if (status == 0 && (j->rc == 0 || !q->have_info) && (j->info.exe_name || j->info.n_maps)) {
+      prof_procinfo_free(&q->info);
+      q->info = j->info;
+      memset(&j->info, 0, sizeof(j->info));
+      q->have_info = true;
+    }
+    if (!q->verdict) proc_decide(p, q);
+    if (q->exited && !q->samples) proc_unlink_free(p, q);
+  }
+  prof_procinfo_free(&j->info);
+  free(j);
+  maybe_finish_shutdown(p);
+}
+
+static void proc_queue_read(prof *p, proc *q) {
+  if (q->loading || p->stopping) return;
+  load_job *j = calloc(1, sizeof(*j));
+  if (!j) return; /* tried again at the next unknown address */
+  j->p = p;
+  j->pid = q->pid;
+  if (p->h->api->queue_work(p->h, load_work, load_done, j)) {
+    free(j);
+    return;
+  }
+  q->loading = true;
+  p->jobs++;
+}
+
+static proc *proc_get(prof *p, uint32_t pid) {
+  proc *q = proc_find(p, pid);
+  if (q) return q;
+  if (!(q = calloc(1, sizeof(*q)))) return NULL;
+  q->pid = pid;
+  q->next = p->buckets[pid % PROC_BUCKETS];
+  p->buckets[pid % PROC_BUCKETS] = q;
+  p->nprocs++;
+  if (p->m_procs) p->h->api->metric_set(p->m_procs, (double)p->nprocs);
+  proc_decide(p, q); /* pid-only selections are known at once */
+  proc_queue_read(p, q);
+  return q;
+}
+
+/* ---- ring buffer records --------------------------------------------------------------------- */
+
+static int on_sample(prof *p, const struct sonde_prof_sample *s) {
+  if (s->pid == p->self_pid) return 0;
+  proc *q = proc_get(p, s->pid);
+  if (!q) return 0; /* out of memory: the sample is lost, the next one tries again */
+  if (q->exited) {
+    /* Records arrive in the order they were reserved and a process's exit comes after its last
+     * sample, so a sample after the exit record is a new process with a reused pid: read it
+     * again. (Its samples of this interval share the old one's aggregation key.) */
+    q->exited = false;
+    q->verdict = 0;
+    q->have_info = false;
+    proc_decide(p, q);
+    proc_queue_read(p, q);
+  }
+  if (q->verdict < 0) return 0;
+  uint32_t nk = s->n_kstack <= SONDE_PROF_KSTACK_MAX ? s->n_kstack : SONDE_PROF_KSTACK_MAX;
+  uint32_t nu = s->n_ustack <= SONDE_PROF_USTACK_MAX ? s->n_ustack : SONDE_PROF_USTACK_MAX;
+
+  /* An address in no known mapping: something was mapped since the last read. */
+  if (q->have_info && !q->loading && uv_hrtime() - q->loaded_at > RELOAD_MIN_NS) {
+    for (uint32_t i = 0; i < nu; i++) {
+      if (!prof_procinfo_find(&q->info, s->ustack[i])) {
+        proc_queue_read(p, q);
+        break;
+      }
+    }
+  }
+
+  uint64_t keybuf[(sizeof(agg_key) / 8) + SONDE_PROF_KSTACK_MAX + SONDE_PROF_USTACK_MAX];
+  agg_key *k = (agg_key *)keybuf;
+  memset(k, 0, sizeof(*k));
+  k->pid = s->pid;
+  k->tid = s->tid;
+  k->cpu = s->cpu;
+  k->n_kstack = (uint16_t)nk;
+  k->n_ustack = (uint16_t)nu;
+  memcpy(k->comm, s->comm, sizeof(k->comm));
+  k->comm[15] = 0;
+  uint64_t *fr = keybuf + sizeof(agg_key) / 8;
+  memcpy(fr, s->kstack, nk * 8);
+  memcpy(fr + nk, s->ustack, nu * 8);
+  size_t klen = sizeof(agg_key) + (nk + nu) * 8;
+
+  if (p->ncounts == p->counts_cap) {
+    size_t nc = p->counts_cap ? p->counts_cap * 2 : 256;
+    int64_t *v = realloc(p->counts, nc * sizeof(*v));
+    if (!v) return 0;
+    p->counts = v;
+    p->counts_cap = nc;
+  }
+  int32_t idx;
+  int rc = kmap_intern(&p->agg, keybuf, klen, (int32_t)p->ncounts, &idx);
+  if (rc < 0) return 0;
+  if (rc == 1) p->counts[p->ncounts++] = 0;
+  p->counts[idx]++;
+  q->samples++;
+  metric_add(p, p->m_samples, 1);
+  return 0;
+}
+
+static void on_exit_rec(prof *p, const struct sonde_prof_exit *e) {
+  proc *q = proc_find(p, e->pid);
+  /* pid_filter entries die with the process (pid reuse must not inherit a verdict). */
+  bpf_map__delete_elem(p->skel->maps.pid_filter, &e->pid, sizeof(e->pid), 0);
+  if (!q) return;
+  q->exited = true;
+  if (!q->samples && !q->loading) proc_unlink_free(p, q);
+}
+
+static int rb_event(void *ctx, void *data, size_t size) {
+  prof *p = ctx;
+  if (size < 4) return 0;
+  uint32_t type;
+  memcpy(&type, data, 4);
+  if (type == SONDE_PROF_REC_SAMPLE && size >= sizeof(struct sonde_prof_sample))
+    return on_sample(p, data);
+  if (type == SONDE_PROF_REC_EXIT && size >= sizeof(struct sonde_prof_exit)) on_exit_rec(p, data);
+  return 0;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  prof *p = h->data;
+  if (status < 0) {
+    sonde_log(p->h, SONDE_LOG_ERROR, "ring buffer poll: %s", uv_strerror(status));
+    return;
+  }
+  int n = ring_buffer__consume(p->rb);
+  if (n < 0) sonde_log(p->h, SONDE_LOG_WARN, "ring buffer: %s", strerror(-n));
+}
+
+/* ---- perf events ----------------------------------------------------------------------------- */
+
+/* Parses a CPU list like "0-3,5" into online[]. */
+static void read_online(bool *online, int ncpus) {
+  memset(online, 0, (size_t)ncpus * sizeof(*online));
+  FILE *f = fopen("/sys/devices/system/cpu/online", "re");
+  char buf[1024];
+  if (!f || !fgets(buf, sizeof(buf), f)) {
+    if (f) fclose(f);
+    for (int i = 0; i < ncpus; i++)
+      online[i] = true; /* unknown: try them all, offline ones fail with ENODEV */
+    return;
+  }
+  fclose(f);
+  for (char *s = buf; *s && *s != '\n';) {
+    char *end;
+    long a = strtol(s, &end, 10), b = a;
+    if (end == s) break;
+    if (*end == '-') b = strtol(end + 1, &end, 10);
+    for (long i = a; i <= b && i < ncpus; i++)
+      if (i >= 0) online[i] = true;
+    s = *end == ',' ? end + 1 : end;
+  }
+}
+
+/* Opens and attaches a sampling event on every online CPU that has none yet; called at start and
+ * at every report, which is how CPUs brought online later get sampled. */
+static int attach_cpus(prof *p, char *err, size_t errlen) {
+  bool online[p->ncpus];
+  read_online(online, p->ncpus);
+  int attached = 0;
+  for (int cpu = 0; cpu < p->ncpus; cpu++) {
+    if (p->pfd[cpu] >= 0) {
+      attached++;
+      continue;
+    }
+    if (!online[cpu]) continue;
+    struct perf_event_attr a = {.type = PERF_TYPE_SOFTWARE,
+                                .size = sizeof(a),
+                                .config = PERF_COUNT_SW_CPU_CLOCK,
+                                .sample_freq = (uint64_t)p->cfg->samples_per_second,
+                                .freq = 1};
+    int fd = (int)syscall(SYS_perf_event_open, &a, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0) {
+      int e = errno;
+      if (e == ENODEV) continue; /* went offline meanwhile */
+      snprintf(err, errlen, "perf_event_open(cpu-clock, cpu %d): %s%s", cpu, strerror(e),
+               e == EACCES || e == EPERM        ? " (needs CAP_PERFMON or CAP_SYS_ADMIN)"
+               : e == ENOENT || e == EOPNOTSUPP ? " (kernel feature missing: perf events, "
+                                                  "CONFIG_PERF_EVENTS)"
+                                                : "");
+      return e == EACCES || e == EPERM ? SONDE_EPERM : SONDE_EIO;
+    }
+    struct bpf_link *l = bpf_program__attach_perf_event(p->skel->progs.sample, fd);
+    if (!l) {
+      int e = errno;
+      close(fd);
+      snprintf(err, errlen, "attaching the BPF program to the perf event of cpu %d: %s", cpu,
+               strerror(e));
+      return SONDE_EIO;
+    }
+    p->pfd[cpu] = fd;
+    p->links[cpu] = l;
+    attached++;
+  }
+  if (!attached) {
+    snprintf(err, errlen, "no online CPU could be sampled");
+    return SONDE_EIO;
+  }
+  return 0;
+}
+
+/* ---- the report: one OTLP profiles batch ----------------------------------------------------- */
+
+typedef Opentelemetry__Proto__Profiles__V1development__ProfilesDictionary pdict_t;
+typedef Opentelemetry__Proto__Profiles__V1development__Mapping mapping_t;
+typedef Opentelemetry__Proto__Profiles__V1development__Location location_t;
+typedef Opentelemetry__Proto__Profiles__V1development__Stack stack_t_;
+typedef Opentelemetry__Proto__Profiles__V1development__KeyValueAndUnit kvu_t;
+typedef Opentelemetry__Proto__Profiles__V1development__Sample sample_t;
+typedef Opentelemetry__Proto__Profiles__V1development__Profile profile_t;
+typedef Opentelemetry__Proto__Profiles__V1development__ResourceProfiles rprof_t;
+typedef Opentelemetry__Proto__Profiles__V1development__ScopeProfiles sprof_t;
+typedef Opentelemetry__Proto__Profiles__V1development__ValueType vtype_t;
+typedef Opentelemetry__Proto__Common__V1__KeyValue kv_t;
+typedef Opentelemetry__Proto__Common__V1__AnyValue any_t;
+
+/* A growable array of pointers on the heap, copied into the batch arena when done. */
+typedef struct pvec {
+  void **v;
+  size_t n, cap;
+} pvec;
+
+static int pvec_push(pvec *a, void *x) {
+  if (!x) return SONDE_ENOMEM;
+  if (a->n == a->cap) {
+    size_t nc = a->cap ? a->cap * 2 : 64;
+    void **nv = realloc(a->v, nc * sizeof(*nv));
+    if (!nv) return SONDE_ENOMEM;
+    a->v = nv;
+    a->cap = nc;
+  }
+  a->v[a->n++] = x;
+  return 0;
+}
+
+typedef struct dict {
+  sonde_batch *b;
+  kmap strs, maps, locs, stacks, attrs;
+  pvec str_v, map_v, loc_v, stack_v, attr_v;
+} dict;
+
+static void dict_free(dict *d) {
+  kmap_free(&d->strs);
+  kmap_free(&d->maps);
+  kmap_free(&d->locs);
+  kmap_free(&d->stacks);
+  kmap_free(&d->attrs);
+  free(d->str_v.v);
+  free(d->map_v.v);
+  free(d->loc_v.v);
+  free(d->stack_v.v);
+  free(d->attr_v.v);
+}
+
+/* String index; -1 on out of memory. */
+static int32_t dict_str(dict *d, const char *s) {
+  int32_t idx;
+  int rc = kmap_intern(&d->strs, s, strlen(s), (int32_t)d->str_v.n, &idx);
+  if (rc < 0) return -1;
+  if (rc == 1 && pvec_push(&d->str_v, sonde_batch_strdup(d->b, s))) return -1;
+  return idx;
+}
+
+static any_t *any_new(sonde_batch *b) {
+  any_t *v = sonde_batch_alloc(b, sizeof(*v));
+  if (v) opentelemetry__proto__common__v1__any_value__init(v);
+  return v;
+}
+
+/* Attribute-table index of key = value (string when s, else the int i); -1 on out of memory. */
+static int32_t dict_attr(dict *d, const char *key, const char *s, int64_t i) {
+  int32_t ks = dict_str(d, key), vs = s ? dict_str(d, s) : 0;
+  if (ks < 0 || vs < 0) return -1;
+  struct {
+    int32_t ks, vs;
+    int64_t i;
+    int32_t is_str, pad;
+  } k = {ks, vs, s ? 0 : i, s != NULL, 0};
+  int32_t idx;
+  int rc = kmap_intern(&d->attrs, &k, sizeof(k), (int32_t)d->attr_v.n, &idx);
+  if (rc < 0) return -1;
+  if (rc == 1) {
+    kvu_t *a = sonde_batch_alloc(d->b, sizeof(*a));
+    any_t *v = any_new(d->b);
+    if (!a || !v) return -1;
+    opentelemetry__proto__profiles__v1development__key_value_and_unit__init(a);
+    a->key_strindex = ks;
+    if (s) {
+      v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
+      if (!(v->string_value = sonde_batch_strdup(d->b, s))) return -1;
+    } else {
+      v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
+      v->int_value = i;
+    }
+    a->value = v;
+    if (pvec_push(&d->attr_v, a)) return -1;
+  }
+  return idx;
+}
+
+static char *hex(sonde_batch *b, const uint8_t *p, size_t n) {
+  char *s = sonde_batch_alloc(b, n * 2 + 1);
+  if (s)
+    for (size_t i = 0; i < n; i++)
+      snprintf(s + 2 * i, 3, "%02x", p[i]);
+  return s;
+}
+
+/* Mapping-table index for one of pid's mappings (m NULL: the kernel); -1 on out of memory. */
+static int32_t dict_mapping(dict *d, prof *p, uint32_t pid, const prof_mapping *m) {
+  struct {
+    uint32_t pid, pad;
+    uint64_t start, end, off;
+  } k = {m ? pid : 0, 0, m ? m->start : 0, m ? m->end : 0, m ? m->offset : 0};
+  int32_t idx;
+  int rc = kmap_intern(&d->maps, &k, sizeof(k), (int32_t)d->map_v.n, &idx);
+  if (rc < 0) return -1;
+  if (rc == 0) return idx;
+  mapping_t *mp = sonde_batch_alloc(d->b, sizeof(*mp));
+  if (!mp) return -1;
+  opentelemetry__proto__profiles__v1development__mapping__init(mp);
+  const uint8_t *bid = m ? m->build_id : p->kernel_build_id;
+  size_t bidlen = m ? m->build_id_len : p->kernel_build_id_len;
+  mp->memory_start = m ? m->start : 0;
+  mp->memory_limit = m ? m->end : UINT64_MAX;
+  mp->file_offset = m ? m->offset : 0;
+  mp->filename_strindex = dict_str(d, m ? m->path : "[kernel.kallsyms]");
+  if (mp->filename_strindex < 0) return -1;
+  if (bidlen) {
+    char *h = hex(d->b, bid, bidlen);
+    int32_t a = h ? dict_attr(d, "process.executable.build_id.gnu", h, 0) : -1;
+    if (a < 0 || !(mp->attribute_indices = sonde_batch_memdup(d->b, &a, sizeof(a)))) return -1;
+    mp->n_attribute_indices = 1;
+  }
+  return pvec_push(&d->map_v, mp) ? -1 : idx;
+}
+
+static int32_t dict_location(dict *d, int32_t mapping, uint64_t addr) {
+  struct {
+    int64_t mapping;
+    uint64_t addr;
+  } k = {mapping, addr};
+  int32_t idx;
+  int rc = kmap_intern(&d->locs, &k, sizeof(k), (int32_t)d->loc_v.n, &idx);
+  if (rc < 0) return -1;
+  if (rc == 1) {
+    location_t *l = sonde_batch_alloc(d->b, sizeof(*l));
+    if (!l) return -1;
+    opentelemetry__proto__profiles__v1development__location__init(l);
+    l->mapping_index = mapping;
+    l->address = addr;
+    if (pvec_push(&d->loc_v, l)) return -1;
+  }
+  return idx;
+}
+
+static int32_t dict_stack(dict *d, const int32_t *locs, size_t n) {
+  int32_t idx;
+  int rc = kmap_intern(&d->stacks, locs, n * sizeof(*locs), (int32_t)d->stack_v.n, &idx);
+  if (rc < 0) return -1;
+  if (rc == 1) {
+    stack_t_ *s = sonde_batch_alloc(d->b, sizeof(*s));
+    if (!s) return -1;
+    opentelemetry__proto__profiles__v1development__stack__init(s);
+    if (n && !(s->location_indices = sonde_batch_memdup(d->b, locs, n * sizeof(*locs)))) return -1;
+    s->n_location_indices = n;
+    if (pvec_push(&d->stack_v, s)) return -1;
+  }
+  return idx;
+}
+
+/* Index 0 of every table is the zero value, as the dictionary form requires. */
+static int dict_init(dict *d, sonde_batch *b) {
+  memset(d, 0, sizeof(*d));
+  d->b = b;
+  mapping_t *m = sonde_batch_alloc(b, sizeof(*m));
+  location_t *l = sonde_batch_alloc(b, sizeof(*l));
+  stack_t_ *s = sonde_batch_alloc(b, sizeof(*s));
+  kvu_t *a = sonde_batch_alloc(b, sizeof(*a));
+  if (!m || !l || !s || !a) return SONDE_ENOMEM;
+  opentelemetry__proto__profiles__v1development__mapping__init(m);
+  opentelemetry__proto__profiles__v1development__location__init(l);
+  opentelemetry__proto__profiles__v1development__stack__init(s);
+  opentelemetry__proto__profiles__v1development__key_value_and_unit__init(a);
+  int32_t idx;
+  if (dict_str(d, "") != 0 || pvec_push(&d->map_v, m) || pvec_push(&d->loc_v, l) ||
+      pvec_push(&d->stack_v, s) || pvec_push(&d->attr_v, a) ||
+      kmap_intern(&d->maps, "", 0, 0, &idx) < 0 || kmap_intern(&d->locs, "", 0, 0, &idx) < 0 ||
+      kmap_intern(&d->attrs, "", 0, 0, &idx) < 0)
+    return SONDE_ENOMEM;
+  return 0;
+}
+
+static void **to_arena(sonde_batch *b, const pvec *v) {
+  return v->n ? sonde_batch_memdup(b, v->v, v->n * sizeof(void *)) : NULL;
+}
+
+static int dict_finish(dict *d, sonde_profiles *req) {
+  pdict_t *pd = sonde_batch_alloc(d->b, sizeof(*pd));
+  if (!pd) return SONDE_ENOMEM;
+  opentelemetry__proto__profiles__v1development__profiles_dictionary__init(pd);
+  pd->string_table = (char **)to_arena(d->b, &d->str_v);
+  pd->mapping_table = (mapping_t **)to_arena(d->b, &d->map_v);
+  pd->location_table = (location_t **)to_arena(d->b, &d->loc_v);
+  pd->stack_table = (stack_t_ **)to_arena(d->b, &d->stack_v);
+  pd->attribute_table = (kvu_t **)to_arena(d->b, &d->attr_v);
+  if (!pd->string_table || !pd->mapping_table || !pd->location_table || !pd->stack_table ||
+      !pd->attribute_table)
+    return SONDE_ENOMEM;
+  pd->n_string_table = d->str_v.n;
+  pd->n_mapping_table = d->map_v.n;
+  pd->n_location_table = d->loc_v.n;
+  pd->n_stack_table = d->stack_v.n;
+  pd->n_attribute_table = d->attr_v.n;
+  req->dictionary = pd;
+  return 0;
+}
+
+static kv_t *kv_str(sonde_batch *b, const char *key, const char *s) {
+  kv_t *kv = sonde_batch_alloc(b, sizeof(*kv));
+  any_t *v = any_new(b);
+  if (!kv || !v) return NULL;
+  opentelemetry__proto__common__v1__key_value__init(kv);
+  v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
+  if (!(v->string_value = sonde_batch_strdup(b, s)) || !(kv->key = sonde_batch_strdup(b, key)))
+    return NULL;
+  kv->value = v;
+  return kv;
+}
+
+static kv_t *kv_int(sonde_batch *b, const char *key, int64_t i) {
+  kv_t *kv = sonde_batch_alloc(b, sizeof(*kv));
+  any_t *v = any_new(b);
+  if (!kv || !v) return NULL;
+  opentelemetry__proto__common__v1__key_value__init(kv);
+  kv->key = sonde_batch_strdup(b, key);
+  v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
+  v->int_value = i;
+  kv->value = v;
+  return kv->key ? kv : NULL;
+}
+
+static Opentelemetry__Proto__Resource__V1__Resource *resource_new(prof *p, sonde_batch *b,
+                                                                  const proc *q) {
+  Opentelemetry__Proto__Resource__V1__Resource *r = sonde_batch_alloc(b, sizeof(*r));
+  kv_t **a = sonde_batch_alloc(b, 5 * sizeof(*a));
+  if (!r || !a) return NULL;
+  opentelemetry__proto__resource__v1__resource__init(r);
+  size_t n = 0;
+  if (!(a[n++] = kv_int(b, "process.pid", q->pid))) return NULL;
+  if (q->have_info && q->info.exe_name &&
+      !(a[n++] = kv_str(b, "process.executable.name", q->info.exe_name)))
+    return NULL;
+  if (q->have_info && q->info.exe_path &&
+      !(a[n++] = kv_str(b, "process.executable.path", q->info.exe_path)))
+    return NULL;
+  if (q->have_info && q->info.container_id[0] &&
+      !(a[n++] = kv_str(b, "container.id", q->info.container_id)))
+    return NULL;
+  if (!(a[n++] = kv_str(b, "host.name", p->hostname))) return NULL;
+  r->attributes = a;
+  r->n_attributes = n;
+  return r;
+}
+
+static int cmp_by_pid(const void *a, const void *b, void *arg) {
+  const kmap *m = arg;
+  const agg_key *ka = kmap_key(m, *(const size_t *)a), *kb = kmap_key(m, *(const size_t *)b);
+  return ka->pid < kb->pid ? -1 : ka->pid > kb->pid;
+}
+
+/* Builds the batch of the interval that ends now; *out NULL when there was nothing to report. */
+static int build_batch(prof *p, uint64_t now_ns, sonde_batch **out) {
+  *out = NULL;
+  size_t n = p->agg.n;
+  if (!n) return 0;
+  size_t *order = malloc(n * sizeof(*order));
+  int32_t *locs = malloc((SONDE_PROF_KSTACK_MAX + SONDE_PROF_USTACK_MAX) * sizeof(*locs));
+  sonde_batch *b = NULL;
+  dict d = {0};
+  int rc = SONDE_ENOMEM;
+  if (!order || !locs || (rc = sonde_batch_new(SONDE_SIGNAL_PROFILES, &b)) ||
+      (rc = dict_init(&d, b)))
+    goto out;
+  rc = SONDE_ENOMEM;
+  for (size_t i = 0; i < n; i++)
+    order[i] = i;
+  qsort_r(order, n, sizeof(*order), cmp_by_pid, &p->agg);
+
+  int32_t s_samples = dict_str(&d, "samples"), s_count = dict_str(&d, "count"),
+          s_cpu = dict_str(&d, "cpu"), s_ns = dict_str(&d, "nanoseconds");
+  if (s_samples < 0 || s_count < 0 || s_cpu < 0 || s_ns < 0) goto out;
+
+  pvec rps = {0};
+  sonde_profiles *req = sonde_batch_profiles(b);
+  for (size_t i = 0; i < n;) {
+    const agg_key *k0 = kmap_key(&p->agg, order[i]);
+    size_t j = i;
+    while (j < n && ((const agg_key *)kmap_key(&p->agg, order[j]))->pid == k0->pid)
+      j++;
+    proc *q = proc_find(p, k0->pid);
+    bool keep =
+        q && q->verdict >= 0 &&
+        (q->verdict > 0 || (select_empty(&p->cfg->include) && !p->cfg->exclude.executables.n &&
+                            !p->cfg->exclude.cgroups.n && !p->cfg->exclude.container_ids.n));
+    if (!keep) {
+      i = j;
+      continue;
+    }
+    sample_t **samples = sonde_batch_alloc(b, (j - i) * sizeof(*samples));
+    if (!samples) goto fail;
+    for (size_t s = i; s < j; s++) {
+      const agg_key *k = kmap_key(&p->agg, order[s]);
+      const uint64_t *fr = (const uint64_t *)(k + 1);
+      size_t nl = 0;
+      for (uint32_t f = 0; f < k->n_kstack; f++) {
+        int32_t m = dict_mapping(&d, p, 0, NULL);
+        int32_t l = m < 0 ? -1 : dict_location(&d, m, fr[f]);
+        if (l < 0) goto fail;
+        locs[nl++] = l;
+      }
+      for (uint32_t f = 0; f < k->n_ustack; f++) {
+        uint64_t a = fr[k->n_kstack + f];
+        const prof_mapping *pm = q->have_info ? prof_procinfo_find(&q->info, a) : NULL;
+        int32_t m = pm ? dict_mapping(&d, p, k->pid, pm) : 0;
+        int32_t l = m < 0 ? -1 : dict_location(&d, m, pm ? a - pm->start + pm->offset : a);
+        if (l < 0) goto fail;
+        locs[nl++] = l;
+      }
+      sample_t *smp = sonde_batch_alloc(b, sizeof(*smp));
+      int64_t *val = sonde_batch_alloc(b, sizeof(*val));
+      int32_t *attrs = sonde_batch_alloc(b, 3 * sizeof(*attrs));
+      if (!smp || !val || !attrs) goto fail;
+      opentelemetry__proto__profiles__v1development__sample__init(smp);
+      if ((smp->stack_index = dict_stack(&d, locs, nl)) < 0 ||
+          (attrs[0] = dict_attr(&d, "thread.id", NULL, k->tid)) < 0 ||
+          (attrs[1] = dict_attr(&d, "thread.name", k->comm, 0)) < 0 ||
+          (attrs[2] = dict_attr(&d, "cpu.logical_number", NULL, k->cpu)) < 0)
+        goto fail;
+      *val = p->counts[kmap_val(&p->agg, order[s])];
+      smp->values = val;
+      smp->n_values = 1;
+      smp->attribute_indices = attrs;
+      smp->n_attribute_indices = 3;
+      samples[s - i] = smp;
+    }
+    rprof_t *rp = sonde_batch_alloc(b, sizeof(*rp));
+    sprof_t *sp = sonde_batch_alloc(b, sizeof(*sp));
+    sprof_t **sps = sonde_batch_alloc(b, sizeof(*sps));
+    profile_t *pr = sonde_batch_alloc(b, sizeof(*pr));
+    profile_t **prs = sonde_batch_alloc(b, sizeof(*prs));
+    vtype_t *st = sonde_batch_alloc(b, sizeof(*st)), *pt = sonde_batch_alloc(b, sizeof(*pt));
+    Opentelemetry__Proto__Common__V1__InstrumentationScope *scope =
+        sonde_batch_alloc(b, sizeof(*scope));
+    uint8_t *pid16 = sonde_batch_alloc(b, 16);
+    if (!rp || !sp || !sps || !pr || !prs || !st || !pt || !scope || !pid16) goto fail;
+    opentelemetry__proto__profiles__v1development__resource_profiles__init(rp);
+    opentelemetry__proto__profiles__v1development__scope_profiles__init(sp);
+    opentelemetry__proto__profiles__v1development__profile__init(pr);
+    opentelemetry__proto__profiles__v1development__value_type__init(st);
+    opentelemetry__proto__profiles__v1development__value_type__init(pt);
+    opentelemetry__proto__common__v1__instrumentation_scope__init(scope);
+    if (!(scope->name = sonde_batch_strdup(b, "sonde/ebpf_profiler")) ||
+        !(scope->version = sonde_batch_strdup(b, SONDE_VERSION)) ||
+        !(rp->resource = resource_new(p, b, q)))
+      goto fail;
+    st->type_strindex = s_samples;
+    st->unit_strindex = s_count;
+    pt->type_strindex = s_cpu;
+    pt->unit_strindex = s_ns;
+    pr->sample_type = st;
+    pr->period_type = pt;
+    pr->period = NS_PER_S / p->cfg->samples_per_second;
+    pr->time_unix_nano = p->interval_start_ns;
+    pr->duration_nano = now_ns > p->interval_start_ns ? now_ns - p->interval_start_ns : 0;
+    if (getrandom(pid16, 16, GRND_NONBLOCK) != 16)
+      for (int x = 0; x < 16; x++)
+        pid16[x] = (uint8_t)(rand() >> 7);
+    pr->profile_id.data = pid16;
+    pr->profile_id.len = 16;
+    pr->samples = samples;
+    pr->n_samples = j - i;
+    prs[0] = pr;
+    sp->scope = scope;
+    sp->profiles = prs;
+    sp->n_profiles = 1;
+    sps[0] = sp;
+    rp->scope_profiles = sps;
+    rp->n_scope_profiles = 1;
+    if (pvec_push(&rps, rp)) goto fail;
+    i = j;
+  }
+  if (rps.n) {
+    if (!(req->resource_profiles = (rprof_t **)to_arena(b, &rps)) || dict_finish(&d, req))
+      goto fail;
+    req->n_resource_profiles = rps.n;
+    *out = b;
+    b = NULL;
+  }
+  rc = 0;
+fail:
+  free(rps.v);
+out:
+  if (b) sonde_batch_unref(b);
+  dict_free(&d);
+  free(order);
+  free(locs);
+  return rc;
+}
+
+/* ---- the reporter tick ----------------------------------------------------------------------- */
+
+static uint64_t realtime_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+/* Samples the BPF side could not send because the ring buffer was full. */
+static void read_lost(prof *p) {
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0 || !p->m_lost) return;
+  uint64_t v[ncpu];
+  uint32_t k = 0;
+  if (bpf_map__lookup_elem(p->skel->maps.counters, &k, sizeof(k), v, sizeof(v), 0)) return;
+  uint64_t total = 0;
+  for (int i = 0; i < ncpu; i++)
+    total += v[i];
+  if (total > p->lost_seen) {
+    metric_add(p, p->m_lost, (double)(total - p->lost_seen));
+    p->lost_seen = total;
+  }
+}
+
+static void on_report(void *arg) {
+  prof *p = arg;
+  if (p->stopping) return;
+  ring_buffer__consume(p->rb); /* what is already there belongs to this interval */
+  uint64_t now = realtime_ns();
+  sonde_batch *b = NULL;
+  int rc = build_batch(p, now, &b);
+  if (rc)
+    sonde_log(p->h, SONDE_LOG_WARN, "profile of the last interval dropped: %s", sonde_strerror(rc));
+  if (b) {
+    size_t items = sonde_batch_items(b);
+    rc = p->h->api->consume(p->h, b, "ebpf");
+    metric_add(p, rc ? p->m_refused : p->m_batches, 1);
+    if (rc)
+      sonde_log(p->h, SONDE_LOG_WARN, "profile of %zu samples refused downstream: %s", items,
+                sonde_strerror(rc));
+    sonde_batch_unref(b);
+  }
+  kmap_reset(&p->agg);
+  p->ncounts = 0;
+  p->interval_start_ns = now;
+  read_lost(p);
+
+  /* Evict what exited; check processes that went quiet in case their exit record was lost. */
+  for (size_t i = 0; i < PROC_BUCKETS; i++) {
+    for (proc *q = p->buckets[i], *next; q; q = next) {
+      next = q->next;
+      q->quiet = q->samples ? 0 : q->quiet + 1;
+      q->samples = 0;
+      if (!q->exited && q->quiet >= QUIET_CHECK_INTERVALS) {
+        q->quiet = 0;
+        if (kill((pid_t)q->pid, 0) && errno == ESRCH) q->exited = true;
+      }
+      if (q->exited && !q->loading) {
+        bpf_map__delete_elem(p->skel->maps.pid_filter, &q->pid, sizeof(q->pid), 0);
+        proc_unlink_free(p, q);
+      }
+    }
+  }
+  char err[256];
+  if (attach_cpus(p, err, sizeof(err))) sonde_log(p->h, SONDE_LOG_WARN, "%s", err);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------- */
+
+static void read_kernel_build_id(prof *p) {
+  /* /sys/kernel/notes is the kernel's .notes section: ELF notes, 4-byte aligned. */
+  FILE *f = fopen("/sys/kernel/notes", "re");
+  if (!f) return;
+  uint8_t buf[4096];
+  size_t n = fread(buf, 1, sizeof(buf), f);
+  fclose(f);
+  for (size_t off = 0; off + 12 <= n;) {
+    uint32_t namesz, descsz, type;
+    memcpy(&namesz, buf + off, 4);
+    memcpy(&descsz, buf + off + 4, 4);
+    memcpy(&type, buf + off + 8, 4);
+    size_t name = off + 12, desc = name + ((namesz + 3) & ~3u);
+    if (desc + descsz > n) break;
+    if (type == NT_GNU_BUILD_ID && namesz == 4 && !memcmp(buf + name, "GNU", 4) &&
+        descsz <= sizeof(p->kernel_build_id)) {
+      memcpy(p->kernel_build_id, buf + desc, descsz);
+      p->kernel_build_id_len = descsz;
+      return;
+    }
+    off = desc + ((descsz + 3) & ~3u);
+  }
+}
+
+static int prof_create(const sonde_host *h, const void *config, uint32_t signals, void **inst) {
+  prof *p = calloc(1, sizeof(*p));
+  if (!p) return SONDE_ENOMEM;
+  p->h = h;
+  p->cfg = config;
+  p->self_pid = (uint32_t)getpid();
+  if (gethostname(p->hostname, sizeof(p->hostname) - 1))
+    snprintf(p->hostname, sizeof(p->hostname), "unknown");
+  elf_version(EV_CURRENT);
+  read_kernel_build_id(p);
+  const sonde_host_api *a = h->api;
+  /* Metrics are diagnostics: the receiver works without them. */
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_profiler_samples", "samples received from BPF",
+            NULL, &p->m_samples);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_profiler_samples_lost",
+            "samples BPF dropped because the ring buffer was full", NULL, &p->m_lost);
+  a->metric(h, SONDE_METRIC_GAUGE, "sonde_ebpf_profiler_processes", "processes tracked", NULL,
+            &p->m_procs);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_profiler_batches", "profiles batches accepted",
+            NULL, &p->m_batches);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_profiler_batches_refused",
+            "profiles batches refused downstream (dropped)", NULL, &p->m_refused);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_profiler_proc_reads",
+            "reads of /proc/PID/maps (first sight and new mappings)", NULL, &p->m_proc_reads);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_profiler_processes_evicted",
+            "processes dropped from the table after they exited", NULL, &p->m_evicted);
+  *inst = p;
+  return 0;
+}
+
+static void teardown_bpf(prof *p) {
+  for (int i = 0; p->links && i < p->ncpus; i++)
+    bpf_link__destroy(p->links[i]);
+  for (int i = 0; p->pfd && i < p->ncpus; i++)
+    if (p->pfd[i] >= 0) close(p->pfd[i]);
+  free(p->links);
+  free(p->pfd);
+  p->links = NULL;
+  p->pfd = NULL;
+  bpf_link__destroy(p->exit_link);
+  p->exit_link = NULL;
+  ring_buffer__free(p->rb);
+  p->rb = NULL;
+  sonde_profiler__destroy(p->skel);
+  p->skel = NULL;
+}
+
+static void poll_closed(uv_handle_t *h) {
+  free(h);
+}
+
+static int prof_start(void *inst) {
+  prof *p = inst;
+  char err[512];
+  int rc = check_host(err, sizeof(err));
+  if (rc) {
+    sonde_log(p->h, SONDE_LOG_ERROR, "%s", err);
+    return rc;
+  }
+  rc = SONDE_EIO;
+  p->skel = sonde_profiler__open();
+  if (!p->skel) {
+    sonde_log(p->h, SONDE_LOG_ERROR, "opening the BPF profiler: %s", strerror(errno));
+    return SONDE_EIO;
+  }
+  /* pid-only include lists are applied in BPF; anything else needs /proc, so in user space. */
+  const prof_select *inc = &p->cfg->include;
+  p->skel->rodata->cfg.include_only =
+      inc->pids.n && !inc->executables.n && !inc->cgroups.n && !inc->container_ids.n;
+  if (sonde_profiler__load(p->skel)) {
+    int e = errno;
+    sonde_log(p->h, SONDE_LOG_ERROR, "loading the BPF profiler: %s%s", strerror(e),
+              e == EPERM || e == EACCES ? " (needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)"
+                                        : " (run with log level debug for libbpf's verifier log)");
+    rc = e == EPERM || e == EACCES ? SONDE_EPERM : SONDE_EIO;
+    goto fail;
+  }
+  uint32_t v = SONDE_PROF_PID_EXCLUDE;
+  if (bpf_map__update_elem(p->skel->maps.pid_filter, &p->self_pid, 4, &v, 4, BPF_ANY))
+    goto fail_errno;
+  v = SONDE_PROF_PID_INCLUDE;
+  for (size_t i = 0; i < inc->pids.n; i++) {
+    uint32_t pid;
+    if (!parse_pid(inc->pids.v[i], &pid) && pid != p->self_pid &&
+        bpf_map__update_elem(p->skel->maps.pid_filter, &pid, 4, &v, 4, BPF_ANY))
+      goto fail_errno;
+  }
+  v = SONDE_PROF_PID_EXCLUDE;
+  for (size_t i = 0; i < p->cfg->exclude.pids.n; i++) {
+    uint32_t pid;
+    if (!parse_pid(p->cfg->exclude.pids.v[i], &pid) &&
+        bpf_map__update_elem(p->skel->maps.pid_filter, &pid, 4, &v, 4, BPF_ANY))
+      goto fail_errno;
+  }
+  p->exit_link = bpf_program__attach_raw_tracepoint(p->skel->progs.on_exit, "sched_process_exit");
+  if (!p->exit_link) {
+    sonde_log(p->h, SONDE_LOG_ERROR,
+              "attaching to the raw tracepoint sched_process_exit: %s (kernel feature missing: "
+              "raw tracepoints)",
+              strerror(errno));
+    goto fail;
+  }
+  p->rb = ring_buffer__new(bpf_map__fd(p->skel->maps.events), rb_event, p, NULL);
+  if (!p->rb) goto fail_errno;
+  p->ncpus = libbpf_num_possible_cpus();
+  if (p->ncpus <= 0) {
+    sonde_log(p->h, SONDE_LOG_ERROR, "cannot count the possible CPUs");
+    goto fail;
+  }
+  p->pfd = malloc((size_t)p->ncpus * sizeof(*p->pfd));
+  p->links = calloc((size_t)p->ncpus, sizeof(*p->links));
+  if (!p->pfd || !p->links) {
+    rc = SONDE_ENOMEM;
+    goto fail;
+  }
+  for (int i = 0; i < p->ncpus; i++)
+    p->pfd[i] = -1;
+  if ((rc = attach_cpus(p, err, sizeof(err)))) {
+    sonde_log(p->h, SONDE_LOG_ERROR, "%s", err);
+    goto fail;
+  }
+  rc = SONDE_ENOMEM;
+  if (!(p->poll = calloc(1, sizeof(*p->poll)))) goto fail;
+  int urc = uv_poll_init(p->h->api->loop(p->h), p->poll, ring_buffer__epoll_fd(p->rb));
+  if (urc) {
+    sonde_log(p->h, SONDE_LOG_ERROR, "watching the ring buffer: %s", uv_strerror(urc));
+    free(p->poll);
+    p->poll = NULL;
+    rc = SONDE_EIO;
+    goto fail;
+  }
+  p->poll->data = p;
+  uv_poll_start(p->poll, UV_READABLE, on_poll);
+  p->interval_start_ns = realtime_ns();
+  if ((rc = p->h->api->timer_start(p->h, p->cfg->reporter_interval_ns, p->cfg->reporter_interval_ns,
+                                   on_report, p, &p->timer)))
+    goto fail;
+  sonde_log(p->h, SONDE_LOG_INFO,
+            "sampling %d CPUs at %" PRId64 " Hz, reporting every %" PRId64 " ms", p->ncpus,
+            p->cfg->samples_per_second, p->cfg->reporter_interval_ns / 1000000);
+  return 0;
+
+fail_errno:
+  sonde_log(p->h, SONDE_LOG_ERROR, "setting up the BPF profiler: %s", strerror(errno));
+  rc = SONDE_EIO;
+fail:
+  if (p->poll) {
+    uv_close((uv_handle_t *)p->poll, poll_closed);
+    p->poll = NULL;
+  }
+  teardown_bpf(p);
+  return rc;
+}
+
+static void maybe_finish_shutdown(prof *p) {
+  if (p->stopping && !p->jobs && p->shutdown_done) {
+    void (*done)(void *) = p->shutdown_done;
+    p->shutdown_done = NULL;
+    done(p->shutdown_arg);
+  }
+}
+
+static void prof_shutdown(void *inst, void (*done)(void *arg), void *arg) {
+  prof *p = inst;
+  /* The last partial interval is reported, then nothing more is produced. */
+  if (p->timer && p->rb) {
+    on_report(p);
+    p->h->api->timer_stop(p->timer);
+    p->timer = NULL;
+  }
+  p->stopping = true;
+  if (p->poll) {
+    uv_poll_stop(p->poll);
+    uv_close((uv_handle_t *)p->poll, poll_closed);
+    p->poll = NULL;
+  }
+  teardown_bpf(p);
+  p->shutdown_done = done;
+  p->shutdown_arg = arg;
+  maybe_finish_shutdown(p);
+}
+
+static void prof_destroy(void *inst) {
+  prof *p = inst;
+  if (p->timer) p->h->api->timer_stop(p->timer);
+  teardown_bpf(p);
+  for (size_t i = 0; i < PROC_BUCKETS; i++) {
+    for (proc *q = p->buckets[i], *next; q; q = next) {
+      next = q->next;
+      prof_procinfo_free(&q->info);
+      free(q);
+    }
+  }
+  kmap_free(&p->agg);
+  free(p->counts);
+  free(p);
+}
+
+static const sonde_component ebpf_profiler = {
+    .struct_size = sizeof(sonde_component),
+    .kind = SONDE_KIND_RECEIVER,
+    .type = "ebpf_profiler",
+    .doc = "CPU profiles of every process on the node, sampled in BPF (perf_event + ring buffer)",
+    .signals = SONDE_SIGNAL_PROFILES,
+    .options = prof_options,
+    .config_size = sizeof(prof_config),
+    .validate = prof_validate,
+    .create = prof_create,
+    .start = prof_start,
+    .shutdown = prof_shutdown,
+    .destroy = prof_destroy,
+};
+
+SONDE_PLUGIN_DEFINE("ebpf_profiler", SONDE_VERSION, &ebpf_profiler);

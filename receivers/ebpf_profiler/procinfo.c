@@ -1,0 +1,225 @@
+/* /proc and ELF reading for the ebpf_profiler receiver; runs on the thread pool. */
+#include "procinfo.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sonde/errors.h"
+
+size_t prof_elf_build_id(const char *path, uint8_t *out, size_t cap) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  size_t len = 0;
+  Elf *e = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+  if (e && elf_kind(e) == ELF_K_ELF) {
+    Elf_Scn *scn = NULL;
+    while (!len && (scn = elf_nextscn(e, scn))) {
+      GElf_Shdr sh;
+      if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_NOTE) continue;
+      Elf_Data *d = elf_getdata(scn, NULL);
+      if (!d) continue;
+      GElf_Nhdr nh;
+      size_t off = 0, noff, doff;
+      while (!len && (off = gelf_getnote(d, off, &nh, &noff, &doff)) > 0) {
+        if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 &&
+            !memcmp((const char *)d->d_buf + noff, "GNU", 4) && nh.n_descsz > 0 &&
+            nh.n_descsz <= cap) {
+          memcpy(out, (const char *)d->d_buf + doff, nh.n_descsz);
+          len = nh.n_descsz;
+        }
+      }
+    }
+  }
+  if (e) elf_end(e);
+  close(fd);
+  return len;
+}
+
+void prof_container_id(const char *p, char out[65]) {
+  out[0] = 0;
+  if (!p) return;
+  size_t run = 0;
+  const char *best = NULL;
+  for (const char *c = p;; c++) {
+    if (*c && isxdigit((unsigned char)*c) && !isupper((unsigned char)*c)) {
+      run++;
+      continue;
+    }
+    if (run == 64) best = c - 64;
+    run = 0;
+    if (!*c) break;
+  }
+  if (best) {
+    memcpy(out, best, 64);
+    out[64] = 0;
+  }
+}
+
+static char *read_small(const char *path, size_t *len) {
+  FILE *f = fopen(path, "re");
+  if (!f) return NULL;
+  size_t cap = 4096, n = 0;
+  char *buf = malloc(cap);
+  while (buf) {
+    size_t r = fread(buf + n, 1, cap - n - 1, f);
+    n += r;
+    if (n < cap - 1) break;
+    char *nb = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
+    if (!nb) {
+      free(buf);
+      buf = NULL;
+      break;
+    }
+    buf = nb;
+    cap *= 2;
+  }
+  fclose(f);
+  if (buf) {
+    buf[n] = 0;
+    if (len) *len = n;
+  }
+  return buf;
+}
+
+static int add_mapping(prof_procinfo *pi, size_t *cap, const prof_mapping *m) {
+  if (pi->n_maps == *cap) {
+    size_t nc = *cap ? *cap * 2 : 16;
+    prof_mapping *v = realloc(pi->maps, nc * sizeof(*v));
+    if (!v) return SONDE_ENOMEM;
+    pi->maps = v;
+    *cap = nc;
+  }
+  pi->maps[pi->n_maps++] = *m;
+  return 0;
+}
+
+/* Build ids of the mapped files: one ELF read per distinct file of this process. */
+static void fill_build_ids(int pid, prof_procinfo *pi) {
+  char path[PATH_MAX + 64];
+  for (size_t i = 0; i < pi->n_maps; i++) {
+    prof_mapping *m = &pi->maps[i];
+    if (!m->inode || m->path[0] != '/') continue;
+    bool done = false;
+    for (size_t j = 0; j < i && !done; j++) {
+      if (pi->maps[j].inode == m->inode && pi->maps[j].dev == m->dev) {
+        memcpy(m->build_id, pi->maps[j].build_id, sizeof(m->build_id));
+        m->build_id_len = pi->maps[j].build_id_len;
+        done = true;
+      }
+    }
+    if (done) continue;
+    /* Through the process's root (containers); map_files also reaches deleted files. */
+    snprintf(path, sizeof(path), "/proc/%d/root%s", pid, m->path);
+    size_t n = prof_elf_build_id(path, m->build_id, sizeof(m->build_id));
+    if (!n) {
+      snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, pid, m->start,
+               m->end);
+      n = prof_elf_build_id(path, m->build_id, sizeof(m->build_id));
+    }
+    m->build_id_len = (uint8_t)n;
+  }
+}
+
+int prof_procinfo_read(int pid, prof_procinfo *pi) {
+  char path[64], link[PATH_MAX];
+  memset(pi, 0, sizeof(*pi));
+
+  snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+  ssize_t n = readlink(path, link, sizeof(link) - 1);
+  if (n > 0) {
+    link[n] = 0;
+    if (!(pi->exe_path = strdup(link))) return SONDE_ENOMEM;
+    const char *slash = strrchr(pi->exe_path, '/');
+    if (!(pi->exe_name = strdup(slash ? slash + 1 : pi->exe_path))) return SONDE_ENOMEM;
+  } else {
+    snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+    char *comm = read_small(path, NULL);
+    if (!comm) return errno == ENOMEM ? SONDE_ENOMEM : SONDE_ENOTFOUND;
+    comm[strcspn(comm, "\n")] = 0;
+    pi->exe_name = comm;
+  }
+
+  snprintf(path, sizeof(path), "/proc/%d/cgroup", pid);
+  char *cg = read_small(path, NULL);
+  if (cg) {
+    for (char *line = strtok(cg, "\n"); line; line = strtok(NULL, "\n")) {
+      if (!strncmp(line, "0::", 3)) {
+        if (!(pi->cgroup = strdup(line + 3))) {
+          free(cg);
+          return SONDE_ENOMEM;
+        }
+      }
+      if (!pi->container_id[0]) {
+        const char *p = strchr(line, ':');
+        p = p ? strchr(p + 1, ':') : NULL;
+        if (p) prof_container_id(p + 1, pi->container_id);
+      }
+    }
+    free(cg);
+  }
+
+  snprintf(path, sizeof(path), "/proc/%d/maps", pid);
+  char *maps = read_small(path, NULL);
+  if (!maps) return errno == ENOMEM ? SONDE_ENOMEM : SONDE_ENOTFOUND;
+  size_t cap = 0;
+  int rc = 0;
+  char *save = NULL;
+  for (char *line = strtok_r(maps, "\n", &save); line && !rc; line = strtok_r(NULL, "\n", &save)) {
+    uint64_t start, end, off, ino;
+    unsigned maj, min;
+    char perms[8];
+    int pos = 0;
+    if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s %" SCNx64 " %x:%x %" SCNu64 " %n", &start, &end,
+               perms, &off, &maj, &min, &ino, &pos) < 7)
+      continue;
+    if (perms[2] != 'x') continue;
+    const char *name = pos ? line + pos : "";
+    prof_mapping m = {.start = start,
+                      .end = end,
+                      .offset = off,
+                      .dev = ((uint64_t)maj << 32) | min,
+                      .inode = ino};
+    if (!(m.path = strdup(name))) {
+      rc = SONDE_ENOMEM;
+      break;
+    }
+    if ((rc = add_mapping(pi, &cap, &m))) free(m.path);
+  }
+  free(maps);
+  if (!rc) fill_build_ids(pid, pi);
+  return rc;
+}
+
+void prof_procinfo_free(prof_procinfo *pi) {
+  if (!pi) return;
+  for (size_t i = 0; i < pi->n_maps; i++)
+    free(pi->maps[i].path);
+  free(pi->maps);
+  free(pi->exe_path);
+  free(pi->exe_name);
+  free(pi->cgroup);
+  memset(pi, 0, sizeof(*pi));
+}
+
+const prof_mapping *prof_procinfo_find(const prof_procinfo *pi, uint64_t addr) {
+  size_t lo = 0, hi = pi->n_maps;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    const prof_mapping *m = &pi->maps[mid];
+    if (addr < m->start)
+      hi = mid;
+    else if (addr >= m->end)
+      lo = mid + 1;
+    else
+      return m;
+  }
+  return NULL;
+}

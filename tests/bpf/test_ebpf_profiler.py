@@ -1,0 +1,363 @@
+"""ebpf_profiler end to end: the real sonde samples a workload built by this test, writes OTLP-JSON
+with the file exporter, and this script checks the profile with nothing of sonde's code.
+
+Checks:
+  * frame pointers: >= 99% of the samples whose leaf is in the workload's chain carry the whole
+    chain down to main (addresses mapped to functions by the workload's ELF symbol table);
+  * kernel stacks: a syscall-heavy workload's samples have kernel frames;
+  * resource attributes (pid, executable name/path, host name), sample attributes, mapping build id,
+    sample and period types;
+  * exit eviction: many short-lived processes do not make the process table grow.
+
+Needs root and a kernel with BTF, perf events, raw tracepoints and ring buffers: otherwise exits 77
+(skipped), or fails when SONDE_REQUIRE_BPF=1.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+SKIP = 77
+CHAIN = ["chain_e", "chain_d", "chain_c", "chain_b", "chain_a", "main"]
+
+
+def skip_or_fail(why):
+    if os.environ.get("SONDE_REQUIRE_BPF") == "1":
+        sys.exit("FAIL (SONDE_REQUIRE_BPF=1): " + why)
+    print("SKIP: " + why)
+    sys.exit(SKIP)
+
+
+def build_dir():
+    d = os.environ.get("SONDE_BUILD_DIR")
+    if not d:
+        sys.exit("SONDE_BUILD_DIR is not set (run through ctest)")
+    return d
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- ELF reading (stdlib only) -------------------------------------------------------------------
+
+def elf_info(path):
+    """(PT_LOAD segments [(offset, vaddr, filesz)], GNU build id hex)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:4] == b"\x7fELF" and data[4] == 2, "64-bit ELF expected"
+    e_phoff, = struct.unpack_from("<Q", data, 0x20)
+    e_phentsize, e_phnum = struct.unpack_from("<HH", data, 0x36)
+    loads, build_id = [], None
+    for i in range(e_phnum):
+        p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
+            "<IIQQQQ", data, e_phoff + i * e_phentsize)
+        if p_type == 1:
+            loads.append((p_offset, p_vaddr, p_filesz))
+        elif p_type == 4:  # PT_NOTE
+            off = p_offset
+            while off + 12 <= p_offset + p_filesz:
+                namesz, descsz, ntype = struct.unpack_from("<III", data, off)
+                name = data[off + 12: off + 12 + namesz]
+                desc_off = off + 12 + ((namesz + 3) & ~3)
+                if ntype == 3 and name == b"GNU\x00":
+                    build_id = data[desc_off: desc_off + descsz].hex()
+                off = desc_off + ((descsz + 3) & ~3)
+    return loads, build_id
+
+
+def symbols(path):
+    """[(start vaddr, end vaddr, name)] of the defined functions, from nm."""
+    out = subprocess.run(["nm", "-S", "--defined-only", path], capture_output=True, text=True,
+                         check=True).stdout
+    syms = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2] in "tTwW":
+            start, size = int(parts[0], 16), int(parts[1], 16)
+            syms.append((start, start + size, parts[3]))
+    return syms
+
+
+def offset_to_vaddr(loads, off):
+    for p_offset, p_vaddr, p_filesz in loads:
+        if p_offset <= off < p_offset + p_filesz:
+            return off - p_offset + p_vaddr
+    return None
+
+
+# ---- profile decoding ------------------------------------------------------------------------------
+
+def attrs_of(kvs):
+    out = {}
+    for kv in kvs or []:
+        v = kv.get("value", {})
+        out[kv["key"]] = v.get("stringValue", v.get("intValue"))
+    return out
+
+
+def load_profiles(path):
+    """Every ResourceProfiles of every request, each with its request's dictionary."""
+    res = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            req = json.loads(line)
+            d = req.get("dictionary", {})
+            for rp in req.get("resourceProfiles", []):
+                res.append((d, rp))
+    return res
+
+
+def sample_frames(d, sample):
+    """[(kind, mapping filename, address, build id)] leaf first; kind 'k' or 'u'."""
+    strings = d.get("stringTable", [])
+    maps = d.get("mappingTable", [])
+    locs = d.get("locationTable", [])
+    stacks = d.get("stackTable", [])
+    attrs = d.get("attributeTable", [])
+    stack = stacks[sample.get("stackIndex", 0)]
+    frames = []
+    for li in stack.get("locationIndices", []):
+        loc = locs[li]
+        m = maps[loc.get("mappingIndex", 0)]
+        fname = strings[m.get("filenameStrindex", 0)]
+        bid = None
+        for ai in m.get("attributeIndices", []):
+            a = attrs[ai]
+            if strings[a.get("keyStrindex", 0)] == "process.executable.build_id.gnu":
+                bid = a["value"]["stringValue"]
+        kind = "k" if fname == "[kernel.kallsyms]" else "u"
+        frames.append((kind, fname, int(loc.get("address", "0")), bid))
+    return frames
+
+
+def sample_attrs(d, sample):
+    strings = d.get("stringTable", [])
+    table = d.get("attributeTable", [])
+    out = {}
+    for ai in sample.get("attributeIndices", []):
+        a = table[ai]
+        v = a.get("value", {})
+        out[strings[a.get("keyStrindex", 0)]] = v.get("stringValue", v.get("intValue"))
+    return out
+
+
+class Sonde:
+    def __init__(self, tmp, port, interval="1s"):
+        self.tmp = tmp
+        self.out = os.path.join(tmp, "profiles.json")
+        self.port = port
+        self.config = os.path.join(tmp, "config.yaml")
+        with open(self.config, "w") as f:
+            f.write("""receivers:
+  ebpf_profiler:
+    reporter_interval: %s
+exporters:
+  file:
+    path: %s
+    flush_interval: 100ms
+service:
+  telemetry:
+    metrics:
+      address: localhost:%d
+  pipelines:
+    profiles:
+      receivers: [ebpf_profiler]
+      exporters: [file]
+""" % (interval, self.out, port))
+        self.bin = os.path.join(build_dir(), "bin", "sonde")
+        self.log_path = os.path.join(tmp, "sonde.log")
+        self.proc = None
+
+    def validate(self):
+        r = subprocess.run([self.bin, "validate", "--config", self.config], capture_output=True,
+                           text=True)
+        return r.returncode, r.stdout + r.stderr
+
+    def start(self):
+        self.log_file = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([self.bin, "--config", self.config], stdout=self.log_file,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if "sampling" in self.log():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError("sonde did not start:\n" + self.log())
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def metric(self, name):
+        body = urllib.request.urlopen("http://localhost:%d/metrics" % self.port,
+                                      timeout=5).read().decode()
+        for line in body.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("sonde did not stop on SIGTERM:\n" + self.log())
+        if self.proc.returncode != 0:
+            raise AssertionError("sonde exited %d:\n%s" % (self.proc.returncode, self.log()))
+
+
+def main():
+    workload = os.path.realpath(sys.argv[1])
+    if os.geteuid() != 0:
+        skip_or_fail("needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)")
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        skip_or_fail("kernel without BTF (/sys/kernel/btf/vmlinux)")
+    tmp = tempfile.mkdtemp(prefix="sonde-bpf-profiler-")
+    s = Sonde(tmp, free_port())
+    rc, out = s.validate()
+    if rc != 0:
+        if re.search(r"CAP_|kernel feature missing", out):
+            skip_or_fail("sonde validate: " + out.strip())
+        raise AssertionError("sonde validate failed:\n" + out)
+
+    loads, build_id = elf_info(workload)
+    syms = symbols(workload)
+    ranges = {name: (lo, hi) for lo, hi, name in syms if name in CHAIN}
+    assert set(ranges) == set(CHAIN), "workload symbols missing: %s" % ranges
+
+    def func_at(off, leaf):
+        # A return address points after the call: look one byte back for the caller.
+        va = offset_to_vaddr(loads, off if leaf else off - 1)
+        if va is None:
+            return None
+        for lo, hi, name in syms:
+            if lo <= va < hi:
+                return name
+        return None
+
+    s.start()
+    try:
+        cpu = subprocess.Popen([workload, "cpu", "6"])
+        sysw = subprocess.Popen([workload, "sys", "6"])
+        cpu.wait()
+        sysw.wait()
+        time.sleep(1.5)  # one report after they exited: their processes are evicted
+        evicted_before = s.metric("sonde_ebpf_profiler_processes_evicted_total")
+        spawn = subprocess.Popen([workload, "spawn", "400", "20"])
+        spawn.wait()
+        time.sleep(2.5)  # two reports: every child's exit is seen and its state dropped
+        procs_after = s.metric("sonde_ebpf_profiler_processes")
+        evicted = s.metric("sonde_ebpf_profiler_processes_evicted_total") - evicted_before
+        live = len([p for p in os.listdir("/proc") if p.isdigit()])
+        reads = s.metric("sonde_ebpf_profiler_proc_reads_total")
+    finally:
+        s.stop()
+
+    profiles = load_profiles(s.out)
+    assert profiles, "no profiles written:\n" + s.log()
+    by_pid = {}
+    for d, rp in profiles:
+        ra = attrs_of(rp.get("resource", {}).get("attributes"))
+        pid = int(ra["process.pid"])
+        for sp in rp.get("scopeProfiles", []):
+            for prof in sp.get("profiles", []):
+                strings = d["stringTable"]
+                st, pt = prof["sampleType"], prof["periodType"]
+                assert (strings[st["typeStrindex"]], strings[st["unitStrindex"]]) == (
+                    "samples", "count"), st
+                assert (strings[pt["typeStrindex"]], strings[pt["unitStrindex"]]) == (
+                    "cpu", "nanoseconds"), pt
+                assert int(prof["period"]) == 1000000000 // 19, prof["period"]
+                for smp in prof.get("samples", []):
+                    by_pid.setdefault(pid, (ra, []))[1].append((d, smp))
+    assert s.proc.pid not in by_pid, "sonde profiled itself"
+
+    # -- frame-pointer chain ----------------------------------------------------------------------
+    ra, samples = by_pid.get(cpu.pid, (None, []))
+    assert samples, "no samples of the cpu workload (pid %d)" % cpu.pid
+    assert ra["process.executable.path"] == workload, ra
+    assert ra["process.executable.name"] == os.path.basename(workload), ra
+    assert ra["host.name"] == socket.gethostname(), ra
+    assert "container.id" not in ra or re.fullmatch(r"[0-9a-f]{64}", ra["container.id"]), ra
+    in_chain = complete = total = 0
+    bad = []
+    for d, smp in samples:
+        n = int(smp["values"][0])
+        total += n
+        a = sample_attrs(d, smp)
+        assert int(a["thread.id"]) == cpu.pid and a["thread.name"] == "bpf_workload_fp", a
+        assert int(a["cpu.logical_number"]) in range(os.cpu_count()), a
+        user = [f for f in sample_frames(d, smp) if f[0] == "u"]
+        if not user or user[0][1] != workload:
+            continue
+        for _k, _fname, _addr, bid in user:
+            if _fname == workload:
+                assert bid == build_id, (bid, build_id)
+        names = [func_at(addr, i == 0) if fname == workload else None
+                 for i, (_k, fname, addr, _b) in enumerate(user)]
+        if names[0] not in CHAIN:
+            continue
+        in_chain += n
+        want = CHAIN[CHAIN.index(names[0]):]
+        if names[:len(want)] == want:
+            complete += n
+        elif len(bad) < 5:
+            bad.append(names)
+    print("cpu workload: %d samples, %d with the leaf in the chain, %d complete" %
+          (total, in_chain, complete))
+    assert in_chain >= 50, "too few chain samples: %d of %d" % (in_chain, total)
+    assert complete >= 0.99 * in_chain, "incomplete stacks: %d/%d, e.g. %s" % (
+        complete, in_chain, bad)
+
+    # -- kernel stacks ----------------------------------------------------------------------------
+    ra, samples = by_pid.get(sysw.pid, (None, []))
+    assert samples, "no samples of the sys workload (pid %d)" % sysw.pid
+    with_kernel = tot = 0
+    for d, smp in samples:
+        n = int(smp["values"][0])
+        tot += n
+        fr = sample_frames(d, smp)
+        if fr and fr[0][0] == "k":
+            with_kernel += n
+            assert all(f[2] >= 0xffff800000000000 for f in fr if f[0] == "k"), fr
+            # kernel frames come first, then the user stack
+            kinds = "".join(f[0] for f in fr)
+            assert re.fullmatch(r"k+u*", kinds), kinds
+    print("sys workload: %d samples, %d with kernel frames" % (tot, with_kernel))
+    assert with_kernel >= 0.5 * tot, "kernel frames missing: %d/%d" % (with_kernel, tot)
+
+    # -- exit eviction ----------------------------------------------------------------------------
+    # Other processes on this machine come and go too, so the check is on the children: every
+    # child that was profiled was evicted, and the table is no larger than what is alive.
+    children = [p for p, (ra, _) in by_pid.items()
+                if ra.get("process.executable.path") == workload
+                and p not in (cpu.pid, sysw.pid, spawn.pid)]
+    print("400 short-lived children: %d profiled, %d processes evicted since; %d tracked at the "
+          "end with %d alive; %d /proc reads in all" % (len(children), evicted, procs_after, live,
+                                                          reads))
+    assert len(children) >= 20, "too few children profiled: %d" % len(children)
+    assert evicted >= len(children), "children not evicted: %d < %d" % (evicted, len(children))
+    assert procs_after <= live, "more processes tracked (%d) than alive (%d)" % (procs_after, live)
+    print("OK")
+
+
+if __name__ == "__main__":
+    main()
