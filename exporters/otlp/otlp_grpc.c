@@ -76,7 +76,7 @@ struct greq {
   int64_t retry_delay_ns; /* from RetryInfo; -1: none */
   char resp_encoding[16];
   sonde_buf resp;
-  bool done, cancelled;
+  bool done, cancelled, waiting;
 };
 
 struct ogrpc {
@@ -99,6 +99,7 @@ struct ogrpc {
   bool timers_open;
   int handles_open;
   uint64_t backoff_ms;
+  uint64_t connect_start_ms, last_recv_ms;
   char last_error[256];
   greq *all;
   greq *wait_head, *wait_tail; /* encoded, waiting for the connection */
@@ -432,6 +433,7 @@ static void kick(ogrpc *g) {
     while (g->wait_head) {
       greq *r = g->wait_head;
       g->wait_head = r->qnext;
+      r->waiting = false;
       if (!g->wait_head) g->wait_tail = NULL;
       sonde_log(g->h, SONDE_LOG_WARN,
                 "Exporting failed, will retry: rpc error: code = Unavailable desc = %s",
@@ -443,6 +445,7 @@ static void kick(ogrpc *g) {
   if (g->state == C_IDLE) {
     drop_connection(g, NULL, false);
     g->state = C_CONNECTING;
+    g->connect_start_ms = uv_now(g->loop);
     otlp_conn_target t = {
         .host = g->url.host,
         .port = g->url.port,
@@ -463,6 +466,7 @@ static void kick(ogrpc *g) {
   while (g->wait_head) {
     greq *r = g->wait_head;
     g->wait_head = r->qnext;
+    r->waiting = false;
     if (!g->wait_head) g->wait_tail = NULL;
     int rc = submit(g, r);
     if (rc) {
@@ -545,6 +549,7 @@ static void conn_connected(void *arg, otlp_conn *c) {
     return;
   }
   g->state = C_READY;
+  g->last_recv_ms = uv_now(g->loop);
   g->backoff_ms = BACKOFF_BASE_MS;
   sonde_log(g->h, SONDE_LOG_DEBUG, "connected to %s%s", g->url.authority, g->tls ? " (TLS)" : "");
   kick(g);
@@ -554,6 +559,7 @@ static void conn_connected(void *arg, otlp_conn *c) {
 static void conn_data(void *arg, otlp_conn *c, const uint8_t *p, size_t n) {
   ogrpc *g = arg;
   if (!g->sess) return;
+  g->last_recv_ms = uv_now(g->loop);
   g->in_nghttp2++;
   ssize_t rv = nghttp2_session_mem_recv(g->sess, p, n);
   g->in_nghttp2--;
@@ -575,9 +581,27 @@ static const otlp_conn_cbs ogrpc_conn_cbs = {conn_connected, conn_data, conn_clo
 
 /* ---- deadlines ---------------------------------------------------------------------------- */
 
+static void wait_remove(ogrpc *g, greq *r) {
+  greq **pp = &g->wait_head, *prev = NULL;
+  while (*pp && *pp != r) {
+    prev = *pp;
+    pp = &(*pp)->qnext;
+  }
+  if (!*pp) return;
+  *pp = r->qnext;
+  if (g->wait_tail == r) g->wait_tail = prev;
+  r->qnext = NULL;
+  r->waiting = false;
+}
+
 static void on_tick(uv_timer_t *t) {
   ogrpc *g = t->data;
   uint64_t now = uv_now(g->loop);
+  uint64_t limit = g->cfg->request_timeout_ns > 0 ? (uint64_t)(g->cfg->request_timeout_ns / 1000000)
+                                                  : 20000; /* gRPC's minimum connect timeout */
+  /* A connection attempt that hangs (a black-holed address) ends like a refused one. */
+  if (g->state == C_CONNECTING && now - g->connect_start_ms > limit)
+    drop_connection(g, "connect timeout", true);
   bool sent = false;
   for (greq *r = g->all, *n; r; r = n) {
     n = r->next;
@@ -589,9 +613,18 @@ static void on_tick(uv_timer_t *t) {
       nghttp2_submit_rst_stream(g->sess, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
       sent = true;
       finish_status(r, GRPC_DEADLINE_EXCEEDED, "context deadline exceeded");
+    } else if (r->waiting) {
+      wait_remove(g, r);
+      finish_status(r, GRPC_DEADLINE_EXCEEDED, "context deadline exceeded (no connection)");
     }
   }
-  if (sent) session_send(g);
+  if (sent && g->sess && now - g->last_recv_ms > limit) {
+    /* Streams expire and the server has not sent a byte for as long: take the connection for
+     * dead (gRPC finds this out with keepalive pings) and start afresh on the next send. */
+    drop_connection(g, "no answer from the server within request_timeout", false);
+  } else if (sent) {
+    session_send(g);
+  }
   maybe_stopped(g);
 }
 
@@ -647,6 +680,7 @@ static void encode_done(void *arg, int status) {
   else
     g->wait_head = r;
   g->wait_tail = r;
+  r->waiting = true;
   kick(g);
 }
 
@@ -775,6 +809,7 @@ void otlp_grpc_shutdown(void *inst, void (*done)(void *), void *arg) {
   while (g->wait_head) {
     greq *r = g->wait_head;
     g->wait_head = r->qnext;
+    r->waiting = false;
     if (!g->wait_head) g->wait_tail = NULL;
     complete(r, SONDE_ERETRY, 0);
   }

@@ -43,6 +43,7 @@ struct hconn {
   ohttp *x;
   otlp_conn *c;
   int origin;
+  uint64_t created_ms;
   bool ready, reused, got_bytes, complete;
   hreq *req;
   http_parser p;
@@ -381,6 +382,7 @@ static int conn_new(ohttp *x, int origin) {
   if (!k) return SONDE_ENOMEM;
   k->x = x;
   k->origin = origin;
+  k->created_ms = uv_now(x->loop);
   const otlp_url *u = &x->url[origin];
   const char *ov = x->cfg->tls.server_name_override;
   otlp_conn_target t = {
@@ -472,6 +474,15 @@ static void dispatch(ohttp *x) {
 static void on_tick(uv_timer_t *t) {
   ohttp *x = t->data;
   uint64_t now = uv_now(x->loop);
+  uint64_t limit =
+      x->cfg->request_timeout_ns > 0 ? (uint64_t)(x->cfg->request_timeout_ns / 1000000) : 30000;
+  /* A connection attempt that hangs (a black-holed address) ends like a refused one. */
+restart_conns:
+  for (hconn *k = x->conns; k; k = k->next)
+    if (!k->ready && now - k->created_ms > limit) {
+      conn_lost(k, "connect timeout");
+      goto restart_conns;
+    }
 restart:
   for (hreq *r = x->all; r; r = r->next) {
     if (!r->deadline_ms || now < r->deadline_ms) continue;

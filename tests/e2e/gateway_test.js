@@ -113,7 +113,7 @@ async function ports() {
     await H.sleep(300);
     const took = span(healthy);
     notes.push(`with a slow and a stopped backend: healthy got ${COUNT} items per signal in ${took} ms`);
-    if (took > baseline * 1.3 + 300) errs.push(`healthy backend slowed down: ${took} ms vs ${baseline} ms alone`);
+    if (took > baseline * 1.5 + 500) errs.push(`healthy backend slowed down: ${took} ms vs ${baseline} ms alone`);
     for (const g of SIGNALS) errs.push(...H.checkComplete(g, healthy.received[g], COUNT));
     if (!/0 refusals/.test(s.log())) errs.push('the receiver (testgen) was refused: back-pressure leaked');
 

@@ -369,6 +369,63 @@ service:
     if (errs.length) errs.push('sonde log:\n' + sonde.log().split('\n').slice(-12).join('\n'));
     return errs;
   },
+  // Servers that never answer: one accepts TCP and stays silent (gRPC drops the connection once
+  // streams expire without a byte from it; HTTP requests hit their deadline), one never completes
+  // the TCP handshake (a full accept queue drops SYNs: connect timeout). Nothing hangs, sonde
+  // keeps retrying and exits cleanly.
+  silent_and_blackholed_servers: async () => {
+    const errs = [];
+    const net = require('node:net');
+    const { spawn } = require('node:child_process');
+    const silent = net.createServer(() => {});
+    await new Promise((r) => silent.listen(0, '127.0.0.1', r));
+    const sp = silent.address().port;
+    const bp = await H.freePort();
+    const hole = spawn('python3', ['-c', `
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", ${bp})); s.listen(0)
+fill = []
+for _ in range(4):
+    c = socket.socket(); c.setblocking(False)
+    try: c.connect(("127.0.0.1", ${bp}))
+    except BlockingIOError: pass
+    fill.append(c)
+print("ready", flush=True)
+time.sleep(60)
+`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise((r) => hole.stdout.once('data', r));
+    const mport = await H.freePort();
+    const exp = (name, ep, insecure) =>
+      `  ${name}:\n    endpoint: ${ep}\n    request_timeout: 400ms\n    timeout: 400ms\n` + (insecure ? '    tls:\n      insecure: true\n' : '');
+    const y = `receivers:
+  testgen:
+    count: 40
+exporters:
+${exp('otlp/silent', `127.0.0.1:${sp}`, true)}${exp('otlphttp/silent', `http://127.0.0.1:${sp}`, false)}${exp('otlp/hole', `127.0.0.1:${bp}`, true)}${exp('otlphttp/hole', `http://127.0.0.1:${bp}`, false)}service:
+  telemetry:
+    metrics:
+      address: 127.0.0.1:${mport}
+  pipelines:
+    traces:
+      receivers: [testgen]
+      exporters: [otlp/silent, otlphttp/silent, otlp/hole, otlphttp/hole]
+`;
+    const sonde = await H.runSonde(y, { args: ['--shutdown-timeout', '1s'] });
+    const want = [
+      [/otlp\/silent: .*no answer from the server within request_timeout/, 'gRPC silent server: connection not dropped'],
+      [/otlphttp\/silent: .*context deadline exceeded/, 'HTTP silent server: no deadline'],
+      [/otlp\/hole: .*connect timeout/, 'gRPC black hole: no connect timeout'],
+      [/otlphttp\/hole: .*connect timeout/, 'HTTP black hole: no connect timeout'],
+    ];
+    await H.waitFor(() => want.every(([re]) => re.test(sonde.log())), 15000, 'timeouts').catch(() => {});
+    for (const [re, msg] of want) if (!re.test(sonde.log())) errs.push(msg);
+    errs.push(...(await sonde.stop()).problems);
+    hole.kill();
+    silent.close();
+    if (errs.length) errs.push('sonde log:\n' + sonde.log().split('\n').slice(-20).join('\n'));
+    return errs;
+  },
   http_permanent_400: () =>
     permanent({ type: 'otlphttp', http: true, behavior: { failFirst: 1e9, httpStatus: 400 }, logMatch: /HTTP Status Code 400/ }),
   grpc_reconnect: async () => {
