@@ -1,6 +1,7 @@
 #include "otlp_common.h"
 
 #include <ctype.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,16 @@
 
 static const char *const compressions[] = {"gzip", "zstd", "none", NULL};
 static const char *const encodings[] = {"proto", "json", NULL};
+
+typedef struct otlp_compression_params {
+  int64_t level;
+} otlp_compression_params;
+
+static const sonde_option compression_params_options[] = {
+    SONDE_OPT_RANGE("level", SONDE_OPT_INT, otlp_compression_params, level, "0", -1, 22,
+                    "gzip 1-9 (-1 or 0: zlib's default, 6), zstd 1-22 (0: 1)"),
+    SONDE_OPT_END,
+};
 
 static const sonde_option tls_options[] = {
     SONDE_OPT("insecure", SONDE_OPT_BOOL, otlp_tls_config, insecure, "false",
@@ -37,6 +48,8 @@ static const sonde_option tls_options[] = {
                 "headers added to every request"),                                                 \
       SONDE_OPT_ENUMV("compression", otlp_config, compression, "gzip", compressions,               \
                       "payload compression"),                                                      \
+      SONDE_OPT_NESTED("compression_params", otlp_config, compression_params,                      \
+                       compression_params_options, "compression level"),                           \
       SONDE_OPT("request_timeout", SONDE_OPT_DURATION, otlp_config, request_timeout_ns, "5s",      \
                 "deadline of one request on the wire (sent as grpc-timeout); keep it equal to "    \
                 "timeout, which plug-ins cannot read (0: none)")
@@ -79,8 +92,22 @@ static int tls_validate(const otlp_tls_config *t, char *err, size_t errlen) {
   return 0;
 }
 
+static int level_validate(const otlp_config *c, char *err, size_t errlen) {
+  int64_t l = c->compression_params.level;
+  if (c->compression == OTLP_COMP_GZIP && l > 9) {
+    snprintf(err, errlen, "unsupported compression level %" PRId64 " for gzip (1-9)", l);
+    return SONDE_ECONFIG;
+  }
+  if (c->compression == OTLP_COMP_ZSTD && l < 0) {
+    snprintf(err, errlen, "unsupported compression level %" PRId64 " for zstd (1-22)", l);
+    return SONDE_ECONFIG;
+  }
+  return 0;
+}
+
 int otlp_grpc_validate(const void *config, char *err, size_t errlen) {
   const otlp_config *c = config;
+  if (level_validate(c, err, errlen)) return SONDE_ECONFIG;
   if (empty(c->endpoint)) {
     snprintf(err, errlen, "requires a non-empty \"endpoint\"");
     return SONDE_ECONFIG;
@@ -93,6 +120,7 @@ int otlp_grpc_validate(const void *config, char *err, size_t errlen) {
 
 int otlp_http_validate(const void *config, char *err, size_t errlen) {
   const otlp_config *c = config;
+  if (level_validate(c, err, errlen)) return SONDE_ECONFIG;
   const char *eps[] = {c->endpoint, c->traces_endpoint, c->metrics_endpoint, c->logs_endpoint,
                        c->profiles_endpoint};
   bool any = false;
@@ -217,27 +245,33 @@ int otlp_parse_http_url(const char *url, otlp_url *u, char *err, size_t errlen) 
 static _Thread_local ZSTD_CCtx *tl_zstd;
 static _Thread_local z_stream tl_gzip;
 static _Thread_local bool tl_gzip_ready;
+static _Thread_local int tl_gzip_level;
 
-int otlp_compress(int comp, const uint8_t *in, size_t len, sonde_buf *out) {
+int otlp_compress(int comp, int level, const uint8_t *in, size_t len, sonde_buf *out) {
   out->len = 0;
   if (comp == OTLP_COMP_ZSTD) {
     if (!tl_zstd && !(tl_zstd = ZSTD_createCCtx())) return SONDE_ENOMEM;
     size_t bound = ZSTD_compressBound(len);
     if (sonde_buf_reserve(out, bound)) return SONDE_ENOMEM;
-    size_t r = ZSTD_compressCCtx(tl_zstd, out->data, bound, in, len, 1);
+    size_t r = ZSTD_compressCCtx(tl_zstd, out->data, bound, in, len, level > 0 ? level : 1);
     if (ZSTD_isError(r)) return SONDE_EIO;
     out->len = r;
     return 0;
   }
   if (comp == OTLP_COMP_GZIP) {
     z_stream *z = &tl_gzip;
+    int lv = level >= 1 && level <= 9 ? level : Z_DEFAULT_COMPRESSION;
+    if (tl_gzip_ready && tl_gzip_level != lv) { /* another exporter, another level */
+      deflateEnd(z);
+      tl_gzip_ready = false;
+    }
     if (!tl_gzip_ready) {
       memset(z, 0, sizeof *z);
       /* zlib's default level, as Go's gzip.DefaultCompression that otelcol uses. */
-      if (deflateInit2(z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
-          Z_OK)
+      if (deflateInit2(z, lv, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         return SONDE_ENOMEM;
       tl_gzip_ready = true;
+      tl_gzip_level = lv;
     } else if (deflateReset(z) != Z_OK) {
       return SONDE_EIO;
     }

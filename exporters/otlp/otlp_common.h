@@ -30,6 +30,9 @@ typedef struct otlp_config {
   otlp_tls_config tls;
   sonde_strmap headers;
   int compression;
+  struct {
+    int64_t level;
+  } compression_params;
   int64_t request_timeout_ns;
   /* otlp_http only */
   char *traces_endpoint, *metrics_endpoint, *logs_endpoint, *profiles_endpoint;
@@ -60,8 +63,9 @@ int otlp_parse_http_url(const char *url, otlp_url *u, char *err, size_t errlen);
 
 /* ---- payloads ------------------------------------------------------------------------------- */
 
-/* Compresses in into out (replacing its contents). Thread-safe; for work callbacks. */
-int otlp_compress(int comp, const uint8_t *in, size_t len, sonde_buf *out);
+/* Compresses in into out (replacing its contents) at level (0: the codec's default). Thread-safe;
+ * for work callbacks. */
+int otlp_compress(int comp, int level, const uint8_t *in, size_t len, sonde_buf *out);
 /* Decompresses a small response body ("gzip" / "zstd"), at most max bytes. */
 int otlp_decompress(const char *enc, const uint8_t *in, size_t len, size_t max, sonde_buf *out);
 

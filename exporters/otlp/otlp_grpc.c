@@ -642,7 +642,8 @@ static void encode_work(void *arg) {
     if ((r->enc_status = sonde_buf_reserve(&raw, n ? n : 1))) return;
     raw.len = sonde_batch_pack(r->b, raw.data);
     sonde_buf z = {0};
-    r->enc_status = otlp_compress(comp, raw.data, raw.len, &z);
+    r->enc_status =
+        otlp_compress(comp, (int)r->g->cfg->compression_params.level, raw.data, raw.len, &z);
     sonde_buf_free(&raw);
     if (!r->enc_status && !(r->enc_status = sonde_buf_reserve(&r->payload, z.len + 5))) {
       memcpy(r->payload.data + 5, z.data, z.len);

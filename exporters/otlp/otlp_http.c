@@ -522,7 +522,9 @@ static void encode_work(void *arg) {
       r->body = raw;
       memset(&raw, 0, sizeof raw);
     } else {
-      r->enc_status = otlp_compress(r->x->cfg->compression, raw.data, raw.len, &r->body);
+      r->enc_status =
+          otlp_compress(r->x->cfg->compression, (int)r->x->cfg->compression_params.level, raw.data,
+                        raw.len, &r->body);
     }
   }
   sonde_buf_free(&raw);

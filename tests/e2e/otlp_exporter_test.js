@@ -173,7 +173,7 @@ const CASES = {
     delivery({
       type: 'otlp',
       impl: 'http2',
-      lines: ['compression: zstd', 'tls:', '  insecure: true'],
+      lines: ['compression: zstd', 'compression_params:', '  level: 3', 'tls:', '  insecure: true'],
       check: (ref, errs) => {
         if (!ref.stats.encodings.zstd) errs.push(`no zstd request: ${JSON.stringify(ref.stats.encodings)}`);
       },
@@ -254,7 +254,7 @@ const CASES = {
     delivery({
       type: 'otlphttp',
       http: true,
-      lines: ['headers:', '  x-scope-orgid: tenant-2'],
+      lines: ['headers:', '  x-scope-orgid: tenant-2', 'compression_params:', '  level: 1'],
       check: (ref, errs) => {
         const h = ref.stats.headers[0] || {};
         if (h['content-encoding'] !== 'gzip' || h['x-scope-orgid'] !== 'tenant-2') errs.push(`headers ${JSON.stringify(h)}`);
