@@ -3,6 +3,8 @@
 // (tests/e2e/node/otlp_reference.js): a healthy gRPC one, a gRPC one that answers slowly, and an
 // HTTP one that is down at first. testgen feeds the gateway pipelines (added next to the otlp
 // receiver by an overlay config); then:
+// Besides testgen, real OTLP clients send 200 more spans through the gateway's own otlp receiver
+// (100 over gRPC with @grpc/grpc-js, 100 over HTTP protobuf), shaped like testgen's. Then:
 //   - the healthy backend receives every item, field by field, as fast as in a run without the
 //     bad backends (within a margin);
 //   - the stopped backend's items wait in its queue and arrive once it starts;
@@ -13,6 +15,7 @@ const path = require('node:path');
 const fs = require('node:fs');
 const { startReference } = require('./node/otlp_reference.js');
 const H = require('./node/otlp_exporter_harness.js');
+const client = require('./node/otlp_testgen_client.js');
 
 const SRC = process.env.SONDE_SOURCE_DIR || path.resolve(__dirname, '../..');
 const GATEWAY = path.join(SRC, 'config/pipelines/gateway.yaml');
@@ -108,13 +111,22 @@ async function ports() {
   const slow = await startReference({ grpcPort: p.slow, behavior: { delayMs: SLOW_MS } });
   s = await runGateway(p, EXPORTERS);
   let stopped = null;
+  const produced = { traces: COUNT + 200, metrics: COUNT, logs: COUNT };
   try {
-    await H.waitFor(() => SIGNALS.every((g) => healthy.items[g] >= COUNT), 30000, 'healthy delivery');
+    const sends = [];
+    for (let k = 0; k < 10; k++) {
+      sends.push(client.sendGrpc(`127.0.0.1:${p.inGrpc}`, client.traces(COUNT + k * 10, 10, 0, 1000 + k)));
+      sends.push(client.sendHttp(`127.0.0.1:${p.inHttp}`, client.traces(COUNT + 100 + k * 10, 10, 0, 2000 + k)));
+    }
+    const st = await Promise.all(sends);
+    const bad = st.filter((x, k) => x !== (k % 2 ? 200 : 0));
+    if (bad.length) errs.push(`the otlp receiver answered ${JSON.stringify(st)}`);
+    await H.waitFor(() => SIGNALS.every((g) => healthy.items[g] >= produced[g]), 30000, 'healthy delivery');
     await H.sleep(300);
     const took = span(healthy);
-    notes.push(`with a slow and a stopped backend: healthy got ${COUNT} items per signal in ${took} ms`);
+    notes.push(`with a slow and a stopped backend: healthy got ${JSON.stringify(produced)} items in ${took} ms`);
     if (took > baseline * 1.5 + 500) errs.push(`healthy backend slowed down: ${took} ms vs ${baseline} ms alone`);
-    for (const g of SIGNALS) errs.push(...H.checkComplete(g, healthy.received[g], COUNT));
+    for (const g of SIGNALS) errs.push(...H.checkComplete(g, healthy.received[g], produced[g]));
     if (!/0 refusals/.test(s.log())) errs.push('the receiver (testgen) was refused: back-pressure leaked');
 
     // The stopped backend starts now; its queued items arrive.
@@ -131,7 +143,7 @@ async function ports() {
             H.metric(m, `otelcol_exporter_sent_${it}_total`, { exporter: e }) +
             H.metric(m, `otelcol_exporter_enqueue_failed_${it}_total`, { exporter: e }) +
             H.metric(m, `otelcol_exporter_send_failed_${it}_total`, { exporter: e });
-          return sum === COUNT;
+          return sum === produced[g];
         }),
       );
     };
@@ -148,7 +160,7 @@ async function ports() {
         const enq = H.metric(m, `otelcol_exporter_enqueue_failed_${it}_total`, { exporter: e });
         const fail = H.metric(m, `otelcol_exporter_send_failed_${it}_total`, { exporter: e });
         notes.push(`${e} ${g}: sent ${sent}, enqueue_failed ${enq}, send_failed ${fail}, backend has ${backends[e].items[g]}`);
-        if (sent + enq + fail !== COUNT) errs.push(`${e} ${g}: ${sent}+${enq}+${fail} != ${COUNT}`);
+        if (sent + enq + fail !== produced[g]) errs.push(`${e} ${g}: ${sent}+${enq}+${fail} != ${produced[g]}`);
         if (backends[e].items[g] !== sent) errs.push(`${e} ${g}: backend has ${backends[e].items[g]} items, sent says ${sent}`);
         const { errs: fe, seen } = H.checkTestgen(g, backends[e].received[g]);
         errs.push(...fe.slice(0, 5));
