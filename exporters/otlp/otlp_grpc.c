@@ -421,6 +421,8 @@ static int submit(ogrpc *g, greq *r) {
   r->off = 0;
   int32_t sid = nghttp2_submit_request(g->sess, NULL, nva, nf + g->nextra, &dp, r);
   free(nva);
+  if (sid == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE || sid == NGHTTP2_ERR_START_STREAM_NOT_ALLOWED)
+    return SONDE_EFULL; /* this connection is used up (2^31 stream ids) or going away */
   if (sid < 0) return sid == NGHTTP2_ERR_NOMEM ? SONDE_ENOMEM : SONDE_ERETRY;
   r->stream_id = sid;
   return 0;
@@ -469,6 +471,16 @@ static void kick(ogrpc *g) {
     r->waiting = false;
     if (!g->wait_head) g->wait_tail = NULL;
     int rc = submit(g, r);
+    if (rc == SONDE_EFULL) {
+      /* Back to the head of the line; a new connection takes over once this one's streams end
+       * (session_send treats it as after a GOAWAY). */
+      r->qnext = g->wait_head;
+      g->wait_head = r;
+      if (!g->wait_tail) g->wait_tail = r;
+      r->waiting = true;
+      g->goaway = true;
+      break;
+    }
     if (rc) {
       sonde_log(g->h, SONDE_LOG_WARN, "cannot start a stream: %s", sonde_strerror(rc));
       complete(r, SONDE_ERETRY, 0);
