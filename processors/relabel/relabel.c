@@ -157,6 +157,11 @@ static const struct {
     {"process.executable.name", "__meta_process_executable_name"},
 };
 
+/* Sets a discovery label unless an attribute of that name is already a label (it wins). */
+static int set_derived(rl_labels *ls, const char *name, const char *value) {
+  return *rl_labels_get(ls, name) ? 0 : rl_labels_set(ls, name, value);
+}
+
 /* The labels of a resource: its scalar attributes, then the discovery labels. */
 static int labels_of(const relabel *p, const resource_t *r, rl_labels *ls) {
   char buf[64];
@@ -169,7 +174,7 @@ static int labels_of(const relabel *p, const resource_t *r, rl_labels *ls) {
   }
   for (size_t k = 0; k < sizeof k8s_single / sizeof k8s_single[0] && !rc; k++) {
     const char *t = attr_text(r, k8s_single[k].attr, buf, sizeof buf);
-    if (t) rc = rl_labels_set(ls, k8s_single[k].label, t);
+    if (t) rc = set_derived(ls, k8s_single[k].label, t);
   }
   for (size_t i = 0; r && i < r->n_attributes && !rc; i++) {
     const kv_t *kv = r->attributes[i];
@@ -184,12 +189,12 @@ static int labels_of(const relabel *p, const resource_t *r, rl_labels *ls) {
       if (!name) return SONDE_ENOMEM;
       snprintf(name, n, "%s%s", k8s_families[k].label, kv->key + pl);
       sanitize(name + ll);
-      rc = rl_labels_set(ls, name, t);
+      rc = set_derived(ls, name, t);
       if (!rc && strstr(k8s_families[k].label, "_label_")) {
         /* __meta_kubernetes_pod_labelpresent_<name>, as Prometheus's pod discovery adds. */
         snprintf(name, n, "__meta_kubernetes_pod_labelpresent_%s", kv->key + pl);
         sanitize(name + strlen("__meta_kubernetes_pod_labelpresent_"));
-        rc = rl_labels_set(ls, name, "true");
+        rc = set_derived(ls, name, "true");
       }
       free(name);
     }
@@ -199,7 +204,7 @@ static int labels_of(const relabel *p, const resource_t *r, rl_labels *ls) {
     const char *pid = rl_labels_get(ls, "__meta_process_pid");
     const char *cg = *pid ? read_cgroup(p, pid, line, sizeof line) : NULL;
     if (!cg) cg = attr_text(r, "container.id", buf, sizeof buf);
-    if (cg) rc = rl_labels_set(ls, "__meta_process_cgroup", cg);
+    if (cg) rc = set_derived(ls, "__meta_process_cgroup", cg);
   }
   return rc;
 }

@@ -168,8 +168,7 @@ service:
 """ % (hport, proc)
     with open(s.config, "w") as f:
         f.write(cfg.replace("@TMP@", s.tmp))
-    s.start()
-    s.wait_log(r"(?i)start|ready|listen")
+    s.start()  # post() below retries until the receiver listens
     checkout = {"service.name": "unknown_service", "k8s.namespace.name": "shop",
                 "k8s.pod.name": "checkout-7d9f", "k8s.pod.labels.app": "checkout",
                 "k8s.pod.labels.app.kubernetes.io/version": "1.2",
@@ -177,7 +176,8 @@ service:
                 "process.executable.name": "checkoutd"}
     system = {"k8s.namespace.name": "kube-system", "k8s.pod.name": "coredns-1",
               "k8s.pod.label.app": "coredns"}
-    bare = {"process.pid": 4343, "container.id": "deadbeef"}
+    bare = {"process.pid": 4343, "container.id": "deadbeef",
+            "__meta_kubernetes_pod_container_name": "given"}
     span = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
             "name": "GET /cart", "startTimeUnixNano": "1", "endTimeUnixNano": "2"}
     body = {"resourceSpans": [{"resource": resource(a), "scopeSpans": [{"spans": [span]}]}
@@ -217,6 +217,7 @@ service:
         other = res[1]
         assert other.get("cgroup") == "deadbeef" and "service_name" not in other, other
         assert other.get("container.id") == "deadbeef", other
+        assert other.get("container") == "given", other  # an attribute wins over a derived label
         assert not any(k.startswith("__") for k in other), other
     print("discovery: Parca rule, labelmap, cgroup, k8s drop on traces and profiles")
 
