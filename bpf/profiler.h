@@ -61,8 +61,13 @@ _Static_assert(sizeof(struct sonde_prof_exit) == 16, "struct sonde_prof_exit lay
 /* Read-only configuration, set before load. */
 struct sonde_prof_config {
   __u32 include_only; /* 1: sample only pids marked INCLUDE in pid_filter */
-  __u32 pad;
+  __u32 wakeup_bytes; /* wake user space only when this much is waiting in the ring buffer */
 };
 _Static_assert(sizeof(struct sonde_prof_config) == 8, "struct sonde_prof_config layout");
+
+/* The ring buffer: ~490 samples. User space drains it every SONDE_PROF_DRAIN_MS and is woken
+ * early when it is half full. */
+#define SONDE_PROF_RINGBUF_BYTES (1u << 20)
+#define SONDE_PROF_DRAIN_MS 250
 
 #endif

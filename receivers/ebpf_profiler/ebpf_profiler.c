@@ -198,6 +198,7 @@ typedef struct proc {
   uint64_t loaded_at; /* uv_hrtime of the last read */
   uint64_t samples;   /* in the current interval */
   unsigned quiet;     /* intervals without samples */
+  char comm[16];      /* thread name of the first sample: the name when /proc is gone */
 } proc;
 
 typedef struct load_job {
@@ -226,6 +227,7 @@ struct prof {
   struct bpf_link **links; /* per possible CPU */
   struct bpf_link *exit_link;
   sonde_timer *timer;
+  sonde_timer *drain; /* BPF wakes us only when the ring fills up: drain it periodically */
   proc *buckets[PROC_BUCKETS];
   size_t nprocs;
   unsigned jobs; /* load jobs in flight */
@@ -387,6 +389,7 @@ static int on_sample(prof *p, const struct sonde_prof_sample *s) {
     proc_queue_read(p, q);
   }
   if (q->verdict < 0) return 0;
+  if (!q->comm[0]) memcpy(q->comm, s->comm, sizeof(q->comm) - 1);
   uint32_t nk = s->n_kstack <= SONDE_PROF_KSTACK_MAX ? s->n_kstack : SONDE_PROF_KSTACK_MAX;
   uint32_t nu = s->n_ustack <= SONDE_PROF_USTACK_MAX ? s->n_ustack : SONDE_PROF_USTACK_MAX;
 
@@ -460,6 +463,14 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   }
   int n = ring_buffer__consume(p->rb);
   if (n < 0) sonde_log(p->h, SONDE_LOG_WARN, "ring buffer: %s", strerror(-n));
+}
+
+static void on_drain(void *arg) {
+  prof *p = arg;
+  if (p->rb) {
+    int n = ring_buffer__consume(p->rb);
+    if (n < 0) sonde_log(p->h, SONDE_LOG_WARN, "ring buffer: %s", strerror(-n));
+  }
 }
 
 /* ---- perf events ----------------------------------------------------------------------------- */
@@ -783,9 +794,9 @@ static Opentelemetry__Proto__Resource__V1__Resource *resource_new(prof *p, sonde
   opentelemetry__proto__resource__v1__resource__init(r);
   size_t n = 0;
   if (!(a[n++] = kv_int(b, "process.pid", q->pid))) return NULL;
-  if (q->have_info && q->info.exe_name &&
-      !(a[n++] = kv_str(b, "process.executable.name", q->info.exe_name)))
-    return NULL;
+  /* A process gone before /proc was read is still named, by its thread name. */
+  const char *name = q->have_info && q->info.exe_name ? q->info.exe_name : q->comm;
+  if (name[0] && !(a[n++] = kv_str(b, "process.executable.name", name))) return NULL;
   if (q->have_info && q->info.exe_path &&
       !(a[n++] = kv_str(b, "process.executable.path", q->info.exe_path)))
     return NULL;
@@ -1105,10 +1116,11 @@ static int prof_start(void *inst) {
   const prof_select *inc = &p->cfg->include;
   p->skel->rodata->cfg.include_only =
       inc->pids.n && !inc->executables.n && !inc->cgroups.n && !inc->container_ids.n;
+  p->skel->rodata->cfg.wakeup_bytes = SONDE_PROF_RINGBUF_BYTES / 2;
   if (sonde_profiler__load(p->skel)) {
     int e = errno;
     sonde_log(p->h, SONDE_LOG_ERROR, "loading the BPF profiler: %s%s", strerror(e),
-              e == EPERM || e == EACCES ? " (needs CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN)"
+              e == EPERM || e == EACCES ? " (the verifier rejected it: see the log above)"
                                         : " (run with log level debug for libbpf's verifier log)");
     rc = e == EPERM || e == EACCES ? SONDE_EPERM : SONDE_EIO;
     goto fail;
@@ -1173,6 +1185,9 @@ static int prof_start(void *inst) {
   if ((rc = p->h->api->timer_start(p->h, p->cfg->reporter_interval_ns, p->cfg->reporter_interval_ns,
                                    on_report, p, &p->timer)))
     goto fail;
+  if ((rc = p->h->api->timer_start(p->h, SONDE_PROF_DRAIN_MS * 1000000ll,
+                                   SONDE_PROF_DRAIN_MS * 1000000ll, on_drain, p, &p->drain)))
+    goto fail;
   sonde_log(p->h, SONDE_LOG_INFO,
             "sampling %d CPUs at %" PRId64 " Hz, reporting every %" PRId64 " ms", p->ncpus,
             p->cfg->samples_per_second, p->cfg->reporter_interval_ns / 1000000);
@@ -1182,6 +1197,10 @@ fail_errno:
   sonde_log(p->h, SONDE_LOG_ERROR, "setting up the BPF profiler: %s", strerror(errno));
   rc = SONDE_EIO;
 fail:
+  if (p->timer) {
+    p->h->api->timer_stop(p->timer);
+    p->timer = NULL;
+  }
   if (p->poll) {
     uv_close((uv_handle_t *)p->poll, poll_closed);
     p->poll = NULL;
@@ -1206,6 +1225,10 @@ static void prof_shutdown(void *inst, void (*done)(void *arg), void *arg) {
     p->h->api->timer_stop(p->timer);
     p->timer = NULL;
   }
+  if (p->drain) {
+    p->h->api->timer_stop(p->drain);
+    p->drain = NULL;
+  }
   p->stopping = true;
   if (p->poll) {
     uv_poll_stop(p->poll);
@@ -1221,6 +1244,7 @@ static void prof_shutdown(void *inst, void (*done)(void *arg), void *arg) {
 static void prof_destroy(void *inst) {
   prof *p = inst;
   if (p->timer) p->h->api->timer_stop(p->timer);
+  if (p->drain) p->h->api->timer_stop(p->drain);
   teardown_bpf(p);
   for (size_t i = 0; i < PROC_BUCKETS; i++) {
     for (proc *q = p->buckets[i], *next; q; q = next) {

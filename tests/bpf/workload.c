@@ -4,6 +4,7 @@
  *   workload cpu SECONDS    main -> chain_a -> chain_b -> chain_c -> chain_d -> chain_e (spins)
  *   workload sys SECONDS    main -> chain_a -> ... -> chain_e -> getppid() in a loop (kernel time)
  *   workload spawn N MS     N short-lived children one after the other, each spinning MS ms
+ *   workload deep D SECONDS main -> recurse (D frames) -> chain_a -> ... (deep stacks, benchmarks)
  *
  * Every chain function calls the next one and then does work with its result, so the compiler
  * neither inlines them (noinline) nor turns the call into a jump (no sibling call).
@@ -62,6 +63,12 @@ __attribute__((noinline)) unsigned long chain_a(unsigned long x) {
   return r;
 }
 
+__attribute__((noinline)) unsigned long recurse(int depth, unsigned long x) {
+  unsigned long r = depth > 0 ? recurse(depth - 1, x + 1) : chain_a(x);
+  sink += r;
+  return r ^ (unsigned long)depth;
+}
+
 static void spin_ms(int ms) {
   double end = now() + ms / 1000.0;
   unsigned long x = 1;
@@ -77,6 +84,11 @@ int main(int argc, char **argv) {
     deadline = now() + atof(argv[2]);
     unsigned long r = chain_a(1);
     sink += r;
+    return 0;
+  }
+  if (argc >= 4 && !strcmp(argv[1], "deep")) {
+    deadline = now() + atof(argv[3]);
+    sink += recurse(atoi(argv[2]), 1);
     return 0;
   }
   if (argc >= 4 && !strcmp(argv[1], "spawn")) {
@@ -96,6 +108,6 @@ int main(int argc, char **argv) {
     }
     return 0;
   }
-  fprintf(stderr, "usage: workload cpu|sys SECONDS | spawn N MS\n");
+  fprintf(stderr, "usage: workload cpu|sys SECONDS | spawn N MS | deep D SECONDS\n");
   return 2;
 }
