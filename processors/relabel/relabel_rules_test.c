@@ -364,12 +364,87 @@ static void test_drop_internal(void **state) {
   rl_labels_free(&ls);
 }
 
+/* ---- allocation failures: every malloc/calloc/realloc/strdup of relabel_rules.c fails in turn
+ * (linked with --wrap); rl_apply must report SONDE_ENOMEM and leak nothing (ASan builds). */
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t m);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+static long alloc_count, fail_at = -1;
+static bool fail_now(void) {
+  return fail_at >= 0 && alloc_count++ == fail_at;
+}
+void *__wrap_malloc(size_t n) {
+  return fail_now() ? NULL : __real_malloc(n);
+}
+void *__wrap_calloc(size_t n, size_t m) {
+  return fail_now() ? NULL : __real_calloc(n, m);
+}
+void *__wrap_realloc(void *p, size_t n) {
+  return fail_now() ? NULL : __real_realloc(p, n);
+}
+char *__wrap_strdup(const char *s) {
+  return fail_now() ? NULL : __real_strdup(s);
+}
+
+static void test_alloc_failures(void **state) {
+  (void)state;
+  rule rs[] = {R("replace", "a,b", .regex = "(.*);(.*)", .target = "${1}_x", .repl = "$2-$1"),
+               R("labelmap", .regex = "(.)_x", .repl = "m_$1"),
+               R("hashmod", "a", .target = "h", .modulus = 10), R("labeldrop", .regex = "b"),
+               R("lowercase", "a", .target = "low")};
+  size_t nr = sizeof rs / sizeof rs[0];
+  rl_rule_cfg cfgs[5];
+  for (size_t i = 0; i < nr; i++)
+    cfgs[i] = to_cfg(&rs[i]);
+  rl_rules *r = NULL;
+  char err[256];
+  assert_int_equal(rl_compile(cfgs, nr, RL_NAMES_LEGACY, &r, err, sizeof err), 0);
+  int failures = 0;
+  for (long n = 0;; n++) {
+    rl_labels ls = {0};
+    assert_int_equal(rl_labels_set(&ls, "a", "Foo"), 0);
+    assert_int_equal(rl_labels_set(&ls, "b", "bar"), 0);
+    bool keep;
+    alloc_count = 0;
+    fail_at = n;
+    int rc = rl_apply(r, &ls, &keep);
+    bool hit = alloc_count > n;
+    fail_at = -1;
+    rl_labels_free(&ls);
+    if (!hit) { /* allocation n was never reached: every one before it failed once */
+      assert_int_equal(rc, 0);
+      break;
+    }
+    if (rc != SONDE_ENOMEM) fail_msg("allocation %ld failed but rl_apply returned %d", n, rc);
+    failures++;
+  }
+  assert_true(failures > 10);
+  /* rl_compile too. */
+  for (long n = 0;; n++) {
+    rl_rules *r2 = NULL;
+    alloc_count = 0;
+    fail_at = n;
+    int rc = rl_compile(cfgs, nr, RL_NAMES_LEGACY, &r2, err, sizeof err);
+    bool hit = alloc_count > n;
+    fail_at = -1;
+    rl_free(r2);
+    if (!hit) {
+      assert_int_equal(rc, 0);
+      break;
+    }
+    assert_int_equal(rc, SONDE_ENOMEM);
+  }
+  rl_free(r);
+  for (size_t i = 0; i < nr; i++)
+    free_cfg(&cfgs[i]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_table),
-      cmocka_unit_test(test_hashmod),
-      cmocka_unit_test(test_validate),
-      cmocka_unit_test(test_drop_internal),
+      cmocka_unit_test(test_table),          cmocka_unit_test(test_hashmod),
+      cmocka_unit_test(test_validate),       cmocka_unit_test(test_drop_internal),
+      cmocka_unit_test(test_alloc_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
