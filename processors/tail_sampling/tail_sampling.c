@@ -112,8 +112,17 @@ static const sonde_option rate_opts[] = {
 };
 
 #define POLICY_COMMON_OPTS                                                                         \
-  SONDE_OPT("name", SONDE_OPT_STRING, policy_cfg, name, NULL, "policy name (metrics label)"),      \
-      SONDE_OPT_ENUMV("type", policy_cfg, type, "always_sample", type_values, "policy type"),      \
+  {.name = "name",                                                                                 \
+   .type = SONDE_OPT_STRING,                                                                       \
+   .offset = offsetof(policy_cfg, name),                                                           \
+   .doc = "policy name (metrics label)",                                                           \
+   .flags = SONDE_OPT_REQUIRED},                                                                   \
+      {.name = "type",                                                                             \
+       .type = SONDE_OPT_ENUM,                                                                     \
+       .offset = offsetof(policy_cfg, type),                                                       \
+       .doc = "policy type",                                                                       \
+       .enum_values = type_values,                                                                 \
+       .flags = SONDE_OPT_REQUIRED},                                                               \
       SONDE_OPT_NESTED("latency", policy_cfg, latency, latency_opts, "latency policy"),            \
       SONDE_OPT_NESTED("status_code", policy_cfg, status_code, status_opts, "status_code policy"), \
       SONDE_OPT_NESTED("probabilistic", policy_cfg, probabilistic, prob_opts,                      \
