@@ -221,7 +221,8 @@ struct prof {
   const prof_config *cfg;
   struct sonde_profiler *skel;
   struct ring_buffer *rb;
-  uv_poll_t *poll; /* freed in its close callback */
+  prof_bidcache *bids; /* shared with the pool threads (it has its own lock) */
+  uv_poll_t *poll;     /* freed in its close callback */
   int ncpus;
   int *pfd;                /* perf event fd per possible CPU, -1 when none */
   struct bpf_link **links; /* per possible CPU */
@@ -315,7 +316,7 @@ static void proc_decide(prof *p, proc *q) {
 
 static void load_work(void *arg) {
   load_job *j = arg;
-  j->rc = prof_procinfo_read((int)j->pid, &j->info);
+  j->rc = prof_procinfo_read((int)j->pid, j->p->bids, &j->info);
 }
 
 static void maybe_finish_shutdown(prof *p);
@@ -1053,6 +1054,10 @@ static int prof_create(const sonde_host *h, const void *config, uint32_t signals
   p->h = h;
   p->cfg = config;
   p->self_pid = (uint32_t)getpid();
+  if (!(p->bids = prof_bidcache_new())) {
+    free(p);
+    return SONDE_ENOMEM;
+  }
   if (gethostname(p->hostname, sizeof(p->hostname) - 1))
     snprintf(p->hostname, sizeof(p->hostname), "unknown");
   elf_version(EV_CURRENT);
@@ -1255,6 +1260,7 @@ static void prof_destroy(void *inst) {
   }
   kmap_free(&p->agg);
   free(p->counts);
+  prof_bidcache_free(p->bids);
   free(p);
 }
 

@@ -7,9 +7,11 @@
 #include <gelf.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "sonde/errors.h"
@@ -41,6 +43,70 @@ size_t prof_elf_build_id(const char *path, uint8_t *out, size_t cap) {
   if (e) elf_end(e);
   close(fd);
   return len;
+}
+
+#define BIDCACHE_SLOTS 1024
+
+typedef struct bid_slot {
+  uint64_t dev, ino, size, mtime_ns;
+  uint8_t len, valid;
+  uint8_t id[PROF_BUILD_ID_MAX];
+} bid_slot;
+
+struct prof_bidcache {
+  pthread_mutex_t mu;
+  bid_slot slot[BIDCACHE_SLOTS];
+};
+
+prof_bidcache *prof_bidcache_new(void) {
+  prof_bidcache *c = calloc(1, sizeof(*c));
+  if (c && pthread_mutex_init(&c->mu, NULL)) {
+    free(c);
+    c = NULL;
+  }
+  return c;
+}
+
+void prof_bidcache_free(prof_bidcache *c) {
+  if (!c) return;
+  pthread_mutex_destroy(&c->mu);
+  free(c);
+}
+
+static bid_slot *bid_slot_of(prof_bidcache *c, const struct stat *st) {
+  uint64_t h = ((uint64_t)st->st_dev * 0x9e3779b97f4a7c15ull) ^
+               ((uint64_t)st->st_ino * 0xff51afd7ed558ccdull);
+  return &c->slot[(h ^ (h >> 29)) % BIDCACHE_SLOTS];
+}
+
+/* The build id of the file at path, through the cache when there is one. */
+static size_t cached_build_id(prof_bidcache *c, const char *path, uint8_t *out, size_t cap) {
+  struct stat st;
+  if (!c || stat(path, &st)) return prof_elf_build_id(path, out, cap);
+  uint64_t mt = (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec;
+  bid_slot *s = bid_slot_of(c, &st);
+  pthread_mutex_lock(&c->mu);
+  if (s->valid && s->dev == (uint64_t)st.st_dev && s->ino == (uint64_t)st.st_ino &&
+      s->size == (uint64_t)st.st_size && s->mtime_ns == mt && s->len <= cap) {
+    size_t n = s->len;
+    memcpy(out, s->id, n);
+    pthread_mutex_unlock(&c->mu);
+    return n;
+  }
+  pthread_mutex_unlock(&c->mu);
+  /* Parsed outside the lock; two threads may parse the same file once each. */
+  size_t n = prof_elf_build_id(path, out, cap);
+  if (n > sizeof(s->id)) return n;
+  pthread_mutex_lock(&c->mu);
+  *s = (bid_slot){.dev = (uint64_t)st.st_dev,
+                  .ino = (uint64_t)st.st_ino,
+                  .size = (uint64_t)st.st_size,
+                  .mtime_ns = mt,
+                  .len = (uint8_t)n,
+                  .valid = 1};
+  memcpy(s->id, out, n);
+  pthread_mutex_unlock(&c->mu);
+  return n;
 }
 
 void prof_container_id(const char *p, char out[65]) {
@@ -102,7 +168,7 @@ static int add_mapping(prof_procinfo *pi, size_t *cap, const prof_mapping *m) {
 }
 
 /* Build ids of the mapped files: one ELF read per distinct file of this process. */
-static void fill_build_ids(int pid, prof_procinfo *pi) {
+static void fill_build_ids(int pid, prof_bidcache *cache, prof_procinfo *pi) {
   char path[PATH_MAX + 64];
   for (size_t i = 0; i < pi->n_maps; i++) {
     prof_mapping *m = &pi->maps[i];
@@ -118,17 +184,17 @@ static void fill_build_ids(int pid, prof_procinfo *pi) {
     if (done) continue;
     /* Through the process's root (containers); map_files also reaches deleted files. */
     snprintf(path, sizeof(path), "/proc/%d/root%s", pid, m->path);
-    size_t n = prof_elf_build_id(path, m->build_id, sizeof(m->build_id));
+    size_t n = cached_build_id(cache, path, m->build_id, sizeof(m->build_id));
     if (!n) {
       snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, pid, m->start,
                m->end);
-      n = prof_elf_build_id(path, m->build_id, sizeof(m->build_id));
+      n = cached_build_id(cache, path, m->build_id, sizeof(m->build_id));
     }
     m->build_id_len = (uint8_t)n;
   }
 }
 
-int prof_procinfo_read(int pid, prof_procinfo *pi) {
+int prof_procinfo_read(int pid, prof_bidcache *cache, prof_procinfo *pi) {
   char path[64], link[PATH_MAX];
   memset(pi, 0, sizeof(*pi));
 
@@ -194,7 +260,7 @@ int prof_procinfo_read(int pid, prof_procinfo *pi) {
     if ((rc = add_mapping(pi, &cap, &m))) free(m.path);
   }
   free(maps);
-  if (!rc) fill_build_ids(pid, pi);
+  if (!rc) fill_build_ids(pid, cache, pi);
   return rc;
 }
 

@@ -28,11 +28,18 @@ typedef struct prof_procinfo {
   size_t n_maps;
 } prof_procinfo;
 
+/* Build ids by file identity (device, inode, size, mtime), shared by every read so a file mapped by
+ * many processes (libc) is parsed once. Bounded (direct-mapped, a collision replaces); a mutex
+ * guards it because reads run on several pool threads at once. */
+typedef struct prof_bidcache prof_bidcache;
+prof_bidcache *prof_bidcache_new(void); /* NULL on out of memory */
+void prof_bidcache_free(prof_bidcache *c);
+
 /* Reads everything about pid (blocking: run it on the thread pool). Returns 0, SONDE_ENOTFOUND when
  * the process is gone, or another error; *out is filled as far as it got either way and must be
  * freed with prof_procinfo_free. Files are opened through /proc/PID/root so containers' paths
  * resolve in their own mount namespace. */
-int prof_procinfo_read(int pid, prof_procinfo *out);
+int prof_procinfo_read(int pid, prof_bidcache *cache, prof_procinfo *out);
 void prof_procinfo_free(prof_procinfo *pi);
 /* The mapping holding addr, or NULL. */
 const prof_mapping *prof_procinfo_find(const prof_procinfo *pi, uint64_t addr);
