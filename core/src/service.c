@@ -493,6 +493,12 @@ static void h_http_close(sonde_http_server *srv) {
   sonde__http_close(srv);
 }
 
+static int64_t h_send_timeout(const sonde_host *h) {
+  const cfgent *e = I(h)->ce;
+  return e->kind == SONDE_KIND_EXPORTER && (e->comp->flags & SONDE_COMP_QUEUED) ? e->qcfg.timeout
+                                                                                : 0;
+}
+
 static const sonde_host_api g_api = {
     .struct_size = sizeof(sonde_host_api),
     .id = h_id,
@@ -516,6 +522,7 @@ static const sonde_host_api g_api = {
     .http_respond = sonde__http_respond,
     .service_status = h_service_status,
     .report_fatal = h_report_fatal,
+    .send_timeout = h_send_timeout,
 };
 
 /* ---- building ---------------------------------------------------------------------------------

@@ -50,9 +50,9 @@ static const sonde_option tls_options[] = {
                       "payload compression"),                                                      \
       SONDE_OPT_NESTED("compression_params", otlp_config, compression_params,                      \
                        compression_params_options, "compression level"),                           \
-      SONDE_OPT("request_timeout", SONDE_OPT_DURATION, otlp_config, request_timeout_ns, "5s",      \
-                "deadline of one request on the wire (sent as grpc-timeout); keep it equal to "    \
-                "timeout, which plug-ins cannot read (0: none)")
+      SONDE_OPT("request_timeout", SONDE_OPT_DURATION, otlp_config, request_timeout_ns, NULL,      \
+                "deadline of one request on the wire (grpc-timeout); unset: the exporter's "       \
+                "timeout")
 
 const sonde_option otlp_grpc_options[] = {
     SONDE_OPT("endpoint", SONDE_OPT_STRING, otlp_config, endpoint, NULL,

@@ -82,6 +82,7 @@ struct greq {
 struct ogrpc {
   const sonde_host *h;
   const otlp_config *cfg;
+  int64_t timeout_ns; /* request_timeout, or the core's timeout when unset */
   uv_loop_t *loop;
   otlp_url url;
   SSL_CTX *tls;
@@ -609,8 +610,8 @@ static void wait_remove(ogrpc *g, greq *r) {
 static void on_tick(uv_timer_t *t) {
   ogrpc *g = t->data;
   uint64_t now = uv_now(g->loop);
-  uint64_t limit = g->cfg->request_timeout_ns > 0 ? (uint64_t)(g->cfg->request_timeout_ns / 1000000)
-                                                  : 20000; /* gRPC's minimum connect timeout */
+  uint64_t limit = g->timeout_ns > 0 ? (uint64_t)(g->timeout_ns / 1000000)
+                                     : 20000; /* gRPC's minimum connect timeout */
   /* A connection attempt that hangs (a black-holed address) ends like a refused one. */
   if (g->state == C_CONNECTING && now - g->connect_start_ms > limit)
     drop_connection(g, "connect timeout", true);
@@ -686,8 +687,7 @@ static void encode_done(void *arg, int status) {
     complete(r, SONDE_ERETRY, 0);
     return;
   }
-  if (g->cfg->request_timeout_ns > 0)
-    r->deadline_ms = uv_now(g->loop) + (uint64_t)(g->cfg->request_timeout_ns / 1000000);
+  if (g->timeout_ns > 0) r->deadline_ms = uv_now(g->loop) + (uint64_t)(g->timeout_ns / 1000000);
   if (g->wait_tail)
     g->wait_tail->qnext = r;
   else
@@ -731,6 +731,10 @@ int otlp_grpc_create(const sonde_host *h, const void *config, uint32_t signals, 
   if (!g) return SONDE_ENOMEM;
   g->h = h;
   g->cfg = cfg;
+  g->timeout_ns = cfg->request_timeout_ns > 0 ? cfg->request_timeout_ns
+                  : h->api->struct_size > offsetof(sonde_host_api, send_timeout)
+                      ? h->api->send_timeout(h)
+                      : 5000000000LL;
   g->loop = h->api->loop(h);
   g->backoff_ms = BACKOFF_BASE_MS;
   char err[512];
@@ -744,8 +748,8 @@ int otlp_grpc_create(const sonde_host *h, const void *config, uint32_t signals, 
     goto fail;
   }
   if ((rc = otlp_metrics_init(h, signals, &g->m))) goto fail;
-  if (cfg->request_timeout_ns > 0) {
-    int64_t ms = cfg->request_timeout_ns / 1000000;
+  if (g->timeout_ns > 0) {
+    int64_t ms = g->timeout_ns / 1000000;
     if (ms < 1) ms = 1;
     if (ms < 100000000)
       snprintf(g->timeout_hdr, sizeof g->timeout_hdr, "%" PRId64 "m", ms);

@@ -58,6 +58,7 @@ struct hconn {
 struct ohttp {
   const sonde_host *h;
   const otlp_config *cfg;
+  int64_t timeout_ns; /* request_timeout, or the core's timeout when unset */
   uv_loop_t *loop;
   otlp_url url[4];
   bool has_url[4];
@@ -474,8 +475,7 @@ static void dispatch(ohttp *x) {
 static void on_tick(uv_timer_t *t) {
   ohttp *x = t->data;
   uint64_t now = uv_now(x->loop);
-  uint64_t limit =
-      x->cfg->request_timeout_ns > 0 ? (uint64_t)(x->cfg->request_timeout_ns / 1000000) : 30000;
+  uint64_t limit = x->timeout_ns > 0 ? (uint64_t)(x->timeout_ns / 1000000) : 30000;
   /* A connection attempt that hangs (a black-holed address) ends like a refused one. */
 restart_conns:
   for (hconn *k = x->conns; k; k = k->next)
@@ -545,8 +545,7 @@ static void encode_done(void *arg, int status) {
     req_complete(r, SONDE_ERETRY, 0);
     return;
   }
-  if (x->cfg->request_timeout_ns > 0)
-    r->deadline_ms = uv_now(x->loop) + (uint64_t)(x->cfg->request_timeout_ns / 1000000);
+  if (x->timeout_ns > 0) r->deadline_ms = uv_now(x->loop) + (uint64_t)(x->timeout_ns / 1000000);
   wait_push(x, r, false);
   dispatch(x);
 }
@@ -587,6 +586,10 @@ int otlp_http_create(const sonde_host *h, const void *config, uint32_t signals, 
   if (!x) return SONDE_ENOMEM;
   x->h = h;
   x->cfg = cfg;
+  x->timeout_ns = cfg->request_timeout_ns > 0 ? cfg->request_timeout_ns
+                  : h->api->struct_size > offsetof(sonde_host_api, send_timeout)
+                      ? h->api->send_timeout(h)
+                      : 5000000000LL;
   x->loop = h->api->loop(h);
   char err[512];
   int rc = 0;

@@ -202,6 +202,10 @@ typedef struct sonde_host_api {
   int (*service_status)(const sonde_host *h);
   /* A component reports that it cannot go on (the service status turns unhealthy). */
   void (*report_fatal)(const sonde_host *h, int err, const char *msg);
+
+  /* Queued exporters: the core's `timeout` option for one send, in ns (0: none), so the exporter
+   * can put the same deadline on the wire (grpc-timeout). 0 for other components. */
+  int64_t (*send_timeout)(const sonde_host *h);
 } sonde_host_api;
 
 struct sonde_host {
