@@ -1,0 +1,62 @@
+/* .eh_frame -> compact unwind table (x86-64), the user-space half of DWARF unwinding.
+ *
+ * The table is a step function over the file's virtual addresses: row i applies to
+ * [rows[i].pc, rows[i + 1].pc). Each row says how to find the caller's frame from the registers
+ * the BPF walker has (rip, rsp, rbp): CFA = cfa_reg + cfa_off; the return address is at
+ * CFA + ra_off; the caller's rbp at CFA + rbp_off (or rbp is unchanged). Rows the walker cannot
+ * use say so (UW_CFA_NONE: no FDE covers the range; UW_CFA_EXPR: a DWARF expression, e.g. PLT
+ * stubs; UW_RA_UNDEFINED: the outermost frame, _start or a thread's start).
+ *
+ * Self-contained (no libelf/libdw) so the parser that eats untrusted files is the code that is
+ * fuzzed (tests/fuzz/fuzz_ehframe.c). Never reads outside the buffer it is given.
+ */
+#ifndef SONDE_EBPF_PROFILER_EHFRAME_H
+#define SONDE_EBPF_PROFILER_EHFRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+  UW_CFA_NONE = 0, /* no unwind information for this range */
+  UW_CFA_RSP = 1,
+  UW_CFA_RBP = 2,
+  UW_CFA_EXPR = 3,  /* DW_CFA_def_cfa_expression (PLT stubs, signal frames) */
+  UW_CFA_OTHER = 4, /* CFA on another register: not walkable with rip/rsp/rbp */
+};
+
+enum {
+  UW_REG_SAME = 0,   /* rbp: unchanged (undefined or same value) */
+  UW_REG_OFFSET = 1, /* saved at CFA + off */
+  UW_REG_OTHER = 2,  /* expression, register, val_offset...: not supported */
+};
+
+#define UW_RA_UNDEFINED UW_REG_SAME /* for ra: the end of the stack */
+
+typedef struct uw_row {
+  uint64_t pc; /* file virtual address where the row starts */
+  int32_t cfa_off;
+  int32_t rbp_off;
+  int32_t ra_off;
+  uint8_t cfa_type; /* UW_CFA_* */
+  uint8_t rbp_rule; /* UW_REG_* */
+  uint8_t ra_rule;  /* UW_REG_*; UW_RA_UNDEFINED: outermost frame */
+  uint8_t pad;
+} uw_row;
+
+typedef struct uw_table {
+  uw_row *rows; /* sorted by pc, consecutive rows differ */
+  size_t n, cap;
+  size_t fdes;    /* FDEs used */
+  size_t skipped; /* FDEs skipped (unsupported encoding, bad CIE, unknown instruction) */
+} uw_table;
+
+/* Builds the table of the ELF64 little-endian x86-64 image buf[0..len) from its .eh_frame.
+ * Returns 0; SONDE_ENOTFOUND when there is no .eh_frame; SONDE_EPROTO when the image is not an
+ * ELF64 x86-64 file; SONDE_ENOMEM. Malformed entries are skipped and counted. t must be zeroed or
+ * freed before; free it with uw_table_free either way. */
+int uw_table_build(const uint8_t *buf, size_t len, uw_table *t);
+void uw_table_free(uw_table *t);
+/* The row covering pc, or NULL. */
+const uw_row *uw_table_find(const uw_table *t, uint64_t pc);
+
+#endif
