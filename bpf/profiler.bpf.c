@@ -48,6 +48,38 @@ struct {
   __type(value, __u8);
 } sampled SEC(".maps");
 
+/* Unwind rows of every file (user space writes them through mmap). */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, SONDE_UW_ROWS);
+  __uint(map_flags, BPF_F_MMAPABLE);
+  __type(key, __u32);
+  __type(value, struct sonde_uw_row);
+} uw_rows SEC(".maps");
+
+/* pid -> the executable mappings that have unwind rows. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 8192);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, __u32);
+  __type(value, struct sonde_uw_proc);
+} uw_procs SEC(".maps");
+
+/* The walk's state, per CPU (bpf_loop's callback finds it here rather than through pointers). */
+struct walk {
+  __u64 pc, sp, fp;
+  __u32 pid, n;
+  __u32 dwarf_frames, pad;
+  __u64 frames[SONDE_PROF_USTACK_MAX];
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct walk);
+} walk_state SEC(".maps");
+
 /* Drops: [0] ring buffer full, [1] filtered out (diagnostics). */
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -74,6 +106,78 @@ static __always_inline int sample_in_user_mode(struct bpf_perf_event_data *ctx) 
       *(volatile __u64 *)((char *)&ctx->regs + __builtin_offsetof(struct user_pt_regs, pstate));
   return (pstate & 0xf) == 0;
 #endif
+}
+
+/* One frame of the walk: from (pc, sp, fp) of a frame to its caller's. Uses the unwind row of pc
+ * when its file has a table, else frame pointers. Returns 1 to stop. */
+static long walk_step(__u32 i, void *unused) {
+  __u32 zero = 0;
+  struct walk *w = bpf_map_lookup_elem(&walk_state, &zero);
+  if (!w) return 1;
+  struct sonde_uw_proc *proc = bpf_map_lookup_elem(&uw_procs, &w->pid);
+  if (!proc) return 1;
+  /* A return address points after the call, maybe past the function's end: look up pc - 1. */
+  __u64 at = i == 0 ? w->pc : w->pc - 1;
+  struct sonde_uw_map *m = NULL;
+  for (int k = 0; k < SONDE_UW_MAPS; k++) {
+    if (k >= proc->n) break;
+    if (at >= proc->m[k].start && at < proc->m[k].end) {
+      m = &proc->m[k];
+      break;
+    }
+  }
+  __u8 type = SONDE_UW_CFA_NONE, rflags = 0;
+  __s32 cfa_off = 0;
+  __s16 rbp_off = 0;
+  if (m && m->n_rows) {
+    __u64 va = at - m->bias;
+    __u32 lo = m->first_row, hi = m->first_row + m->n_rows;
+    for (int k = 0; k < SONDE_UW_SEARCH_STEPS && hi - lo > 1; k++) {
+      __u32 mid = lo + (hi - lo) / 2;
+      struct sonde_uw_row *r = bpf_map_lookup_elem(&uw_rows, &mid);
+      if (!r) return 1;
+      if (r->pc <= va)
+        lo = mid;
+      else
+        hi = mid;
+    }
+    struct sonde_uw_row *r = bpf_map_lookup_elem(&uw_rows, &lo);
+    if (r && r->pc <= va) {
+      type = r->cfa_type;
+      cfa_off = r->cfa_off;
+      rbp_off = r->rbp_off;
+      rflags = r->flags;
+    }
+  }
+  if (type == SONDE_UW_CFA_RSP || type == SONDE_UW_CFA_RBP) {
+    if (rflags & SONDE_UW_F_END) return 1; /* _start, thread start: the stack is complete */
+    __u64 cfa = (type == SONDE_UW_CFA_RSP ? w->sp : w->fp) + (__s64)cfa_off;
+    __u64 ra;
+    if (bpf_probe_read_user(&ra, sizeof(ra), (const void *)(cfa - 8))) return 1;
+    if (rflags & SONDE_UW_F_RBP_SAVED) {
+      __u64 fp;
+      if (bpf_probe_read_user(&fp, sizeof(fp), (const void *)(cfa + (__s64)rbp_off))) return 1;
+      w->fp = fp;
+    }
+    w->sp = cfa;
+    w->pc = ra;
+    w->dwarf_frames++;
+  } else {
+    /* No table for this pc: frame pointers, as in the plain walk. */
+    __u64 fp = w->fp;
+    if (!fp || (fp & 7) || fp < w->sp) return 1;
+    __u64 frame[2];
+    if (bpf_probe_read_user(frame, sizeof(frame), (const void *)fp)) return 1;
+    w->sp = fp + 16;
+    w->fp = frame[0];
+    w->pc = frame[1];
+  }
+  if (!w->pc) return 1;
+  __u32 idx = w->n;
+  if (idx >= SONDE_PROF_USTACK_MAX) return 1;
+  w->frames[idx] = w->pc;
+  w->n = idx + 1;
+  return 0;
 }
 
 SEC("perf_event")
@@ -135,6 +239,25 @@ int sample(struct bpf_perf_event_data *ctx) {
    * the previous one and 8-byte aligned, or the chain is broken (code without frame pointers
    * leaves whatever it uses rbp for). */
   __u32 n = 0;
+  __u32 zero = 0;
+  struct walk *w =
+      pc && bpf_map_lookup_elem(&uw_procs, &pid) ? bpf_map_lookup_elem(&walk_state, &zero) : NULL;
+  if (w) {
+    /* The process has unwind tables: walk with them (and frame pointers where they have none). */
+    w->pc = pc;
+    w->sp = sp;
+    w->fp = fp;
+    w->pid = pid;
+    w->n = 1;
+    w->dwarf_frames = 0;
+    w->frames[0] = pc;
+    bpf_loop(SONDE_PROF_USTACK_MAX - 1, walk_step, NULL, 0);
+    bpf_probe_read_kernel(s->ustack, sizeof(s->ustack), w->frames);
+    n = w->n <= SONDE_PROF_USTACK_MAX ? w->n : SONDE_PROF_USTACK_MAX;
+    if (w->dwarf_frames) s->flags |= SONDE_PROF_F_DWARF;
+    if (n == SONDE_PROF_USTACK_MAX) s->flags |= SONDE_PROF_F_USTACK_TRUNC;
+    pc = 0; /* skips the frame-pointer walk below */
+  }
   if (pc) {
     s->ustack[0] = pc;
     n = 1;
@@ -150,7 +273,7 @@ int sample(struct bpf_perf_event_data *ctx) {
     last = fp + 16;
     fp = frame[0];
   }
-  if (n == SONDE_PROF_USTACK_MAX && fp) s->flags |= SONDE_PROF_F_USTACK_TRUNC;
+  if (!w && n == SONDE_PROF_USTACK_MAX && fp) s->flags |= SONDE_PROF_F_USTACK_TRUNC;
   s->n_ustack = (__u16)n;
 
   /* An LRU update costs several times a lookup: only the first sample of a process writes.

@@ -25,6 +25,7 @@ enum sonde_prof_rec_type {
 #define SONDE_PROF_F_KERNEL 0x2u       /* the sample interrupted kernel code */
 #define SONDE_PROF_F_USTACK_TRUNC 0x4u /* the frame-pointer walk hit SONDE_PROF_USTACK_MAX */
 #define SONDE_PROF_F_KSTACK_ERR 0x8u   /* bpf_get_stack failed for the kernel stack */
+#define SONDE_PROF_F_DWARF 0x10u       /* the user stack was walked with unwind tables */
 
 struct sonde_prof_sample {
   __u32 type; /* SONDE_PROF_REC_SAMPLE */
@@ -69,5 +70,46 @@ _Static_assert(sizeof(struct sonde_prof_config) == 8, "struct sonde_prof_config 
  * early when it is half full. */
 #define SONDE_PROF_RINGBUF_BYTES (1u << 20)
 #define SONDE_PROF_DRAIN_MS 250
+
+/* ---- DWARF unwinding: tables built from .eh_frame (receivers/ebpf_profiler/ehframe.c) ---- */
+
+/* One row of a file's unwind table: applies from pc (file virtual address) to the next row's pc.
+ * The return address is at CFA - 8 (x86-64); rows where it is not are UNSUPPORTED. */
+#define SONDE_UW_CFA_NONE 0 /* no information: fall back to frame pointers */
+#define SONDE_UW_CFA_RSP 1
+#define SONDE_UW_CFA_RBP 2
+#define SONDE_UW_CFA_UNSUPPORTED 3
+#define SONDE_UW_F_RBP_SAVED 0x1 /* caller's rbp at CFA + rbp_off */
+#define SONDE_UW_F_END 0x2       /* outermost frame: return address undefined */
+struct sonde_uw_row {
+  __u64 pc;
+  __s32 cfa_off;
+  __s16 rbp_off;
+  __u8 cfa_type;
+  __u8 flags;
+};
+_Static_assert(sizeof(struct sonde_uw_row) == 16, "struct sonde_uw_row layout");
+
+/* Rows of every file, in one mmap-able array; a file owns [first_row, first_row + n_rows). */
+#define SONDE_UW_ROWS (1u << 19)
+/* Executable mappings per process that the walker knows (the others fall back). */
+#define SONDE_UW_MAPS 24
+/* Binary search steps: 2^20 rows per file at most. */
+#define SONDE_UW_SEARCH_STEPS 20
+
+struct sonde_uw_map {
+  __u64 start, end; /* runtime range */
+  __u64 bias;       /* runtime address - file virtual address */
+  __u32 first_row, n_rows;
+};
+_Static_assert(sizeof(struct sonde_uw_map) == 32, "struct sonde_uw_map layout");
+
+struct sonde_uw_proc {
+  __u32 n; /* valid entries of m, sorted by start */
+  __u32 pad;
+  struct sonde_uw_map m[SONDE_UW_MAPS];
+};
+_Static_assert(sizeof(struct sonde_uw_proc) == 8 + 32 * SONDE_UW_MAPS,
+               "struct sonde_uw_proc layout");
 
 #endif

@@ -32,11 +32,16 @@
 #include <inttypes.h>
 #include <linux/capability.h>
 #include <linux/perf_event.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +50,7 @@
 #include <bpf/libbpf.h>
 #include <uv.h>
 
+#include "ehframe.h"
 #include "kmap.h"
 #include "procinfo.h"
 #include "profiler.h"
@@ -201,11 +207,32 @@ typedef struct proc {
   char comm[16];      /* thread name of the first sample: the name when /proc is gone */
 } proc;
 
+/* A file's unwind rows, built on the thread pool for the loop to copy into the BPF array. */
+#define UW_MAX_LOADS 8
+typedef struct uw_newfile {
+  uint64_t dev, ino;
+  struct sonde_uw_row *rows; /* NULL: the file has no usable table */
+  size_t n;
+  uw_load loads[UW_MAX_LOADS];
+  size_t nloads;
+} uw_newfile;
+
+/* A file whose rows are in the BPF array: [first, first + n). Never evicted yet (bounded by
+ * SONDE_UW_ROWS). */
+typedef struct uw_file {
+  uint64_t dev, ino;
+  uint32_t first, n;
+  uw_load loads[UW_MAX_LOADS];
+  size_t nloads;
+} uw_file;
+
 typedef struct load_job {
   prof *p;
   uint32_t pid;
   prof_procinfo info;
   int rc;
+  uw_newfile *newfiles;
+  size_t nnew;
 } load_job;
 
 /* Key of one aggregated sample; followed by n_kstack + n_ustack addresses. */
@@ -222,7 +249,14 @@ struct prof {
   struct sonde_profiler *skel;
   struct ring_buffer *rb;
   prof_bidcache *bids; /* shared with the pool threads (it has its own lock) */
-  uv_poll_t *poll;     /* freed in its close callback */
+  /* Unwind tables: the registry is written on the loop and read by pool threads, under uw_mu. */
+  pthread_mutex_t uw_mu;
+  uw_file *uwf;
+  size_t nuwf, capuwf;
+  uint32_t uw_next;            /* first free row of the BPF array */
+  struct sonde_uw_row *uw_mem; /* the BPF array, mmap'ed */
+  bool uw_full_logged;
+  uv_poll_t *poll; /* freed in its close callback */
   int ncpus;
   int *pfd;                /* perf event fd per possible CPU, -1 when none */
   struct bpf_link **links; /* per possible CPU */
@@ -265,6 +299,7 @@ static void proc_unlink_free(prof *p, proc *q) {
   while (*pp && *pp != q)
     pp = &(*pp)->next;
   if (*pp) *pp = q->next;
+  if (p->skel) bpf_map__delete_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), 0);
   prof_procinfo_free(&q->info);
   free(q);
   p->nprocs--;
@@ -314,9 +349,171 @@ static void proc_decide(prof *p, proc *q) {
 
 /* ---- /proc reads on the thread pool ---------------------------------------------------------- */
 
+static bool uw_known(prof *p, uint64_t dev, uint64_t ino) {
+  bool found = false;
+  pthread_mutex_lock(&p->uw_mu);
+  for (size_t i = 0; i < p->nuwf && !found; i++)
+    found = p->uwf[i].dev == dev && p->uwf[i].ino == ino;
+  pthread_mutex_unlock(&p->uw_mu);
+  return found;
+}
+
+/* The BPF form of a row; UNSUPPORTED when the walker cannot follow it. */
+static struct sonde_uw_row uw_bpf_row(const uw_row *r) {
+  struct sonde_uw_row o = {.pc = r->pc, .cfa_off = r->cfa_off};
+  if (r->cfa_type == UW_CFA_NONE) {
+    o.cfa_type = SONDE_UW_CFA_NONE;
+    return o;
+  }
+  o.cfa_type = r->cfa_type == UW_CFA_RSP   ? SONDE_UW_CFA_RSP
+               : r->cfa_type == UW_CFA_RBP ? SONDE_UW_CFA_RBP
+                                           : SONDE_UW_CFA_UNSUPPORTED;
+  if (r->ra_rule == UW_RA_UNDEFINED)
+    o.flags |= SONDE_UW_F_END;
+  else if (r->ra_rule != UW_REG_OFFSET || r->ra_off != -8)
+    o.cfa_type = SONDE_UW_CFA_UNSUPPORTED;
+  if (r->rbp_rule == UW_REG_OFFSET && r->rbp_off >= INT16_MIN && r->rbp_off <= INT16_MAX) {
+    o.flags |= SONDE_UW_F_RBP_SAVED;
+    o.rbp_off = (int16_t)r->rbp_off;
+  } else if (r->rbp_rule == UW_REG_OTHER || r->rbp_rule == UW_REG_OFFSET) {
+    o.cfa_type = SONDE_UW_CFA_UNSUPPORTED;
+  }
+  return o;
+}
+
+/* Builds the rows of one mapped file (pool thread). Returns false only on out of memory. */
+static bool uw_build_file(int pid, const prof_mapping *m, uw_newfile *nf) {
+  char path[PATH_MAX + 64];
+  snprintf(path, sizeof(path), "/proc/%d/root%s", pid, m->path);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(path, sizeof(path), "/proc/%d/map_files/%" PRIx64 "-%" PRIx64, pid, m->start, m->end);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+  }
+  struct stat st;
+  if (fd < 0) return true;
+  if (fstat(fd, &st) || st.st_size < 64) {
+    close(fd);
+    return true;
+  }
+  const uint8_t *buf = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (buf == MAP_FAILED) return true;
+  uw_table t = {0};
+  bool ok = true;
+  int rc = uw_table_build(buf, (size_t)st.st_size, &t);
+  nf->nloads = uw_elf_loads(buf, (size_t)st.st_size, nf->loads, UW_MAX_LOADS);
+  if (rc == SONDE_ENOMEM) ok = false;
+  if (!rc && t.n && nf->nloads) {
+    if ((nf->rows = malloc(t.n * sizeof(*nf->rows)))) {
+      for (size_t i = 0; i < t.n; i++)
+        nf->rows[i] = uw_bpf_row(&t.rows[i]);
+      nf->n = t.n;
+    } else {
+      ok = false;
+    }
+  }
+  uw_table_free(&t);
+  munmap((void *)buf, (size_t)st.st_size);
+  return ok;
+}
+
 static void load_work(void *arg) {
   load_job *j = arg;
-  j->rc = prof_procinfo_read((int)j->pid, j->p->bids, &j->info);
+  prof *p = j->p;
+  j->rc = prof_procinfo_read((int)j->pid, p->bids, &j->info);
+  if (j->rc) return;
+  /* Unwind tables of the files this process maps that no process brought yet. */
+  size_t cap = j->info.n_maps;
+  if (!cap || !(j->newfiles = calloc(cap, sizeof(*j->newfiles)))) return;
+  for (size_t i = 0; i < j->info.n_maps; i++) {
+    const prof_mapping *m = &j->info.maps[i];
+    if (!m->inode || m->path[0] != '/' || uw_known(p, m->dev, m->inode)) continue;
+    bool dup = false;
+    for (size_t k = 0; k < j->nnew && !dup; k++)
+      dup = j->newfiles[k].dev == m->dev && j->newfiles[k].ino == m->inode;
+    if (dup) continue;
+    uw_newfile *nf = &j->newfiles[j->nnew];
+    nf->dev = m->dev;
+    nf->ino = m->inode;
+    if (!uw_build_file((int)j->pid, m, nf)) break;
+    j->nnew++;
+  }
+}
+
+/* Loop thread: copies new files' rows into the BPF array and registers them. */
+static void uw_register(prof *p, load_job *j) {
+  for (size_t i = 0; i < j->nnew; i++) {
+    uw_newfile *nf = &j->newfiles[i];
+    if (uw_known(p, nf->dev, nf->ino)) continue;
+    if (p->nuwf == p->capuwf) {
+      size_t nc = p->capuwf ? p->capuwf * 2 : 64;
+      pthread_mutex_lock(&p->uw_mu);
+      uw_file *v = realloc(p->uwf, nc * sizeof(*v));
+      if (v) {
+        p->uwf = v;
+        p->capuwf = nc;
+      }
+      pthread_mutex_unlock(&p->uw_mu);
+      if (!v) return;
+    }
+    uw_file f = {.dev = nf->dev, .ino = nf->ino, .nloads = nf->nloads};
+    memcpy(f.loads, nf->loads, sizeof(f.loads));
+    if (nf->rows && p->uw_mem) {
+      if (nf->n <= SONDE_UW_ROWS - p->uw_next) {
+        memcpy(p->uw_mem + p->uw_next, nf->rows, nf->n * sizeof(*nf->rows));
+        f.first = p->uw_next;
+        f.n = (uint32_t)nf->n;
+        p->uw_next += (uint32_t)nf->n;
+      } else if (!p->uw_full_logged) {
+        p->uw_full_logged = true;
+        sonde_log(p->h, SONDE_LOG_WARN,
+                  "unwind tables full (%u rows): files loaded from now on are walked with frame "
+                  "pointers",
+                  SONDE_UW_ROWS);
+      }
+    }
+    pthread_mutex_lock(&p->uw_mu);
+    p->uwf[p->nuwf++] = f;
+    pthread_mutex_unlock(&p->uw_mu);
+  }
+}
+
+/* Loop thread: tells BPF which of q's mappings have unwind rows (reads the registry without the
+ * lock: only this thread writes it). */
+static void uw_publish(prof *p, proc *q) {
+  if (!p->skel || !q->have_info) return;
+  struct sonde_uw_proc up;
+  memset(&up, 0, sizeof(up));
+  for (size_t i = 0; i < q->info.n_maps && up.n < SONDE_UW_MAPS; i++) {
+    const prof_mapping *m = &q->info.maps[i];
+    const uw_file *f = NULL;
+    for (size_t k = 0; k < p->nuwf && !f; k++)
+      if (p->uwf[k].dev == m->dev && p->uwf[k].ino == m->inode) f = &p->uwf[k];
+    if (!f || !f->n) continue;
+    for (size_t l = 0; l < f->nloads; l++) {
+      const uw_load *ld = &f->loads[l];
+      if ((ld->offset & ~(uint64_t)0xfff) <= m->offset && m->offset < ld->offset + ld->filesz) {
+        struct sonde_uw_map *um = &up.m[up.n++];
+        um->start = m->start;
+        um->end = m->end;
+        um->bias = m->start - m->offset + ld->offset - ld->vaddr;
+        um->first_row = f->first;
+        um->n_rows = f->n;
+        break;
+      }
+    }
+  }
+  if (up.n)
+    bpf_map__update_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), &up, sizeof(up), BPF_ANY);
+}
+
+static void job_free(load_job *j) {
+  for (size_t i = 0; i < j->nnew; i++)
+    free(j->newfiles[i].rows);
+  free(j->newfiles);
+  prof_procinfo_free(&j->info);
+  free(j);
 }
 
 static void maybe_finish_shutdown(prof *p);
@@ -325,6 +522,7 @@ static void load_done(void *arg, int status) {
   load_job *j = arg;
   prof *p = j->p;
   p->jobs--;
+  if (status == 0 && !p->stopping) uw_register(p, j);
   proc *q = proc_find(p, j->pid);
   if (q && q->loading) {
     q->loading = false;
@@ -338,10 +536,10 @@ static void load_done(void *arg, int status) {
       q->have_info = true;
     }
     if (!q->verdict) proc_decide(p, q);
+    if (q->verdict >= 0 && !p->stopping) uw_publish(p, q);
     if (q->exited && !q->samples) proc_unlink_free(p, q);
   }
-  prof_procinfo_free(&j->info);
-  free(j);
+  job_free(j);
   maybe_finish_shutdown(p);
 }
 
@@ -1058,6 +1256,11 @@ static int prof_create(const sonde_host *h, const void *config, uint32_t signals
     free(p);
     return SONDE_ENOMEM;
   }
+  if (pthread_mutex_init(&p->uw_mu, NULL)) {
+    prof_bidcache_free(p->bids);
+    free(p);
+    return SONDE_ENOMEM;
+  }
   if (gethostname(p->hostname, sizeof(p->hostname) - 1))
     snprintf(p->hostname, sizeof(p->hostname), "unknown");
   elf_version(EV_CURRENT);
@@ -1095,6 +1298,8 @@ static void teardown_bpf(prof *p) {
   p->exit_link = NULL;
   ring_buffer__free(p->rb);
   p->rb = NULL;
+  if (p->uw_mem) munmap(p->uw_mem, (size_t)SONDE_UW_ROWS * sizeof(struct sonde_uw_row));
+  p->uw_mem = NULL;
   sonde_profiler__destroy(p->skel);
   p->skel = NULL;
 }
@@ -1147,6 +1352,14 @@ static int prof_start(void *inst) {
         bpf_map__update_elem(p->skel->maps.pid_filter, &pid, 4, &v, 4, BPF_ANY))
       goto fail_errno;
   }
+  /* Unwind rows are written straight into the BPF array. Without it, frame pointers only. */
+  void *mem = mmap(NULL, (size_t)SONDE_UW_ROWS * sizeof(struct sonde_uw_row),
+                   PROT_READ | PROT_WRITE, MAP_SHARED, bpf_map__fd(p->skel->maps.uw_rows), 0);
+  if (mem == MAP_FAILED)
+    sonde_log(p->h, SONDE_LOG_WARN, "mapping the unwind table array: %s (frame pointers only)",
+              strerror(errno));
+  else
+    p->uw_mem = mem;
   p->exit_link = bpf_program__attach_raw_tracepoint(p->skel->progs.on_exit, "sched_process_exit");
   if (!p->exit_link) {
     sonde_log(p->h, SONDE_LOG_ERROR,
@@ -1261,6 +1474,8 @@ static void prof_destroy(void *inst) {
   kmap_free(&p->agg);
   free(p->counts);
   prof_bidcache_free(p->bids);
+  pthread_mutex_destroy(&p->uw_mu);
+  free(p->uwf);
   free(p);
 }
 

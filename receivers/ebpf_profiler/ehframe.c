@@ -530,6 +530,32 @@ int uw_table_build(const uint8_t *buf, size_t len, uw_table *t) {
   return 0;
 }
 
+size_t uw_elf_loads(const uint8_t *buf, size_t len, uw_load *out, size_t max) {
+  if (len < 64 ||
+      memcmp(buf,
+             "\x7f"
+             "ELF",
+             4) ||
+      buf[4] != 2 || buf[5] != 1)
+    return 0;
+  rd h = {buf + 32, buf + len, false};
+  uint64_t phoff = rd_n(&h, 8);
+  h.p = buf + 54;
+  uint64_t phentsize = rd_n(&h, 2), phnum = rd_n(&h, 2);
+  if (h.bad || phentsize < 56 || phoff > len || phnum > (len - phoff) / phentsize) return 0;
+  size_t n = 0;
+  for (uint64_t i = 0; i < phnum && n < max; i++) {
+    rd p = {buf + phoff + i * phentsize, buf + len, false};
+    uint32_t type = (uint32_t)rd_n(&p, 4);
+    rd_n(&p, 4);
+    uint64_t off = rd_n(&p, 8), vaddr = rd_n(&p, 8);
+    rd_n(&p, 8);
+    uint64_t filesz = rd_n(&p, 8);
+    if (!p.bad && type == 1 /* PT_LOAD */) out[n++] = (uw_load){off, vaddr, filesz};
+  }
+  return n;
+}
+
 void uw_table_free(uw_table *t) {
   free(t->rows);
   memset(t, 0, sizeof(*t));

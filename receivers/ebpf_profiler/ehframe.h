@@ -56,6 +56,13 @@ typedef struct uw_table {
  * freed before; free it with uw_table_free either way. */
 int uw_table_build(const uint8_t *buf, size_t len, uw_table *t);
 void uw_table_free(uw_table *t);
+/* A PT_LOAD segment: file [offset, offset + filesz) is mapped at virtual address vaddr. */
+typedef struct uw_load {
+  uint64_t offset, vaddr, filesz;
+} uw_load;
+/* The PT_LOAD segments of an ELF64 image, at most max; returns how many were written. */
+size_t uw_elf_loads(const uint8_t *buf, size_t len, uw_load *out, size_t max);
+
 /* The row covering pc, or NULL. */
 const uw_row *uw_table_find(const uw_table *t, uint64_t pc);
 

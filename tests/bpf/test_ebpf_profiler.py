@@ -4,6 +4,7 @@ with the file exporter, and this script checks the profile with nothing of sonde
 Checks:
   * frame pointers: >= 99% of the samples whose leaf is in the workload's chain carry the whole
     chain down to main (addresses mapped to functions by the workload's ELF symbol table);
+  * the same for the workload built with -fomit-frame-pointer (DWARF unwinding from .eh_frame);
   * kernel stacks: a syscall-heavy workload's samples have kernel frames;
   * resource attributes (pid, executable name/path, host name), sample attributes, mapping build id,
     sample and period types;
@@ -224,20 +225,8 @@ service:
             raise AssertionError("sonde exited %d:\n%s" % (self.proc.returncode, self.log()))
 
 
-def main():
-    workload = os.path.realpath(sys.argv[1])
-    if os.geteuid() != 0:
-        skip_or_fail("needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)")
-    if not os.path.exists("/sys/kernel/btf/vmlinux"):
-        skip_or_fail("kernel without BTF (/sys/kernel/btf/vmlinux)")
-    tmp = tempfile.mkdtemp(prefix="sonde-bpf-profiler-")
-    s = Sonde(tmp, free_port())
-    rc, out = s.validate()
-    if rc != 0:
-        if re.search(r"CAP_|kernel feature missing", out):
-            skip_or_fail("sonde validate: " + out.strip())
-        raise AssertionError("sonde validate failed:\n" + out)
-
+def chain_check(label, workload, samples):
+    """Asserts >= 99% of the samples whose leaf is in the chain carry it down to main."""
     loads, build_id = elf_info(workload)
     syms = symbols(workload)
     ranges = {name: (lo, hi) for lo, hi, name in syms if name in CHAIN}
@@ -253,11 +242,57 @@ def main():
                 return name
         return None
 
+    in_chain = complete = total = 0
+    bad = []
+    for d, smp in samples:
+        n = int(smp["values"][0])
+        total += n
+        user = [f for f in sample_frames(d, smp) if f[0] == "u"]
+        if not user or user[0][1] != workload:
+            continue
+        for _k, fname, _addr, bid in user:
+            if fname == workload:
+                assert bid == build_id, (bid, build_id)
+        names = [func_at(addr, i == 0) if fname == workload else None
+                 for i, (_k, fname, addr, _b) in enumerate(user)]
+        if names[0] not in CHAIN:
+            continue
+        in_chain += n
+        want = CHAIN[CHAIN.index(names[0]):]
+        if names[:len(want)] == want:
+            complete += n
+        elif len(bad) < 5:
+            bad.append(names)
+    print("%s: %d samples, %d with the leaf in the chain, %d complete" %
+          (label, total, in_chain, complete))
+    # On a loaded machine the workload gets less CPU: 8 s at 19 Hz is ~150 samples when idle.
+    assert in_chain >= 20, "%s: too few chain samples: %d of %d" % (label, in_chain, total)
+    assert complete >= 0.99 * in_chain, "%s: incomplete stacks: %d/%d, e.g. %s" % (
+        label, complete, in_chain, bad)
+
+
+def main():
+    workload = os.path.realpath(sys.argv[1])
+    workload_nofp = os.path.realpath(sys.argv[2])
+    if os.geteuid() != 0:
+        skip_or_fail("needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)")
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        skip_or_fail("kernel without BTF (/sys/kernel/btf/vmlinux)")
+    tmp = tempfile.mkdtemp(prefix="sonde-bpf-profiler-")
+    s = Sonde(tmp, free_port())
+    rc, out = s.validate()
+    if rc != 0:
+        if re.search(r"CAP_|kernel feature missing", out):
+            skip_or_fail("sonde validate: " + out.strip())
+        raise AssertionError("sonde validate failed:\n" + out)
+
     s.start()
     try:
         cpu = subprocess.Popen([workload, "cpu", "8"])
-        sysw = subprocess.Popen([workload, "sys", "8"])
+        nofp = subprocess.Popen([workload_nofp, "cpu", "8"])
         cpu.wait()
+        nofp.wait()
+        sysw = subprocess.Popen([workload, "sys", "6"])
         sysw.wait()
         time.sleep(1.5)  # one report after they exited: their processes are evicted
         evicted_before = s.metric("sonde_ebpf_profiler_processes_evicted_total")
@@ -297,36 +332,17 @@ def main():
     assert ra["process.executable.name"] == os.path.basename(workload), ra
     assert ra["host.name"] == socket.gethostname(), ra
     assert "container.id" not in ra or re.fullmatch(r"[0-9a-f]{64}", ra["container.id"]), ra
-    in_chain = complete = total = 0
-    bad = []
     for d, smp in samples:
-        n = int(smp["values"][0])
-        total += n
         a = sample_attrs(d, smp)
         assert int(a["thread.id"]) == cpu.pid and a["thread.name"] == "bpf_workload_fp", a
         assert int(a["cpu.logical_number"]) in range(os.cpu_count()), a
-        user = [f for f in sample_frames(d, smp) if f[0] == "u"]
-        if not user or user[0][1] != workload:
-            continue
-        for _k, _fname, _addr, bid in user:
-            if _fname == workload:
-                assert bid == build_id, (bid, build_id)
-        names = [func_at(addr, i == 0) if fname == workload else None
-                 for i, (_k, fname, addr, _b) in enumerate(user)]
-        if names[0] not in CHAIN:
-            continue
-        in_chain += n
-        want = CHAIN[CHAIN.index(names[0]):]
-        if names[:len(want)] == want:
-            complete += n
-        elif len(bad) < 5:
-            bad.append(names)
-    print("cpu workload: %d samples, %d with the leaf in the chain, %d complete" %
-          (total, in_chain, complete))
-    # On a loaded machine the workload gets less CPU: 8 s at 19 Hz is ~150 samples when idle.
-    assert in_chain >= 20, "too few chain samples: %d of %d" % (in_chain, total)
-    assert complete >= 0.99 * in_chain, "incomplete stacks: %d/%d, e.g. %s" % (
-        complete, in_chain, bad)
+    chain_check("frame pointers", workload, samples)
+
+    # -- no frame pointers: DWARF ---------------------------------------------------------------
+    ra, samples = by_pid.get(nofp.pid, (None, []))
+    assert samples, "no samples of the no-frame-pointer workload (pid %d)" % nofp.pid
+    assert ra["process.executable.path"] == workload_nofp, ra
+    chain_check("no frame pointers (.eh_frame)", workload_nofp, samples)
 
     # -- kernel stacks ----------------------------------------------------------------------------
     ra, samples = by_pid.get(sysw.pid, (None, []))
@@ -350,7 +366,7 @@ def main():
     # child that was profiled was evicted, and the table is no larger than what is alive.
     children = [p for p, (ra, _) in by_pid.items()
                 if ra.get("process.executable.path") == workload
-                and p not in (cpu.pid, sysw.pid, spawn.pid)]
+                and p not in (cpu.pid, sysw.pid, spawn.pid, nofp.pid)]
     print("400 short-lived children: %d profiled, %d processes evicted since; %d tracked at the "
           "end with %d alive; %d /proc reads in all" % (len(children), evicted, procs_after, live,
                                                           reads))

@@ -81,6 +81,9 @@ static void spin_ms(int ms) {
 int main(int argc, char **argv) {
   if (argc >= 3 && (!strcmp(argv[1], "cpu") || !strcmp(argv[1], "sys"))) {
     use_syscalls = !strcmp(argv[1], "sys");
+    /* Outside the chain first: the profiler learns of the process at its first sample and needs
+     * a moment to load its unwind tables; the chain's samples all come after. */
+    spin_ms(1000);
     deadline = now() + atof(argv[2]);
     unsigned long r = chain_a(1);
     sink += r;

@@ -1,7 +1,8 @@
 /* libFuzzer target: the .eh_frame -> unwind table builder of the ebpf_profiler receiver
- * (receivers/ebpf_profiler/ehframe.c) on arbitrary ELF images. It reads files of every process
- * on the node, so a malformed file must be skipped, never read out of bounds. Checks the table's
- * invariants: rows strictly sorted by pc, no two neighbours alike, lookups inside the table. */
+ * (receivers/ebpf_profiler/ehframe.c) and its program-header reader on arbitrary ELF images. It
+ * reads files of every process on the node, so a malformed file must be skipped, never read out of
+ * bounds. Checks the table's invariants: rows strictly sorted by pc, no two neighbours alike,
+ * lookups inside the table. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -23,5 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
   }
   uw_table_free(&t);
+  uw_load loads[8];
+  size_t n = uw_elf_loads(data, size, loads, 8);
+  if (n > 8) abort();
   return 0;
 }
