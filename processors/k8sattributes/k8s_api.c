@@ -1,0 +1,914 @@
+/* List + watch of pods against the Kubernetes API, on the loop.
+ *
+ * One connection at a time, one request per connection (Connection: close): a LIST of
+ * /api/v1/pods filtered to this node, then a WATCH from the list's resourceVersion. The watch's
+ * chunked body is a stream of newline-separated JSON events (ADDED, MODIFIED, DELETED, BOOKMARK,
+ * ERROR). When the server ends a watch (its timeout) the next one resumes from the last
+ * resourceVersion seen; 410 Gone (as a status or as an ERROR event) means that version is too old
+ * and the pods are listed again. TLS runs through OpenSSL memory BIOs so every byte moves through
+ * libuv and nothing blocks; name resolution is uv_getaddrinfo (thread pool). */
+#include "k8s_api.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include <http_parser.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#define MAX_LIST_BODY (256u << 20)
+#define MAX_EVENT (16u << 20)
+#define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
+
+enum { REQ_LIST, REQ_WATCH };
+
+typedef struct kconn kconn;
+
+struct k8s_api {
+  const sonde_host *h;
+  uv_loop_t *loop;
+  k8s_api_opts o;
+  char node[256];
+  char host[256], port[8];
+  bool tls;
+  char *token;
+  SSL_CTX *ctx;
+  char rv[128]; /* last resourceVersion seen */
+  k8s_pod **pods;
+  size_t n_pods;
+  kconn *conn;
+  uv_timer_t retry;
+  bool retry_open, stopping;
+  int live; /* open handles and connections */
+  int backoff_ms;
+  int want; /* what the retry timer starts */
+  void (*done)(void *);
+  void *done_arg;
+};
+
+struct kconn {
+  k8s_api *a;
+  int kind;
+  uv_getaddrinfo_t gai;
+  uv_tcp_t tcp;
+  uv_connect_t creq;
+  SSL *ssl;
+  BIO *rbio, *wbio;
+  bool resolving, tcp_open, closing, ready, complete, failed;
+  http_parser p;
+  sonde_buf body; /* LIST: the whole body; WATCH: the unfinished event line */
+  char rbuf[64 * 1024];
+  char plain[16 * 1024];
+};
+
+static void metric_add(k8s_api *a, sonde_metric *m, double d) {
+  if (m) a->h->api->metric_add(m, d);
+}
+
+static void pods_gauge(k8s_api *a) {
+  if (a->o.m_pods) a->h->api->metric_set(a->o.m_pods, (double)a->n_pods);
+}
+
+/* ---- cache ---------------------------------------------------------------------------------- */
+
+static void cache_clear(k8s_api *a) {
+  for (size_t i = 0; i < a->n_pods; i++)
+    k8s_pod_free(a->pods[i]);
+  a->n_pods = 0;
+}
+
+static void cache_remove(k8s_api *a, const char *uid) {
+  for (size_t i = 0; i < a->n_pods; i++)
+    if (!strcmp(a->pods[i]->uid, uid)) {
+      k8s_pod_free(a->pods[i]);
+      memmove(&a->pods[i], &a->pods[i + 1], (a->n_pods - i - 1) * sizeof(a->pods[0]));
+      a->n_pods--;
+      return;
+    }
+}
+
+/* Takes p. A full cache evicts the pod stored longest ago (counted). */
+static void cache_put(k8s_api *a, k8s_pod *p) {
+  for (size_t i = 0; i < a->n_pods; i++)
+    if (!strcmp(a->pods[i]->uid, p->uid)) {
+      k8s_pod_free(a->pods[i]);
+      memmove(&a->pods[i], &a->pods[i + 1], (a->n_pods - i - 1) * sizeof(a->pods[0]));
+      a->n_pods--;
+      break;
+    }
+  if (a->n_pods == a->o.max_pods) {
+    k8s_pod_free(a->pods[0]);
+    memmove(&a->pods[0], &a->pods[1], (a->n_pods - 1) * sizeof(a->pods[0]));
+    a->n_pods--;
+    metric_add(a, a->o.m_evictions, 1);
+  }
+  a->pods[a->n_pods++] = p;
+}
+
+const k8s_pod *k8s_api_by_uid(const k8s_api *a, const char *uid) {
+  for (size_t i = a->n_pods; i-- > 0;)
+    if (!strcmp(a->pods[i]->uid, uid)) return a->pods[i];
+  return NULL;
+}
+
+const k8s_pod *k8s_api_by_ip(const k8s_api *a, const char *ip) {
+  /* Pods on the host network share the node's IP: it names none of them. */
+  for (size_t i = a->n_pods; i-- > 0;)
+    if (a->pods[i]->ip && !a->pods[i]->host_network && !strcmp(a->pods[i]->ip, ip))
+      return a->pods[i];
+  return NULL;
+}
+
+const k8s_pod *k8s_api_by_container(const k8s_api *a, const char *id, const k8s_container **c) {
+  for (size_t i = a->n_pods; i-- > 0;)
+    for (size_t k = 0; k < a->pods[i]->n_containers; k++) {
+      const k8s_container *kc = &a->pods[i]->containers[k];
+      if (kc->id && !strcmp(kc->id, id)) {
+        *c = kc;
+        return a->pods[i];
+      }
+    }
+  return NULL;
+}
+
+/* ---- connection ----------------------------------------------------------------------------- */
+
+static void begin(k8s_api *a, int kind);
+static void schedule(k8s_api *a, int kind, int delay_ms);
+
+static void maybe_done(k8s_api *a) {
+  if (!a->stopping || a->live || !a->done) return;
+  void (*done)(void *) = a->done;
+  a->done = NULL;
+  done(a->done_arg);
+}
+
+static void conn_maybe_free(kconn *c) {
+  if (!c->closing || c->resolving || c->tcp_open) return;
+  k8s_api *a = c->a;
+  if (c->ssl) SSL_free(c->ssl); /* frees both BIOs */
+  sonde_buf_free(&c->body);
+  free(c);
+  a->live--;
+  maybe_done(a);
+}
+
+static void on_tcp_closed(uv_handle_t *hd) {
+  kconn *c = hd->data;
+  c->tcp_open = false;
+  conn_maybe_free(c);
+}
+
+static void conn_close(kconn *c) {
+  if (c->closing) return;
+  c->closing = true;
+  if (c->a->conn == c) c->a->conn = NULL;
+  if (c->resolving) uv_cancel((uv_req_t *)&c->gai); /* its callback still comes */
+  if (c->tcp_open && !uv_is_closing((uv_handle_t *)&c->tcp))
+    uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
+  conn_maybe_free(c);
+}
+
+/* The connection failed: close it and try the same request again later, with backoff. */
+static void conn_fail(kconn *c, const char *what, const char *detail) {
+  if (c->closing) return;
+  k8s_api *a = c->a;
+  sonde_log(a->h, SONDE_LOG_WARN, "Kubernetes API %s %s:%s: %s: %s; retrying in %d ms",
+            c->kind == REQ_LIST ? "list" : "watch", a->host, a->port, what, detail, a->backoff_ms);
+  metric_add(a, a->o.m_errors, 1);
+  int kind = c->kind == REQ_WATCH && a->rv[0] ? REQ_WATCH : REQ_LIST;
+  conn_close(c);
+  schedule(a, kind, a->backoff_ms);
+  a->backoff_ms = a->backoff_ms * 2 > 30000 ? 30000 : a->backoff_ms * 2;
+}
+
+typedef struct wreq {
+  uv_write_t req;
+  char *data;
+} wreq;
+
+static void on_written(uv_write_t *req, int status) {
+  wreq *w = (wreq *)req;
+  free(w->data);
+  free(w);
+  (void)status; /* a failed write also ends the read side, which reports it */
+}
+
+static int send_raw(kconn *c, const void *p, size_t n) {
+  wreq *w = calloc(1, sizeof(*w));
+  char *d = malloc(n ? n : 1);
+  if (!w || !d) {
+    free(w);
+    free(d);
+    return SONDE_ENOMEM;
+  }
+  memcpy(d, p, n);
+  w->data = d;
+  uv_buf_t b = uv_buf_init(d, (unsigned)n);
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written)) {
+    free(d);
+    free(w);
+    return SONDE_EIO;
+  }
+  return 0;
+}
+
+static int flush_tls(kconn *c) {
+  char buf[16 * 1024];
+  int n;
+  while ((n = BIO_read(c->wbio, buf, sizeof buf)) > 0) {
+    int rc = send_raw(c, buf, (size_t)n);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static int conn_send(kconn *c, const char *p, size_t n) {
+  if (!c->ssl) return send_raw(c, p, n);
+  if (SSL_write(c->ssl, p, (int)n) <= 0) return SONDE_EIO; /* a memory BIO takes everything */
+  return flush_tls(c);
+}
+
+static void send_request(kconn *c) {
+  k8s_api *a = c->a;
+  char path[1024], sel[400] = "";
+  if (a->node[0]) snprintf(sel, sizeof sel, "fieldSelector=spec.nodeName%%3D%s&", a->node);
+  if (c->kind == REQ_LIST)
+    snprintf(path, sizeof path, "/api/v1/pods?%slimit=0", sel);
+  else
+    snprintf(path, sizeof path,
+             "/api/v1/pods?%swatch=1&resourceVersion=%s&allowWatchBookmarks=true", sel, a->rv);
+  sonde_buf req = {0};
+  int rc = sonde_buf_printf(&req,
+                            "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: sonde-k8sattributes\r\n"
+                            "Accept: application/json\r\nConnection: close\r\n",
+                            path, a->host, a->port);
+  if (!rc && a->token && *a->token)
+    rc = sonde_buf_printf(&req, "Authorization: Bearer %s\r\n", a->token);
+  if (!rc) rc = sonde_buf_append(&req, "\r\n", 2);
+  if (!rc) rc = conn_send(c, (const char *)req.data, req.len);
+  sonde_buf_free(&req);
+  if (rc) conn_fail(c, "cannot send the request", sonde_strerror(rc));
+}
+
+/* ---- responses ------------------------------------------------------------------------------ */
+
+static void relist(k8s_api *a, const char *why) {
+  sonde_log(a->h, SONDE_LOG_INFO, "Kubernetes API: %s; listing pods again", why);
+  metric_add(a, a->o.m_relists, 1);
+  a->rv[0] = 0;
+  if (a->conn) conn_close(a->conn);
+  schedule(a, REQ_LIST, 0);
+}
+
+static void set_rv(k8s_api *a, const kj_doc *d, int obj) {
+  int t = kj_path(d, obj, "metadata.resourceVersion");
+  char *rv = kj_str(d, t);
+  if (!rv) return; /* absent or out of memory: the previous version still resumes correctly */
+  if (strlen(rv) < sizeof a->rv && !strpbrk(rv, "&# \r\n")) snprintf(a->rv, sizeof a->rv, "%s", rv);
+  free(rv);
+}
+
+static void handle_list(kconn *c) {
+  k8s_api *a = c->a;
+  kj_doc d;
+  int rc = kj_parse((const char *)c->body.data, c->body.len, &d);
+  if (rc) {
+    conn_fail(c, "cannot decode the PodList", sonde_strerror(rc));
+    return;
+  }
+  int items = kj_get(&d, 0, "items");
+  cache_clear(a);
+  size_t n = 0, bad = 0;
+  for (int i = items >= 0 && d.t[items].type == KJ_ARRAY ? items + 1 : d.n;
+       items >= 0 && i < d.t[items].next; i = d.t[i].next) {
+    k8s_pod *p;
+    int prc = k8s_pod_from_json(&d, i, &p);
+    if (prc) {
+      bad++;
+      continue;
+    }
+    cache_put(a, p);
+    n++;
+  }
+  set_rv(a, &d, 0);
+  kj_free(&d);
+  pods_gauge(a);
+  a->backoff_ms = 500;
+  sonde_log(a->h, SONDE_LOG_INFO, "Kubernetes API: listed %zu pods%s%s (resourceVersion %s)%s", n,
+            a->node[0] ? " on node " : "", a->node, a->rv, bad ? "; some pods undecodable" : "");
+  conn_close(c);
+  begin(a, REQ_WATCH);
+}
+
+/* One watch event line. false when the watch must stop (c is closed). */
+static bool handle_event(kconn *c, const char *line, size_t len) {
+  k8s_api *a = c->a;
+  kj_doc d;
+  if (kj_parse(line, len, &d)) {
+    sonde_log(a->h, SONDE_LOG_WARN, "Kubernetes API: undecodable watch event skipped");
+    return true;
+  }
+  metric_add(a, a->o.m_events, 1);
+  char *type = kj_str(&d, kj_get(&d, 0, "type"));
+  int obj = kj_get(&d, 0, "object");
+  bool go = true;
+  if (!type) {
+    /* no type, or out of memory */
+  } else if (!strcmp(type, "ERROR")) {
+    long long code = kj_int(&d, kj_get(&d, obj, "code"), 0);
+    char *msg = kj_str(&d, kj_get(&d, obj, "message"));
+    if (code == 410) {
+      kj_free(&d);
+      free(type);
+      char why[300];
+      snprintf(why, sizeof why, "watch expired (410 Gone: %s)", msg ? msg : "");
+      free(msg);
+      relist(a, why);
+      return false;
+    }
+    sonde_log(a->h, SONDE_LOG_WARN, "Kubernetes API watch error %lld: %s", code, msg ? msg : "");
+    free(msg);
+  } else if (!strcmp(type, "BOOKMARK")) {
+    set_rv(a, &d, obj);
+  } else if (!strcmp(type, "ADDED") || !strcmp(type, "MODIFIED") || !strcmp(type, "DELETED")) {
+    k8s_pod *p;
+    int rc = k8s_pod_from_json(&d, obj, &p);
+    if (!rc) {
+      set_rv(a, &d, obj);
+      if (type[0] == 'D') {
+        cache_remove(a, p->uid);
+        k8s_pod_free(p);
+      } else {
+        cache_put(a, p);
+      }
+      pods_gauge(a);
+    } else if (rc == SONDE_ENOMEM) {
+      /* The cache would miss this change for good: start over from a list. */
+      kj_free(&d);
+      free(type);
+      relist(a, "out of memory while decoding a watch event");
+      return false;
+    }
+  }
+  (void)go;
+  kj_free(&d);
+  free(type);
+  return true;
+}
+
+static void watch_bytes(kconn *c, const char *at, size_t len) {
+  while (len && !c->closing) {
+    const char *nl = memchr(at, '\n', len);
+    size_t take = nl ? (size_t)(nl - at) : len;
+    if (c->body.len + take > MAX_EVENT) {
+      conn_fail(c, "watch event too large", "over 16 MiB");
+      return;
+    }
+    if (sonde_buf_append(&c->body, at, take)) {
+      conn_fail(c, "watch", "out of memory");
+      return;
+    }
+    if (!nl) return;
+    at += take + 1;
+    len -= take + 1;
+    size_t n = c->body.len;
+    c->body.len = 0;
+    if (n && !handle_event(c, (const char *)c->body.data, n)) return;
+  }
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+  kconn *c = p->data;
+  if (c->closing) return 1;
+  if (c->kind == REQ_WATCH && p->status_code == 200) {
+    watch_bytes(c, at, len);
+    return c->closing ? 1 : 0;
+  }
+  if (c->body.len + len > MAX_LIST_BODY) {
+    conn_fail(c, "response too large", "over 256 MiB");
+    return 1;
+  }
+  if (sonde_buf_append(&c->body, at, len)) {
+    conn_fail(c, "response", "out of memory");
+    return 1;
+  }
+  return 0;
+}
+
+static int on_complete(http_parser *p) {
+  kconn *c = p->data;
+  c->complete = true;
+  return 0;
+}
+
+static const http_parser_settings settings = {.on_body = on_body,
+                                              .on_message_complete = on_complete};
+
+/* A complete non-watch response, or a watch that ended. */
+static void response_end(kconn *c) {
+  k8s_api *a = c->a;
+  int st = c->p.status_code;
+  if (st == 200 && c->kind == REQ_LIST) {
+    handle_list(c);
+    return;
+  }
+  if (st == 200) {
+    /* The server ended the watch (its timeout): resume where it stopped. */
+    sonde_log(a->h, SONDE_LOG_DEBUG, "Kubernetes API: watch ended; resuming at resourceVersion %s",
+              a->rv);
+    conn_close(c);
+    a->backoff_ms = 500;
+    if (a->rv[0])
+      schedule(a, REQ_WATCH, 0);
+    else
+      schedule(a, REQ_LIST, 0);
+    return;
+  }
+  if (st == 410) {
+    conn_close(c);
+    relist(a, "resourceVersion too old (HTTP 410 Gone)");
+    return;
+  }
+  char detail[400];
+  snprintf(detail, sizeof detail, "HTTP %d %.*s", st, (int)(c->body.len > 300 ? 300 : c->body.len),
+           c->body.data ? (char *)c->body.data : "");
+  for (char *q = detail; *q; q++)
+    if (*q == '\n' || *q == '\r') *q = ' ';
+  if (st == 401 || st == 403) {
+    sonde_log(a->h, SONDE_LOG_ERROR,
+              "Kubernetes API refused the credentials (%s): check auth_type, the service "
+              "account token and its RBAC (get/list/watch pods); pods stay unknown and data "
+              "passes through unchanged",
+              detail);
+    metric_add(a, a->o.m_errors, 1);
+    int kind = c->kind;
+    conn_close(c);
+    schedule(a, kind == REQ_WATCH && a->rv[0] ? REQ_WATCH : REQ_LIST, a->backoff_ms);
+    a->backoff_ms = a->backoff_ms * 2 > 30000 ? 30000 : a->backoff_ms * 2;
+    return;
+  }
+  conn_fail(c, "unexpected answer", detail);
+}
+
+static void feed(kconn *c, const char *data, size_t n) {
+  size_t done = http_parser_execute(&c->p, &settings, data, n);
+  if (c->closing) return;
+  if (c->complete) {
+    response_end(c);
+    return;
+  }
+  if (done != n || HTTP_PARSER_ERRNO(&c->p) != HPE_OK)
+    conn_fail(c, "malformed HTTP response", http_errno_description(HTTP_PARSER_ERRNO(&c->p)));
+}
+
+static void on_eof(kconn *c, const char *why) {
+  if (c->closing) return;
+  if (c->p.status_code) {
+    http_parser_execute(&c->p, &settings, NULL, 0); /* a body that ends with the connection */
+    if (c->closing) return;
+    if (c->complete || c->kind == REQ_WATCH) {
+      response_end(c);
+      return;
+    }
+  }
+  conn_fail(c, "connection lost", why);
+}
+
+static void handshake(kconn *c) {
+  ERR_clear_error();
+  int r = SSL_do_handshake(c->ssl);
+  if (flush_tls(c)) {
+    conn_fail(c, "TLS", "write failed");
+    return;
+  }
+  if (r == 1) {
+    c->ready = true;
+    send_request(c);
+    return;
+  }
+  if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ) return;
+  long vr = SSL_get_verify_result(c->ssl);
+  char detail[256];
+  if (vr != X509_V_OK)
+    snprintf(detail, sizeof detail, "certificate verify failed: %s",
+             X509_verify_cert_error_string(vr));
+  else
+    ERR_error_string_n(ERR_get_error(), detail, sizeof detail);
+  conn_fail(c, "TLS handshake", detail);
+}
+
+static void on_alloc(uv_handle_t *hd, size_t sz, uv_buf_t *buf) {
+  kconn *c = hd->data;
+  (void)sz;
+  *buf = uv_buf_init(c->rbuf, sizeof c->rbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  kconn *c = s->data;
+  if (c->closing) return;
+  if (n < 0) {
+    on_eof(c, n == UV_EOF ? "closed by the server" : uv_strerror((int)n));
+    return;
+  }
+  if (!n) return;
+  if (!c->ssl) {
+    feed(c, buf->base, (size_t)n);
+    return;
+  }
+  if (BIO_write(c->rbio, buf->base, (int)n) != (int)n) {
+    conn_fail(c, "TLS", "out of memory");
+    return;
+  }
+  if (!c->ready) {
+    handshake(c);
+    if (!c->ready || c->closing) return;
+  }
+  for (;;) {
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, c->plain, sizeof c->plain);
+    if (r > 0) {
+      feed(c, c->plain, (size_t)r);
+      if (c->closing) return;
+      continue;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) break;
+    on_eof(c, e == SSL_ERROR_ZERO_RETURN ? "closed by the server" : "TLS read error");
+    return;
+  }
+  if (flush_tls(c)) conn_fail(c, "TLS", "write failed");
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  kconn *c = req->data;
+  if (c->closing) return;
+  if (status < 0) {
+    conn_fail(c, "connect", uv_strerror(status));
+    return;
+  }
+  int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  if (rc) {
+    conn_fail(c, "read", uv_strerror(rc));
+    return;
+  }
+  k8s_api *a = c->a;
+  if (!a->tls) {
+    c->ready = true;
+    send_request(c);
+    return;
+  }
+  c->ssl = SSL_new(a->ctx);
+  c->rbio = BIO_new(BIO_s_mem());
+  c->wbio = BIO_new(BIO_s_mem());
+  if (!c->ssl || !c->rbio || !c->wbio) {
+    BIO_free(c->rbio);
+    BIO_free(c->wbio);
+    c->rbio = c->wbio = NULL;
+    conn_fail(c, "TLS", "out of memory");
+    return;
+  }
+  SSL_set_bio(c->ssl, c->rbio, c->wbio);
+  SSL_set_connect_state(c->ssl);
+  unsigned char ipbuf[16];
+  bool is_ip = inet_pton(AF_INET, a->host, ipbuf) == 1 || inet_pton(AF_INET6, a->host, ipbuf) == 1;
+  if (!is_ip) SSL_set_tlsext_host_name(c->ssl, a->host);
+  X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
+  if (is_ip)
+    X509_VERIFY_PARAM_set1_ip_asc(vp, a->host);
+  else
+    X509_VERIFY_PARAM_set1_host(vp, a->host, 0);
+  handshake(c);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  kconn *c = req->data;
+  c->resolving = false;
+  if (c->closing || status < 0 || !res) {
+    if (res) uv_freeaddrinfo(res);
+    if (c->closing) {
+      conn_maybe_free(c);
+      return;
+    }
+    conn_fail(c, "resolve", uv_strerror(status < 0 ? status : UV_EAI_NONAME));
+    return;
+  }
+  int rc = uv_tcp_init(c->a->loop, &c->tcp);
+  if (rc) {
+    uv_freeaddrinfo(res);
+    conn_fail(c, "tcp", uv_strerror(rc));
+    return;
+  }
+  c->tcp.data = c;
+  c->tcp_open = true;
+  c->creq.data = c;
+  /* The first address only: the API server is one name, reached again on the next retry. */
+  rc = uv_tcp_connect(&c->creq, &c->tcp, res->ai_addr, on_connect);
+  uv_freeaddrinfo(res);
+  if (rc) conn_fail(c, "connect", uv_strerror(rc));
+}
+
+static void begin(k8s_api *a, int kind) {
+  if (a->stopping) return;
+  if (a->conn) conn_close(a->conn);
+  kconn *c = calloc(1, sizeof(*c));
+  if (!c) {
+    schedule(a, kind, a->backoff_ms);
+    return;
+  }
+  c->a = a;
+  c->kind = kind;
+  http_parser_init(&c->p, HTTP_RESPONSE);
+  c->p.data = c;
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  c->gai.data = c;
+  if (uv_getaddrinfo(a->loop, &c->gai, on_resolved, a->host, a->port, &hints)) {
+    free(c);
+    schedule(a, kind, a->backoff_ms);
+    return;
+  }
+  c->resolving = true;
+  a->live++;
+  a->conn = c;
+}
+
+static void on_retry(uv_timer_t *t) {
+  k8s_api *a = t->data;
+  begin(a, a->want);
+}
+
+static void schedule(k8s_api *a, int kind, int delay_ms) {
+  if (a->stopping || !a->retry_open) return;
+  a->want = kind;
+  uv_timer_start(&a->retry, on_retry, (uint64_t)delay_ms, 0);
+}
+
+/* ---- credentials ---------------------------------------------------------------------------- */
+
+/* A small local file read whole (credentials, at start). NULL when unreadable. */
+static char *read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  sonde_buf b = {0};
+  char chunk[4096];
+  size_t n;
+  bool ok = true;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0 && ok)
+    ok = !sonde_buf_append(&b, chunk, n) && b.len < (4u << 20);
+  fclose(f);
+  if (!ok || sonde_buf_append(&b, "", 1)) {
+    sonde_buf_free(&b);
+    return NULL;
+  }
+  if (len) *len = b.len - 1;
+  return (char *)b.data;
+}
+
+static void trim(char *s) {
+  size_t n = strlen(s);
+  while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+    s[--n] = 0;
+}
+
+static int load_ca_pem(SSL_CTX *ctx, const char *pem, size_t len) {
+  BIO *b = BIO_new_mem_buf(pem, (int)len);
+  if (!b) return SONDE_ENOMEM;
+  X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+  int added = 0;
+  X509 *x;
+  while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
+    if (X509_STORE_add_cert(st, x) == 1) added++;
+    X509_free(x);
+  }
+  ERR_clear_error();
+  BIO_free(b);
+  return added ? 0 : SONDE_EPROTO;
+}
+
+/* "https://host:port/..." into a->host, a->port, a->tls. */
+static int parse_server(k8s_api *a, const char *url) {
+  const char *p = url;
+  a->tls = true;
+  if (!strncmp(p, "https://", 8)) {
+    p += 8;
+  } else if (!strncmp(p, "http://", 7)) {
+    p += 7;
+    a->tls = false;
+  }
+  size_t hl;
+  const char *port = NULL;
+  if (*p == '[') {
+    const char *e = strchr(p, ']');
+    if (!e) return SONDE_ECONFIG;
+    hl = (size_t)(e - p - 1);
+    p++;
+    port = e[1] == ':' ? e + 2 : NULL;
+  } else {
+    hl = strcspn(p, ":/");
+    port = p[hl] == ':' ? p + hl + 1 : NULL;
+  }
+  if (!hl || hl >= sizeof a->host) return SONDE_ECONFIG;
+  memcpy(a->host, p, hl);
+  a->host[hl] = 0;
+  size_t pl = port ? strcspn(port, "/") : 0;
+  if (pl >= sizeof a->port) return SONDE_ECONFIG;
+  if (pl) {
+    memcpy(a->port, port, pl);
+    a->port[pl] = 0;
+  } else {
+    snprintf(a->port, sizeof a->port, "%s", a->tls ? "443" : "80");
+  }
+  return 0;
+}
+
+/* The value of the first "key: value" line of a kubeconfig (quotes removed), or NULL. A kubeconfig
+ * is YAML; this reads the common single-cluster, single-user shape that kubectl and kind write
+ * (block style, one value per line) and takes the first cluster and user. */
+static char *kubeconfig_value(const char *text, const char *key) {
+  size_t kl = strlen(key);
+  for (const char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+    const char *q = l;
+    while (*q == ' ' || *q == '\t' || *q == '-')
+      q++;
+    if (strncmp(q, key, kl) || q[kl] != ':') continue;
+    q += kl + 1;
+    while (*q == ' ' || *q == '\t')
+      q++;
+    size_t n = strcspn(q, "\r\n");
+    if (n && (*q == '"' || *q == '\'') && q[n - 1] == *q && n >= 2) {
+      q++;
+      n -= 2;
+    }
+    char *v = malloc(n + 1);
+    if (!v) return NULL;
+    memcpy(v, q, n);
+    v[n] = 0;
+    trim(v);
+    return v;
+  }
+  return NULL;
+}
+
+static int setup_kubeconfig(k8s_api *a, const char *path, SSL_CTX *ctx) {
+  char *text = read_file(path, NULL);
+  if (!text) {
+    sonde_log(a->h, SONDE_LOG_ERROR, "auth_type kubeConfig: cannot read %s: %s", path,
+              strerror(errno));
+    return SONDE_ECONFIG;
+  }
+  int rc = 0;
+  char *server = kubeconfig_value(text, "server");
+  char *cad = kubeconfig_value(text, "certificate-authority-data");
+  char *caf = kubeconfig_value(text, "certificate-authority");
+  char *skip = kubeconfig_value(text, "insecure-skip-tls-verify");
+  a->token = kubeconfig_value(text, "token");
+  if (!server || parse_server(a, server)) {
+    sonde_log(a->h, SONDE_LOG_ERROR, "kubeconfig %s: no usable clusters[].cluster.server", path);
+    rc = SONDE_ECONFIG;
+  } else if (cad) {
+    size_t l = strlen(cad);
+    unsigned char *pem = malloc(l / 4 * 3 + 4);
+    int n = pem ? EVP_DecodeBlock(pem, (const unsigned char *)cad, (int)l) : -1;
+    if (!pem) {
+      rc = SONDE_ENOMEM;
+    } else if (n < 0 || load_ca_pem(ctx, (const char *)pem, (size_t)n)) {
+      sonde_log(a->h, SONDE_LOG_ERROR, "kubeconfig %s: bad certificate-authority-data", path);
+      rc = SONDE_ECONFIG;
+    }
+    free(pem);
+  } else if (caf) {
+    if (SSL_CTX_load_verify_locations(ctx, caf, NULL) != 1) {
+      sonde_log(a->h, SONDE_LOG_ERROR, "kubeconfig %s: cannot load certificate-authority %s", path,
+                caf);
+      rc = SONDE_ECONFIG;
+    }
+  } else if (skip && !strcmp(skip, "true")) {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+  } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+    rc = SONDE_ECONFIG;
+  }
+  free(server);
+  free(cad);
+  free(caf);
+  free(skip);
+  free(text);
+  return rc;
+}
+
+static int setup_in_cluster(k8s_api *a, SSL_CTX *ctx, bool with_token) {
+  const char *host = getenv("KUBERNETES_SERVICE_HOST");
+  const char *port = getenv("KUBERNETES_SERVICE_PORT");
+  if (!host || !*host) {
+    sonde_log(a->h, SONDE_LOG_ERROR,
+              "KUBERNETES_SERVICE_HOST is not set: not running in a pod? (auth_type %s)",
+              with_token ? "serviceAccount" : "none");
+    return SONDE_ECONFIG;
+  }
+  char url[400];
+  snprintf(url, sizeof url, "https://%s%s%s:%s", strchr(host, ':') ? "[" : "", host,
+           strchr(host, ':') ? "]" : "", port && *port ? port : "443");
+  if (parse_server(a, url)) return SONDE_ECONFIG;
+  const char *dir = getenv("SONDE_K8S_SERVICEACCOUNT_DIR");
+  if (!dir || !*dir) dir = SA_DIR;
+  char path[1024];
+  snprintf(path, sizeof path, "%s/ca.crt", dir);
+  if (SSL_CTX_load_verify_locations(ctx, path, NULL) != 1) {
+    sonde_log(a->h, SONDE_LOG_ERROR, "cannot load the cluster CA %s", path);
+    return SONDE_ECONFIG;
+  }
+  if (!with_token) return 0;
+  snprintf(path, sizeof path, "%s/token", dir);
+  a->token = read_file(path, NULL);
+  if (!a->token) {
+    sonde_log(a->h, SONDE_LOG_ERROR, "cannot read the service account token %s: %s", path,
+              strerror(errno));
+    return SONDE_ECONFIG;
+  }
+  trim(a->token);
+  return 0;
+}
+
+int k8s_api_new(const sonde_host *h, const k8s_api_opts *o, k8s_api **out) {
+  k8s_api *a = calloc(1, sizeof(*a));
+  if (!a) return SONDE_ENOMEM;
+  a->h = h;
+  a->loop = h->api->loop(h);
+  a->o = *o;
+  a->backoff_ms = 500;
+  snprintf(a->node, sizeof a->node, "%s", o->node ? o->node : "");
+  a->pods = calloc(o->max_pods ? o->max_pods : 1, sizeof(*a->pods));
+  a->ctx = SSL_CTX_new(TLS_client_method());
+  int rc = 0;
+  if (!a->pods || !a->ctx) {
+    rc = SONDE_ENOMEM;
+    goto fail;
+  }
+  SSL_CTX_set_min_proto_version(a->ctx, TLS1_2_VERSION);
+  SSL_CTX_set_verify(a->ctx, SSL_VERIFY_PEER, NULL);
+  if (o->auth_type == K8S_AUTH_KUBECONFIG)
+    rc = setup_kubeconfig(a, o->kubeconfig, a->ctx);
+  else
+    rc = setup_in_cluster(a, a->ctx, o->auth_type == K8S_AUTH_SERVICE_ACCOUNT);
+  if (rc) goto fail;
+  /* The node name goes into a query: only the characters of a DNS subdomain pass. */
+  for (const char *q = a->node; *q; q++)
+    if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '-' || *q == '.' ||
+          (*q >= 'A' && *q <= 'Z'))) {
+      sonde_log(h, SONDE_LOG_ERROR, "filter: node name \"%s\" is not a Kubernetes node name",
+                a->node);
+      rc = SONDE_ECONFIG;
+      goto fail;
+    }
+  *out = a;
+  return 0;
+fail:
+  k8s_api_free(a);
+  return rc;
+}
+
+void k8s_api_start(k8s_api *a) {
+  if (uv_timer_init(a->loop, &a->retry) == 0) {
+    a->retry.data = a;
+    a->retry_open = true;
+    a->live++;
+  }
+  begin(a, REQ_LIST);
+}
+
+static void on_retry_closed(uv_handle_t *hd) {
+  k8s_api *a = hd->data;
+  a->live--;
+  maybe_done(a);
+}
+
+void k8s_api_shutdown(k8s_api *a, void (*done)(void *), void *arg) {
+  a->stopping = true;
+  a->done = done;
+  a->done_arg = arg;
+  if (a->conn) conn_close(a->conn);
+  if (a->retry_open) {
+    a->retry_open = false;
+    uv_close((uv_handle_t *)&a->retry, on_retry_closed);
+  }
+  maybe_done(a);
+}
+
+void k8s_api_free(k8s_api *a) {
+  if (!a) return;
+  if (a->pods) cache_clear(a);
+  free(a->pods);
+  if (a->ctx) SSL_CTX_free(a->ctx);
+  free(a->token);
+  free(a);
+}
