@@ -32,6 +32,7 @@
 #include <inttypes.h>
 #include <linux/capability.h>
 #include <linux/perf_event.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -58,6 +59,7 @@
 #include "sonde_profiler.skel.h"
 
 #define NS_PER_S 1000000000ll
+_Static_assert(SONDE_UW_ROWS == 524288, "the unwind_rows metric's help names the size");
 #define RELOAD_MIN_NS NS_PER_S   /* re-read a process's maps at most this often */
 #define QUIET_CHECK_INTERVALS 12 /* intervals without samples before kill(pid, 0) */
 #define PROC_BUCKETS 4096
@@ -281,7 +283,8 @@ struct prof {
   uint32_t self_pid;
   uint64_t lost_seen;
 
-  sonde_metric *m_samples, *m_lost, *m_procs, *m_batches, *m_refused, *m_proc_reads, *m_evicted;
+  sonde_metric *m_samples, *m_lost, *m_procs, *m_batches, *m_refused, *m_proc_reads, *m_uw_rows,
+      *m_uw_files, *m_evicted;
 };
 
 static void metric_add(prof *p, sonde_metric *m, double d) {
@@ -465,6 +468,7 @@ static void uw_register(prof *p, load_job *j) {
         f.first = p->uw_next;
         f.n = (uint32_t)nf->n;
         p->uw_next += (uint32_t)nf->n;
+        if (p->m_uw_rows) p->h->api->metric_set(p->m_uw_rows, p->uw_next);
       } else if (!p->uw_full_logged) {
         p->uw_full_logged = true;
         sonde_log(p->h, SONDE_LOG_WARN,
@@ -476,6 +480,7 @@ static void uw_register(prof *p, load_job *j) {
     pthread_mutex_lock(&p->uw_mu);
     p->uwf[p->nuwf++] = f;
     pthread_mutex_unlock(&p->uw_mu);
+    if (p->m_uw_files) p->h->api->metric_set(p->m_uw_files, (double)p->nuwf);
   }
 }
 
@@ -539,7 +544,13 @@ static void load_done(void *arg, int status) {
     if (q->verdict >= 0 && !p->stopping) uw_publish(p, q);
     if (q->exited && !q->samples) proc_unlink_free(p, q);
   }
+  bool had_tables = false;
+  for (size_t i = 0; i < j->nnew && !had_tables; i++)
+    had_tables = j->newfiles[i].rows != NULL;
   job_free(j);
+  /* Table building frees megabytes in the pool threads' malloc arenas, which glibc keeps;
+   * give them back (rare: once per new file). */
+  if (had_tables) malloc_trim(0);
   maybe_finish_shutdown(p);
 }
 
@@ -1281,6 +1292,10 @@ static int prof_create(const sonde_host *h, const void *config, uint32_t signals
             "reads of /proc/PID/maps (first sight and new mappings)", NULL, &p->m_proc_reads);
   a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_profiler_processes_evicted",
             "processes dropped from the table after they exited", NULL, &p->m_evicted);
+  a->metric(h, SONDE_METRIC_GAUGE, "sonde_ebpf_profiler_unwind_rows",
+            "rows of the BPF unwind table in use (524288 at most)", NULL, &p->m_uw_rows);
+  a->metric(h, SONDE_METRIC_GAUGE, "sonde_ebpf_profiler_unwind_files",
+            "files whose unwind rows were built (with or without rows)", NULL, &p->m_uw_files);
   *inst = p;
   return 0;
 }

@@ -3,13 +3,14 @@
 # DEPTH + 8 frames run while sonde profiles everything (-> file exporter). Prints the BPF program's
 # ns per run (kernel.bpf_stats_enabled, bpftool run_time_ns / run_cnt), sonde's user+system CPU as
 # a share of the machine, and its RSS. Needs root.
-#   SONDE_BUILD_DIR=build tests/bpf/bench_profiler.sh [DEPTH [SECONDS]]
+#   SONDE_BUILD_DIR=build [UNWIND=nofp] tests/bpf/bench_profiler.sh [DEPTH [SECONDS]]
+# UNWIND=nofp profiles the workload built without frame pointers (DWARF unwinding).
 set -eu
 D=${1:-20}; T=${2:-30}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 B=${SONDE_BUILD_DIR:?set SONDE_BUILD_DIR}
-W=$B/tests/bpf/bpf_workload_fp
+W=$B/tests/bpf/bpf_workload_${UNWIND:-fp}
 cat > "$TMP/bench.yaml" <<YAML
 receivers:
   ebpf_profiler:
@@ -29,7 +30,8 @@ sysctl -q kernel.bpf_stats_enabled=1
 
 $B/bin/sonde --config $TMP/bench.yaml > $TMP/bench.log 2>&1 &
 S=$!
-sleep 1
+# Steady state: the tables of what already runs on the machine are built first (reported apart).
+sleep ${WARMUP:-10}
 $W deep $D $((T+2)) & A=$!
 $W deep $D $((T+2)) & B=$!
 sleep 1
@@ -43,7 +45,7 @@ r1=$(bpftool prog show id $id -j | python3 -c 'import json,sys; p=json.load(sys.
 up1=$(awk '{print $1}' /proc/uptime)
 rss=$(grep -E 'VmRSS|VmHWM' /proc/$S/status | tr -s ' ' | tr '\n' ' ')
 wait $A $B
-kill -TERM $S; wait $S
+kill -TERM $S; wait $S || true
 sysctl -q kernel.bpf_stats_enabled=0
 python3 - "$r0" "$r1" "$t0" "$t1" "$up0" "$up1" "$rss" <<'PY'
 import sys, os
