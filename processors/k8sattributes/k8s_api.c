@@ -40,6 +40,7 @@ struct k8s_api {
   char host[256], port[8];
   bool tls;
   char *token;
+  char token_path[1024]; /* serviceAccount: re-read before each connection (tokens rotate) */
   SSL_CTX *ctx;
   char rv[128]; /* last resourceVersion seen */
   k8s_pod **pods;
@@ -63,6 +64,7 @@ struct kconn {
   SSL *ssl;
   BIO *rbio, *wbio;
   bool resolving, tcp_open, closing, ready, complete, failed;
+  uint64_t started_ms;
   http_parser p;
   sonde_buf body; /* LIST: the whole body; WATCH: the unfinished event line */
   char rbuf[64 * 1024];
@@ -245,7 +247,8 @@ static void send_request(kconn *c) {
     snprintf(path, sizeof path, "/api/v1/pods?%slimit=0", sel);
   else
     snprintf(path, sizeof path,
-             "/api/v1/pods?%swatch=1&resourceVersion=%s&allowWatchBookmarks=true", sel, a->rv);
+             "/api/v1/pods?%swatch=1&resourceVersion=%s&allowWatchBookmarks=true&timeoutSeconds=%d",
+             sel, a->rv, 300 + (int)(uv_now(a->loop) % 300));
   sonde_buf req = {0};
   int rc = sonde_buf_printf(&req,
                             "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: sonde-k8sattributes\r\n"
@@ -320,7 +323,6 @@ static bool handle_event(kconn *c, const char *line, size_t len) {
   metric_add(a, a->o.m_events, 1);
   char *type = kj_str(&d, kj_get(&d, 0, "type"));
   int obj = kj_get(&d, 0, "object");
-  bool go = true;
   if (!type) {
     /* no type, or out of memory */
   } else if (!strcmp(type, "ERROR")) {
@@ -359,7 +361,6 @@ static bool handle_event(kconn *c, const char *line, size_t len) {
       return false;
     }
   }
-  (void)go;
   kj_free(&d);
   free(type);
   return true;
@@ -425,12 +426,16 @@ static void response_end(kconn *c) {
     /* The server ended the watch (its timeout): resume where it stopped. */
     sonde_log(a->h, SONDE_LOG_DEBUG, "Kubernetes API: watch ended; resuming at resourceVersion %s",
               a->rv);
+    /* A watch that ends at once, again and again (a proxy cutting it), backs off instead of
+     * spinning; one that ran for a while resumes at once. */
+    bool quick = uv_now(a->loop) - c->started_ms < 1000;
     conn_close(c);
-    a->backoff_ms = 500;
-    if (a->rv[0])
-      schedule(a, REQ_WATCH, 0);
+    int delay = quick ? a->backoff_ms : 0;
+    if (quick)
+      a->backoff_ms = a->backoff_ms * 2 > 30000 ? 30000 : a->backoff_ms * 2;
     else
-      schedule(a, REQ_LIST, 0);
+      a->backoff_ms = 500;
+    schedule(a, a->rv[0] ? REQ_WATCH : REQ_LIST, delay);
     return;
   }
   if (st == 410) {
@@ -560,6 +565,8 @@ static void on_connect(uv_connect_t *req, int status) {
     conn_fail(c, "read", uv_strerror(rc));
     return;
   }
+  /* A watch is quiet for minutes: keepalive notices a peer that vanished without a FIN. */
+  uv_tcp_keepalive(&c->tcp, 1, 30);
   k8s_api *a = c->a;
   if (!a->tls) {
     c->ready = true;
@@ -616,6 +623,21 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   if (rc) conn_fail(c, "connect", uv_strerror(rc));
 }
 
+static char *read_file(const char *path, size_t *len);
+static void trim(char *s);
+
+/* The kubelet rotates projected service account tokens (about hourly): the file is read again
+ * before each connection, as client-go does. A small file on a tmpfs, read in microseconds; kept
+ * on the loop rather than paying a thread-pool round trip per connection. */
+static void reread_token(k8s_api *a) {
+  if (!a->token_path[0]) return;
+  char *t = read_file(a->token_path, NULL);
+  if (!t) return; /* keep the one we have */
+  trim(t);
+  free(a->token);
+  a->token = t;
+}
+
 static void begin(k8s_api *a, int kind) {
   if (a->stopping) return;
   if (a->conn) conn_close(a->conn);
@@ -626,6 +648,8 @@ static void begin(k8s_api *a, int kind) {
   }
   c->a = a;
   c->kind = kind;
+  c->started_ms = uv_now(a->loop);
+  reread_token(a);
   http_parser_init(&c->p, HTTP_RESPONSE);
   c->p.data = c;
   struct addrinfo hints;
@@ -829,6 +853,7 @@ static int setup_in_cluster(k8s_api *a, SSL_CTX *ctx, bool with_token) {
   }
   if (!with_token) return 0;
   snprintf(path, sizeof path, "%s/token", dir);
+  snprintf(a->token_path, sizeof a->token_path, "%s", path);
   a->token = read_file(path, NULL);
   if (!a->token) {
     sonde_log(a->h, SONDE_LOG_ERROR, "cannot read the service account token %s: %s", path,

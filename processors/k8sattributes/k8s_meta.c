@@ -88,7 +88,10 @@ static int parse_primitive(kj_state *st) {
   const char *p = st->s + start;
   bool word = (l == 4 && (!memcmp(p, "true", 4) || !memcmp(p, "null", 4))) ||
               (l == 5 && !memcmp(p, "false", 5));
-  if (!word && !(*p == '-' || (*p >= '0' && *p <= '9'))) return SONDE_EPROTO;
+  /* A number starts with a digit, after an optional minus; the rest is not checked further
+   * because no pod field this stage reads is a number other than Status.code. */
+  const char *dg = *p == '-' ? p + 1 : p;
+  if (!word && (dg >= p + l || *dg < '0' || *dg > '9')) return SONDE_EPROTO;
   return new_tok(st, KJ_PRIMITIVE, (int)start, (int)st->pos);
 }
 

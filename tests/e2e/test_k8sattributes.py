@@ -333,6 +333,18 @@ def test_in_cluster():
         assert harness.metric_value(text, "sonde_processor_k8sattributes_watch_events_total",
                                     0) >= 3, text
         print("ERROR 410 relisted; the pod created meanwhile learned")
+
+        # 410 as the HTTP status of the watch request.
+        relists = len(fx.lists())
+        fx.gone_as_status = True
+        fx.expire()
+        gone2 = k8s.pod("after-gone-2", "jobs", "33333333-4444-4555-8666-777777777777", NODE,
+                        "10.244.1.41", [("main", "busybox:1.36", "a7" * 32)])
+        fx.add(gone2, silent=True)
+        ask(s, port, {"k8s.pod.ip": "10.244.1.41"}, "after-gone-2")
+        assert len(fx.lists()) > relists, fx.lists()
+        s.wait_log(r"HTTP 410 Gone")
+        print("HTTP 410 Gone relisted")
         s.stop_ok()
     finally:
         if s.proc and s.proc.poll() is None:

@@ -94,6 +94,7 @@ class Fixture:
         self.pods = {}      # uid -> pod
         self.events = []    # (rv, type, object)
         self.oldest = 0     # a watch from a version below this gets 410
+        self.gone_as_status = False  # 410 as the HTTP status rather than an ERROR event
         self.requests = []  # (path, query dict, authorized)
         self.ca, crt, key = make_ca_and_cert(tmp)
         fx = self
@@ -144,6 +145,12 @@ class Fixture:
 
             def watch(self, q, node):
                 since = int(q.get("resourceVersion") or 0)
+                with fx.cv:
+                    gone = since < fx.oldest and fx.gone_as_status
+                if gone:
+                    # The other form: the request itself answered 410 Gone.
+                    return self.send_json(410, status(410, "Gone", "too old resource version: "
+                                                      "%d (%d)" % (since, fx.oldest)))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Transfer-Encoding", "chunked")
@@ -163,9 +170,12 @@ class Fixture:
                     while time.time() < deadline:
                         with fx.cv:
                             if sent < fx.oldest:
-                                self.chunk({"type": "ERROR", "object": status(
-                                    410, "Expired", "too old resource version: %d (%d)" %
-                                    (sent, fx.oldest))})
+                                # gone_as_status: the stream just ends, and the resumed watch
+                                # request gets its 410 as the HTTP status.
+                                if not fx.gone_as_status:
+                                    self.chunk({"type": "ERROR", "object": status(
+                                        410, "Expired", "too old resource version: %d (%d)" %
+                                        (sent, fx.oldest))})
                                 break
                             todo = [e for e in fx.events if e[0] > sent]
                             if not todo:
