@@ -216,12 +216,15 @@ typedef struct rule {
   bool has_re;
 } rule;
 
-/* One API client per configured processor id, shared by the pipelines that use it (the core makes
- * an instance per pipeline): one list + watch per node, as otelcol's shared component does. All on
- * the loop thread, so no lock. */
+/* One API client per configured processor, shared by the pipelines that use it (the core makes an
+ * instance per pipeline, all with the one config struct of that processor): one list + watch per
+ * node, as otelcol's shared component does. Keyed by that config, so a reloaded configuration
+ * (a new struct) never joins the client of the old one. All on the loop thread, so no lock. The
+ * client logs and counts through the first instance's host, which the core destroys only after
+ * every instance has shut down. */
 typedef struct shared_api {
   struct shared_api *next;
-  char *id;
+  const void *config;
   k8s_api *api;
   int refs, started, stopping;
 } shared_api;
@@ -634,7 +637,6 @@ static void shared_put(shared_api *sh) {
       break;
     }
   k8s_api_free(sh->api);
-  free(sh->id);
   free(sh);
 }
 
@@ -707,18 +709,16 @@ static int k8s_create(const sonde_host *h, const void *config, uint32_t signals,
         .m_events = p->m_events,
         .m_errors = p->m_errors,
     };
-    const char *id = h->api->id(h);
     for (shared_api *sh = shared_list; sh && !p->shared; sh = sh->next)
-      if (!strcmp(sh->id, id)) p->shared = sh;
+      if (sh->config == config && !sh->stopping) p->shared = sh;
     if (!p->shared) {
       shared_api *sh = calloc(1, sizeof(*sh));
-      if (!sh || !(sh->id = strdup(id))) {
-        free(sh);
+      if (!sh) {
         rc = SONDE_ENOMEM;
         goto fail;
       }
+      sh->config = config;
       if ((rc = k8s_api_new(h, &o, &sh->api))) {
-        free(sh->id);
         free(sh);
         goto fail;
       }

@@ -13,6 +13,7 @@ certificate-authority-data works with a bounded cache that counts evictions.
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -417,8 +418,17 @@ users:
         assert harness.metric_value(
             text, "sonde_processor_k8sattributes_pod_evictions_total", 0) == 1, text
         assert harness.metric_value(text, "sonde_processor_k8sattributes_pods", 0) == 1, text
+        # SIGHUP: the new configuration's processor lists again with a client of its own.
+        s.proc.send_signal(signal.SIGHUP)
+        s.wait_log(r"configuration reloaded")
+        deadline = time.time() + 10
+        while s.log().count("listed 2 pods on node node-1") < 2:
+            assert time.time() < deadline, "no list after the reload:\n" + s.log()
+            time.sleep(0.05)
+        ask(s, port, {"container.id": "c3" * 32}, "db-0")
         s.stop_ok()
-        print("kubeconfig (certificate-authority-data, token); max_pods bound with evictions")
+        print("kubeconfig (certificate-authority-data, token); max_pods bound with evictions; "
+              "SIGHUP reload lists again")
     finally:
         if s.proc and s.proc.poll() is None:
             s.proc.kill()
