@@ -32,7 +32,6 @@
 #include <inttypes.h>
 #include <linux/capability.h>
 #include <linux/perf_event.h>
-#include <malloc.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -408,7 +407,11 @@ static bool uw_build_file(int pid, const prof_mapping *m, uw_newfile *nf) {
   nf->nloads = uw_elf_loads(buf, (size_t)st.st_size, nf->loads, UW_MAX_LOADS);
   if (rc == SONDE_ENOMEM) ok = false;
   if (!rc && t.n && nf->nloads) {
-    if ((nf->rows = malloc(t.n * sizeof(*nf->rows)))) {
+    /* mmap, not malloc: see uw_table's rows. */
+    void *mem = mmap(NULL, t.n * sizeof(*nf->rows), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem != MAP_FAILED) {
+      nf->rows = mem;
       for (size_t i = 0; i < t.n; i++)
         nf->rows[i] = uw_bpf_row(&t.rows[i]);
       nf->n = t.n;
@@ -515,7 +518,8 @@ static void uw_publish(prof *p, proc *q) {
 
 static void job_free(load_job *j) {
   for (size_t i = 0; i < j->nnew; i++)
-    free(j->newfiles[i].rows);
+    if (j->newfiles[i].rows)
+      munmap(j->newfiles[i].rows, j->newfiles[i].n * sizeof(*j->newfiles[i].rows));
   free(j->newfiles);
   prof_procinfo_free(&j->info);
   free(j);
@@ -544,13 +548,7 @@ static void load_done(void *arg, int status) {
     if (q->verdict >= 0 && !p->stopping) uw_publish(p, q);
     if (q->exited && !q->samples) proc_unlink_free(p, q);
   }
-  bool had_tables = false;
-  for (size_t i = 0; i < j->nnew && !had_tables; i++)
-    had_tables = j->newfiles[i].rows != NULL;
   job_free(j);
-  /* Table building frees megabytes in the pool threads' malloc arenas, which glibc keeps;
-   * give them back (rare: once per new file). */
-  if (had_tables) malloc_trim(0);
   maybe_finish_shutdown(p);
 }
 

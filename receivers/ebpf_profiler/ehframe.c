@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "sonde/errors.h"
 
@@ -223,9 +224,15 @@ static int push_row(uw_table *t, uint64_t pc, const cfa_state *s) {
     row.cfa_off = 0;
   }
   if (t->n == t->cap) {
-    size_t nc = t->cap ? t->cap * 2 : 256;
-    uw_row *v = realloc(t->rows, nc * sizeof(*v));
-    if (!v) return SONDE_ENOMEM;
+    /* Straight from mmap: a big file's table is megabytes that must go back to the system when
+     * freed, which malloc's arenas (one per pool thread) would keep. */
+    size_t nc = t->cap ? t->cap * 2 : 1024;
+    if (nc > SIZE_MAX / 2 / sizeof(uw_row)) return SONDE_ENOMEM;
+    void *v = t->rows
+                  ? mremap(t->rows, t->cap * sizeof(uw_row), nc * sizeof(uw_row), MREMAP_MAYMOVE)
+                  : mmap(NULL, nc * sizeof(uw_row), PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (v == MAP_FAILED) return SONDE_ENOMEM;
     t->rows = v;
     t->cap = nc;
   }
@@ -557,7 +564,7 @@ size_t uw_elf_loads(const uint8_t *buf, size_t len, uw_load *out, size_t max) {
 }
 
 void uw_table_free(uw_table *t) {
-  free(t->rows);
+  if (t->rows) munmap(t->rows, t->cap * sizeof(uw_row));
   memset(t, 0, sizeof(*t));
 }
 
