@@ -46,8 +46,8 @@ struct k8s_api {
   k8s_pod **pods;
   size_t n_pods;
   kconn *conn;
-  uv_timer_t retry;
-  bool retry_open, stopping;
+  uv_timer_t retry, sweep;
+  bool retry_open, sweep_open, stopping;
   int live; /* open handles and connections */
   int backoff_ms;
   int want; /* what the retry timer starts */
@@ -87,14 +87,37 @@ static void cache_clear(k8s_api *a) {
   a->n_pods = 0;
 }
 
-static void cache_remove(k8s_api *a, const char *uid) {
+/* A deleted pod is kept for the grace period, as otelcol does: its last spans and profiles are
+ * often exported after the pod is gone. */
+static void cache_mark_deleted(k8s_api *a, const char *uid) {
   for (size_t i = 0; i < a->n_pods; i++)
     if (!strcmp(a->pods[i]->uid, uid)) {
-      k8s_pod_free(a->pods[i]);
-      memmove(&a->pods[i], &a->pods[i + 1], (a->n_pods - i - 1) * sizeof(a->pods[0]));
-      a->n_pods--;
+      if (a->o.delete_grace_ns <= 0) {
+        k8s_pod_free(a->pods[i]);
+        memmove(&a->pods[i], &a->pods[i + 1], (a->n_pods - i - 1) * sizeof(a->pods[0]));
+        a->n_pods--;
+      } else if (!a->pods[i]->deleted_ms) {
+        a->pods[i]->deleted_ms = uv_now(a->loop) + 1; /* never 0 */
+      }
       return;
     }
+}
+
+static void on_sweep(uv_timer_t *t) {
+  k8s_api *a = t->data;
+  uint64_t now = uv_now(a->loop), grace = (uint64_t)(a->o.delete_grace_ns / 1000000);
+  size_t k = 0;
+  for (size_t i = 0; i < a->n_pods; i++) {
+    k8s_pod *p = a->pods[i];
+    if (p->deleted_ms && now + 1 - p->deleted_ms >= grace)
+      k8s_pod_free(p);
+    else
+      a->pods[k++] = p;
+  }
+  if (k != a->n_pods) {
+    a->n_pods = k;
+    pods_gauge(a);
+  }
 }
 
 /* Takes p. A full cache evicts the pod stored longest ago (counted). */
@@ -122,11 +145,15 @@ const k8s_pod *k8s_api_by_uid(const k8s_api *a, const char *uid) {
 }
 
 const k8s_pod *k8s_api_by_ip(const k8s_api *a, const char *ip) {
-  /* Pods on the host network share the node's IP: it names none of them. */
+  /* Pods on the host network share the node's IP: it names none of them. An IP is reused by the
+   * next pod: a live pod wins over a deleted one in its grace period. */
+  const k8s_pod *gone = NULL;
   for (size_t i = a->n_pods; i-- > 0;)
-    if (a->pods[i]->ip && !a->pods[i]->host_network && !strcmp(a->pods[i]->ip, ip))
-      return a->pods[i];
-  return NULL;
+    if (a->pods[i]->ip && !a->pods[i]->host_network && !strcmp(a->pods[i]->ip, ip)) {
+      if (!a->pods[i]->deleted_ms) return a->pods[i];
+      if (!gone) gone = a->pods[i];
+    }
+  return gone;
 }
 
 const k8s_pod *k8s_api_by_container(const k8s_api *a, const char *id, const k8s_container **c) {
@@ -347,7 +374,7 @@ static bool handle_event(kconn *c, const char *line, size_t len) {
     if (!rc) {
       set_rv(a, &d, obj);
       if (type[0] == 'D') {
-        cache_remove(a, p->uid);
+        cache_mark_deleted(a, p->uid);
         k8s_pod_free(p);
       } else {
         cache_put(a, p);
@@ -908,10 +935,20 @@ void k8s_api_start(k8s_api *a) {
     a->retry_open = true;
     a->live++;
   }
+  if (a->o.delete_grace_ns > 0 && uv_timer_init(a->loop, &a->sweep) == 0) {
+    a->sweep.data = a;
+    a->sweep_open = true;
+    a->live++;
+    /* A quarter of the grace period, between 50 ms and 10 s. */
+    int64_t every = a->o.delete_grace_ns / 4000000;
+    every = every < 50 ? 50 : every > 10000 ? 10000 : every;
+    uv_timer_start(&a->sweep, on_sweep, (uint64_t)every, (uint64_t)every);
+    uv_unref((uv_handle_t *)&a->sweep);
+  }
   begin(a, REQ_LIST);
 }
 
-static void on_retry_closed(uv_handle_t *hd) {
+static void on_handle_closed(uv_handle_t *hd) {
   k8s_api *a = hd->data;
   a->live--;
   maybe_done(a);
@@ -924,7 +961,11 @@ void k8s_api_shutdown(k8s_api *a, void (*done)(void *), void *arg) {
   if (a->conn) conn_close(a->conn);
   if (a->retry_open) {
     a->retry_open = false;
-    uv_close((uv_handle_t *)&a->retry, on_retry_closed);
+    uv_close((uv_handle_t *)&a->retry, on_handle_closed);
+  }
+  if (a->sweep_open) {
+    a->sweep_open = false;
+    uv_close((uv_handle_t *)&a->sweep, on_handle_closed);
   }
   maybe_done(a);
 }

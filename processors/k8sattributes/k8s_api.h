@@ -16,6 +16,7 @@ typedef struct k8s_api_opts {
   const char *kubeconfig; /* kubeConfig: the file */
   const char *node;       /* NULL or "": every pod */
   size_t max_pods;
+  int64_t delete_grace_ns; /* a deleted pod still associates this long */
   sonde_metric *m_pods, *m_evictions, *m_relists, *m_events, *m_errors;
 } k8s_api_opts;
 

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* ---- JSON tokens (jsmn-like: a flat array, each container followed by its children) ---------- */
 typedef enum kj_type { KJ_OBJECT = 1, KJ_ARRAY, KJ_STRING, KJ_PRIMITIVE } kj_type;
@@ -55,6 +56,7 @@ typedef struct k8s_pod {
   k8s_container *containers;
   size_t n_containers;
   bool host_network;
+  uint64_t deleted_ms; /* set by the cache: when a DELETED event came (0: alive) */
 } k8s_pod;
 
 /* Decodes the pod object at token obj. *out is malloc'd (free with k8s_pod_free). SONDE_EPROTO

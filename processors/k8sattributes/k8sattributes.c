@@ -55,6 +55,7 @@ typedef struct k8s_config {
   k8s_extract_cfg extract;
   sonde_tablelist pod_association; /* k8s_assoc_cfg */
   int64_t max_pods;
+  int64_t pod_delete_grace;
   char *proc_root;
 } k8s_config;
 
@@ -122,6 +123,8 @@ static const sonde_option k8s_options[] = {
                    "how a resource names its pod, tried in order"),
     SONDE_OPT_RANGE("max_pods", SONDE_OPT_INT, k8s_config, max_pods, "10000", 1, 10000000,
                     "pods kept in the cache; more evict the oldest (counted)"),
+    SONDE_OPT("pod_delete_grace", SONDE_OPT_DURATION, k8s_config, pod_delete_grace, "2m",
+              "a deleted pod still associates this long (late exports of its data)"),
     SONDE_OPT("proc_root", SONDE_OPT_STRING, k8s_config, proc_root, "/proc",
               "procfs mount read for process.pid -> cgroup"),
     SONDE_OPT_END,
@@ -703,6 +706,7 @@ static int k8s_create(const sonde_host *h, const void *config, uint32_t signals,
         .kubeconfig = kc,
         .node = node,
         .max_pods = (size_t)c->max_pods,
+        .delete_grace_ns = c->pod_delete_grace,
         .m_pods = p->m_pods,
         .m_evictions = p->m_evictions,
         .m_relists = p->m_relists,

@@ -244,7 +244,8 @@ def test_in_cluster():
     print("process %d placed in its pod's cgroup through %s" % (place.pid, place.how))
     port, mport = harness.free_port(), harness.free_port()
     env_for(fx, fx.service_account_dir())
-    s = harness.Sonde(config(port, mport, place.proc_root), "k8sattributes")
+    s = harness.Sonde(config(port, mport, place.proc_root, "    pod_delete_grace: 1s\n"),
+                      "k8sattributes")
     try:
         s.start()
         s.wait_log(r"listed 2 pods on node node-1")
@@ -298,12 +299,25 @@ def test_in_cluster():
         fx.add(late)
         got = ask(s, port, {"k8s.pod.ip": "10.244.1.30"}, "late-1")
         assert got.get("k8s.pod.uid") == "11111111-2222-4333-8444-555555555555", got
+        def events():
+            _, text = harness.http_get("http://localhost:%d/metrics" % mport)
+            return harness.metric_value(text, "sonde_processor_k8sattributes_watch_events_total",
+                                        0)
+        ev = events()
         fx.delete(DB_UID)
-        deadline = time.time() + 10
+        t_del = time.time()
+        deadline = t_del + 10
+        while events() <= ev:
+            assert time.time() < deadline, "DELETED never received"
+            time.sleep(0.02)
+        # pod_delete_grace (1s here): data of a pod just deleted still gets its attributes.
+        got = ask(s, port, {"k8s.pod.ip": "10.244.1.18"})
+        assert got.get("k8s.pod.name") == "db-0" or time.time() - t_del >= 1, got
         while "k8s.pod.name" in ask(s, port, {"k8s.pod.ip": "10.244.1.18"}):
-            assert time.time() < deadline, "db-0 still known after DELETED"
-            time.sleep(0.2)
-        print("watch: ADDED learned, DELETED forgotten")
+            assert time.time() < deadline, "db-0 still known 10s after DELETED"
+            time.sleep(0.1)
+        assert time.time() - t_del >= 0.9, "forgotten before its grace period"
+        print("watch: ADDED learned, DELETED kept for pod_delete_grace then forgotten")
 
         # A watch ended by the server resumes from the last version it saw (a bookmark too).
         fx.bookmark()
