@@ -7,6 +7,28 @@
 #include <string.h>
 
 #include "k8s_meta.h"
+#include "sonde/errors.h"
+
+/* Allocation failure injection (linked with --wrap): the nth allocation of k8s_meta.c fails. */
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t m);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t m);
+void *__wrap_realloc(void *p, size_t n);
+static long fail_at = -1, allocs;
+static bool fail_now(void) {
+  return fail_at >= 0 && allocs++ == fail_at;
+}
+void *__wrap_malloc(size_t n) {
+  return fail_now() ? NULL : __real_malloc(n);
+}
+void *__wrap_calloc(size_t n, size_t m) {
+  return fail_now() ? NULL : __real_calloc(n, m);
+}
+void *__wrap_realloc(void *p, size_t n) {
+  return fail_now() ? NULL : __real_realloc(p, n);
+}
 
 #define ID64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define UID "5f0c3a8e-1b2d-4c6e-9f7a-0d1e2f3a4b5c"
@@ -100,10 +122,36 @@ static void test_refusals(void) {
   kj_free(&d);
 }
 
+/* Every allocation of parsing and decoding a pod fails in turn: SONDE_ENOMEM, nothing leaked
+ * (the sanitizer build checks), and success once no allocation fails. */
+static void test_alloc_failures(void) {
+  for (long n = 0;; n++) {
+    fail_at = n;
+    allocs = 0;
+    kj_doc d;
+    k8s_pod *p = NULL;
+    int rc = kj_parse(pod_json, strlen(pod_json), &d);
+    if (!rc) {
+      rc = k8s_pod_from_json(&d, 0, &p);
+      kj_free(&d);
+    }
+    bool failed = allocs > n;
+    fail_at = -1;
+    if (!failed) {
+      assert(rc == 0 && p && !strcmp(p->uid, UID));
+      k8s_pod_free(p);
+      printf("alloc failures: %ld allocations each failed once\n", n);
+      return;
+    }
+    assert(rc == SONDE_ENOMEM && !p);
+  }
+}
+
 int main(void) {
   test_cgroups();
   test_pod();
   test_refusals();
+  test_alloc_failures();
   puts("k8s_meta: ok");
   return 0;
 }

@@ -449,7 +449,36 @@ users:
         fx.stop()
 
 
+def test_validate():
+    base = """
+receivers:
+  otlp: {protocols: {http: {endpoint: "127.0.0.1:0"}}}
+processors:
+  k8sattributes:
+    auth_type: none
+    extract:
+%s
+exporters:
+  debug: {}
+service:
+  pipelines:
+    traces: {receivers: [otlp], processors: [k8sattributes], exporters: [debug]}
+"""
+    cases = [("      metadata: [k8s.pod.name, k8s.cluster.nam]", "unknown \"k8s.cluster.nam\""),
+             ("      labels: [{key: app, from: namespace}]", "only \"pod\" is supported"),
+             ("      labels: [{tag_name: x}]", "exactly one of key and key_regex"),
+             ("      annotations: [{key_regex: \"(a\"}]", "invalid regular expression")]
+    for body, want in cases:
+        s = harness.Sonde(base % body, "k8sattributes-validate")
+        rc, out = harness.run_cli("validate", "--config", s.config)
+        assert rc != 0 and want in out, (body, out)
+    rc, out = harness.run_cli("components")
+    assert "k8sattributes" in out, out
+    print("validate: unknown metadata, from: namespace, key rules and bad regexes refused")
+
+
 def test():
+    test_validate()
     test_in_cluster()
     test_bad_token()
     test_kubeconfig()
