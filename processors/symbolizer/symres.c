@@ -124,6 +124,7 @@ int symres_new(const symres_opts *opts, symres **out) {
   symres *r = calloc(1, sizeof(*r));
   if (!r) return -ENOMEM;
   r->o = *opts;
+  r->gen = 1;
   r->o.kallsyms_path = NULL;
   r->o.perf_map_dir = NULL;
   r->o.proc_root = NULL;
@@ -235,7 +236,7 @@ void symres_free(symres *r) {
 }
 
 void symres_tick(symres *r) {
-  r->gen++;
+  if (++r->gen == 0) r->gen = 1;
 }
 
 void symres_stats_get(const symres *r, symres_stats *s) {
@@ -751,8 +752,8 @@ int symres_perfmap(symres *r, int pid, uint64_t addr, const sym_frame **frames, 
   entry *e = lookup(r, key, h);
   if (!e && !(e = insert(r, key, h, ENT_PERF))) return -ENOMEM;
   lru_front(r, e);
-  if (e->gen != r->gen || !e->gen) {
-    e->gen = r->gen ? r->gen : 1;
+  if (e->gen != r->gen) { /* r->gen starts at 1: a new entry (0) is always read */
+    e->gen = r->gen;
     /* The JIT writes the map in the process's /tmp; a pid from another pid namespace only works
      * through the host's /tmp when the runtime shares it. */
     snprintf(path, sizeof path, "%s/%d/root/tmp/perf-%d.map", r->o.proc_root, pid, pid);
