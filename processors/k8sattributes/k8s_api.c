@@ -48,7 +48,8 @@ struct k8s_api {
   kconn *conn;
   uv_timer_t retry, sweep;
   bool retry_open, sweep_open, stopping;
-  int live; /* open handles and connections */
+  bool listed; /* a list succeeded once */
+  int live;    /* open handles and connections */
   int backoff_ms;
   int want; /* what the retry timer starts */
   void (*done)(void *);
@@ -271,7 +272,10 @@ static void send_request(kconn *c) {
   char path[1024], sel[400] = "";
   if (a->node[0]) snprintf(sel, sizeof sel, "fieldSelector=spec.nodeName%%3D%s&", a->node);
   if (c->kind == REQ_LIST)
-    snprintf(path, sizeof path, "/api/v1/pods?%slimit=0", sel);
+    /* The first list may come from the API server's watch cache (resourceVersion=0, as client-go
+     * does: no quorum read of etcd by every node at once); a list after 410 must not go back in
+     * time, so it asks for the latest. */
+    snprintf(path, sizeof path, "/api/v1/pods?%s%s", sel, a->listed ? "" : "resourceVersion=0");
   else
     snprintf(path, sizeof path,
              "/api/v1/pods?%swatch=1&resourceVersion=%s&allowWatchBookmarks=true&timeoutSeconds=%d",
@@ -331,6 +335,7 @@ static void handle_list(kconn *c) {
   }
   set_rv(a, &d, 0);
   kj_free(&d);
+  a->listed = true;
   pods_gauge(a);
   a->backoff_ms = 500;
   sonde_log(a->h, SONDE_LOG_INFO, "Kubernetes API: listed %zu pods%s%s (resourceVersion %s)%s", n,

@@ -251,6 +251,7 @@ def test_in_cluster():
         s.wait_log(r"listed 2 pods on node node-1")
         lists = fx.lists()
         assert lists and lists[0].get("fieldSelector") == "spec.nodeName=node-1", lists
+        assert lists[0].get("resourceVersion") == "0", lists  # from the watch cache
 
         # The process's spans and profiles: only process.pid on the way in.
         got = ask(s, port, {"service.name": "checkout", "process.pid": place.pid})
@@ -341,6 +342,7 @@ def test_in_cluster():
         fx.add(gone, silent=True)
         ask(s, port, {"k8s.pod.ip": "10.244.1.40"}, "after-gone")
         assert len(fx.lists()) >= 2, fx.lists()
+        assert "resourceVersion" not in fx.lists()[-1], fx.lists()  # the latest, after 410
         s.wait_log(r"410 Gone")
         _, text = harness.http_get("http://localhost:%d/metrics" % mport)
         assert harness.metric_value(text, "sonde_processor_k8sattributes_relists_total", 0) >= 1, \
