@@ -816,6 +816,76 @@ static char *kubeconfig_value(const char *text, const char *key) {
   return NULL;
 }
 
+/* base64 of a kubeconfig *-data field into a malloc'd buffer; NULL when bad or out of memory. */
+static unsigned char *b64(const char *in, size_t *out_len) {
+  size_t l = strlen(in);
+  unsigned char *o = malloc(l / 4 * 3 + 4);
+  if (!o) return NULL;
+  int n = EVP_DecodeBlock(o, (const unsigned char *)in, (int)l);
+  if (n < 0) {
+    free(o);
+    return NULL;
+  }
+  *out_len = (size_t)n;
+  return o;
+}
+
+/* users[].user.client-certificate(-data) and client-key(-data): TLS client authentication, what
+ * kind, minikube and kubeadm's admin.conf use. Returns 0 when neither is set. */
+static int load_client_cert(k8s_api *a, const char *text, SSL_CTX *ctx, const char *path) {
+  char *cd = kubeconfig_value(text, "client-certificate-data");
+  char *kd = kubeconfig_value(text, "client-key-data");
+  char *cf = kubeconfig_value(text, "client-certificate");
+  char *kf = kubeconfig_value(text, "client-key");
+  int rc = 0;
+  unsigned char *cpem = NULL, *kpem = NULL;
+  size_t cl = 0, kl = 0;
+  if (!(cd || cf) && !(kd || kf)) goto out;
+  if (!(cd || cf) || !(kd || kf)) {
+    sonde_log(a->h, SONDE_LOG_ERROR, "kubeconfig %s: a client certificate needs its key", path);
+    rc = SONDE_ECONFIG;
+    goto out;
+  }
+  if (cd) {
+    BIO *b = NULL;
+    X509 *x = NULL;
+    if (!(cpem = b64(cd, &cl)) || !(b = BIO_new_mem_buf(cpem, (int)cl)) ||
+        !(x = PEM_read_bio_X509(b, NULL, NULL, NULL)) || SSL_CTX_use_certificate(ctx, x) != 1)
+      rc = SONDE_ECONFIG;
+    X509_free(x);
+    /* The rest of the chain, if the file carries one. */
+    while (!rc && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)))
+      if (SSL_CTX_add_extra_chain_cert(ctx, x) != 1) X509_free(x);
+    BIO_free(b);
+  } else if (SSL_CTX_use_certificate_chain_file(ctx, cf) != 1) {
+    rc = SONDE_ECONFIG;
+  }
+  if (!rc && kd) {
+    BIO *b = NULL;
+    EVP_PKEY *k = NULL;
+    if (!(kpem = b64(kd, &kl)) || !(b = BIO_new_mem_buf(kpem, (int)kl)) ||
+        !(k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL)) || SSL_CTX_use_PrivateKey(ctx, k) != 1)
+      rc = SONDE_ECONFIG;
+    EVP_PKEY_free(k);
+    BIO_free(b);
+  } else if (!rc && SSL_CTX_use_PrivateKey_file(ctx, kf, SSL_FILETYPE_PEM) != 1) {
+    rc = SONDE_ECONFIG;
+  }
+  if (!rc && SSL_CTX_check_private_key(ctx) != 1) rc = SONDE_ECONFIG;
+  ERR_clear_error();
+  if (rc)
+    sonde_log(a->h, SONDE_LOG_ERROR, "kubeconfig %s: cannot load the client certificate and key",
+              path);
+out:
+  free(cpem);
+  free(kpem);
+  free(cd);
+  free(kd);
+  free(cf);
+  free(kf);
+  return rc;
+}
+
 static int setup_kubeconfig(k8s_api *a, const char *path, SSL_CTX *ctx) {
   char *text = read_file(path, NULL);
   if (!text) {
@@ -854,6 +924,7 @@ static int setup_kubeconfig(k8s_api *a, const char *path, SSL_CTX *ctx) {
   } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
     rc = SONDE_ECONFIG;
   }
+  if (!rc) rc = load_client_cert(a, text, ctx, path);
   free(server);
   free(cad);
   free(caf);

@@ -479,11 +479,56 @@ service:
     print("validate: unknown metadata, from: namespace, key rules and bad regexes refused")
 
 
+def test_kubeconfig_client_cert():
+    tmp = tempfile.mkdtemp(prefix="sonde-k8s-fixture-")
+    fx = k8s.Fixture(tmp).start()
+    for p in pods():
+        fx.add(p)
+    kc = os.path.join(tmp, "kubeconfig")
+
+    def b64(path):
+        return base64.b64encode(open(path, "rb").read()).decode()
+    with open(kc, "w") as f:
+        f.write("""apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority-data: %s
+    server: https://localhost:%d
+  name: kind-fixture
+contexts:
+- context: {cluster: kind-fixture, user: kind-fixture}
+  name: kind-fixture
+current-context: kind-fixture
+users:
+- name: kind-fixture
+  user:
+    client-certificate-data: %s
+    client-key-data: %s
+""" % (b64(fx.ca), fx.port, b64(fx.client_crt), b64(fx.client_key)))
+    port, mport = harness.free_port(), harness.free_port()
+    cfg = config(port, mport, "/proc").replace(
+        "auth_type: serviceAccount", "auth_type: kubeConfig\n    kube_config_path: \"%s\"" % kc)
+    s = harness.Sonde(cfg, "k8sattributes-clientcert").start()
+    try:
+        s.wait_log(r"listed 2 pods on node node-1")
+        got = ask(s, port, {"container.id": CID_SERVER}, "checkout-7d9f8b6c5d-x2x9q")
+        assert got.get("k8s.deployment.name") == "checkout", got
+        assert not any(ok is False for _, _, ok in fx.requests), fx.requests
+        s.stop_ok()
+        print("kubeconfig with a client certificate (kind's shape), server named localhost")
+    finally:
+        if s.proc and s.proc.poll() is None:
+            s.proc.kill()
+        fx.stop()
+
+
 def test():
     test_validate()
     test_in_cluster()
     test_bad_token()
     test_kubeconfig()
+    test_kubeconfig_client_cert()
 
 
 harness.main(test)

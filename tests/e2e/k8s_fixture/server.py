@@ -36,6 +36,12 @@ def make_ca_and_cert(d):
         f.write("subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n")
     run("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
         "-out", crt, "-days", "2", "-extfile", ext)
+    # A client certificate, as kind and kubeadm put in a kubeconfig (users[].user.client-*-data).
+    ckey, ccsr, ccrt = (os.path.join(d, n) for n in ("client.key", "client.csr", "client.crt"))
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", ckey, "-out", ccsr,
+        "-subj", "/O=system:nodes/CN=system:node:node-1")
+    run("x509", "-req", "-in", ccsr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
+        "-out", ccrt, "-days", "2")
     return ca_crt, crt, key
 
 
@@ -117,7 +123,10 @@ class Fixture:
             def do_GET(self):
                 u = urllib.parse.urlsplit(self.path)
                 q = dict(urllib.parse.parse_qsl(u.query))
-                ok = self.headers.get("Authorization") == "Bearer " + fx.token
+                # A bearer token, or a client certificate the fixture CA signed (the handshake
+                # verified it: CERT_OPTIONAL refuses bad ones and lets none through).
+                ok = self.headers.get("Authorization") == "Bearer " + fx.token or \
+                    bool(self.connection.getpeercert())
                 with fx.cv:
                     fx.requests.append((u.path, q, ok))
                 if not ok:
@@ -197,6 +206,10 @@ class Fixture:
         self.httpd.daemon_threads = True
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(crt, key)
+        ctx.load_verify_locations(self.ca)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        self.client_crt = os.path.join(tmp, "client.crt")
+        self.client_key = os.path.join(tmp, "client.key")
         self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
 
