@@ -593,6 +593,8 @@ static int on_sample(prof *p, const struct sonde_prof_sample *s) {
     q->exited = false;
     q->verdict = 0;
     q->have_info = false;
+    /* The old process's mappings must not steer the walk of the new one. */
+    bpf_map__delete_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), 0);
     proc_decide(p, q);
     proc_queue_read(p, q);
   }
