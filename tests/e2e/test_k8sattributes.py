@@ -523,12 +523,44 @@ users:
         fx.stop()
 
 
+def test_passthrough():
+    for k in ("KUBERNETES_SERVICE_HOST", "SONDE_K8S_SERVICEACCOUNT_DIR"):
+        os.environ.pop(k, None)
+    port = harness.free_port()
+    cfg = """
+receivers:
+  otlp: {protocols: {http: {endpoint: "127.0.0.1:%d"}}}
+processors:
+  k8sattributes:
+    passthrough: true
+    pod_association:
+      - sources: [{from: connection}]
+exporters:
+  file/traces: {path: "@TMP@/traces.json", flush_interval: 10ms}
+service:
+  pipelines:
+    traces: {receivers: [otlp], processors: [k8sattributes], exporters: [file/traces]}
+""" % port
+    s = harness.Sonde(cfg, "k8sattributes-passthrough").start()
+    try:
+        got = ask(s, port, {"net.sock.peer.addr": "10.244.3.3"})
+        assert got.get("k8s.pod.ip") == "10.244.3.3" and len(got) == 3, got
+        got = ask(s, port, {"service.name": "x"})
+        assert set(got) == {"service.name", "marker"}, got
+        s.stop_ok()
+        print("passthrough: k8s.pod.ip from the connection attribute, no API")
+    finally:
+        if s.proc and s.proc.poll() is None:
+            s.proc.kill()
+
+
 def test():
     test_validate()
     test_in_cluster()
     test_bad_token()
     test_kubeconfig()
     test_kubeconfig_client_cert()
+    test_passthrough()
 
 
 harness.main(test)
