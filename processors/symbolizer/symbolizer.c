@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sonde/sonde.h"
 #include "symres.h"
@@ -71,6 +72,7 @@ typedef struct job {
   sonde_batch *b;
   int rc;
   size_t resolved, unresolved;
+  double seconds; /* of the work, for the debug log */
 } job;
 
 typedef struct symp {
@@ -223,16 +225,30 @@ static int64_t resource_pid(const Opentelemetry__Proto__Resource__V1__Resource *
   return 0;
 }
 
+static int nibble(char c) {
+  return c >= '0' && c <= '9'   ? c - '0'
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                : -1;
+}
+
 static int unhex(const char *s, uint8_t *out, size_t max) {
   size_t n = strlen(s);
   if (n % 2 || n / 2 > max) return -1;
   for (size_t i = 0; i < n / 2; i++) {
-    unsigned v;
-    if (sscanf(s + 2 * i, "%2x", &v) != 1) return -1;
-    out[i] = (uint8_t)v;
+    int hi = nibble(s[2 * i]), lo = nibble(s[2 * i + 1]);
+    if (hi < 0 || lo < 0) return -1;
+    out[i] = (uint8_t)(hi << 4 | lo);
   }
   return (int)(n / 2);
 }
+
+/* A mapping's build id, decoded once per batch. */
+typedef struct mbid {
+  bool done;
+  uint8_t len;
+  uint8_t b[64];
+} mbid;
 
 static size_t mapping_build_id(const dict_t *d, const mapping_t *m, uint8_t *out, size_t max) {
   for (size_t i = 0; i < m->n_attribute_indices; i++) {
@@ -270,7 +286,12 @@ static int symbolize(symp *p, job *j) {
   ctx c = {.b = j->b};
   location_t **locs = NULL;
   int32_t *pids = calloc(nloc, sizeof(*pids));
-  if (!pids) return SONDE_ENOMEM;
+  mbid *bids = calloc(d->n_mapping_table + 1, sizeof(*bids));
+  if (!pids || !bids) {
+    free(pids);
+    free(bids);
+    return SONDE_ENOMEM;
+  }
 
   /* The process of each location (the location table is shared by every resource). */
   for (size_t i = 0; i < req->n_resource_profiles; i++) {
@@ -338,9 +359,12 @@ static int symbolize(symp *p, job *j) {
     } else if (is_jit(fname)) {
       e = symres_perfmap(p->r, pids[li], m->memory_start + (l->address - m->file_offset), &fr, &n);
     } else if (fname[0] == '/') {
-      uint8_t bid[64];
-      size_t bl = mapping_build_id(d, m, bid, sizeof bid);
-      e = symres_elf(p->r, fname, pids[li], bl ? bid : NULL, bl, l->address, &fr, &n);
+      mbid *mb = &bids[l->mapping_index];
+      if (!mb->done) {
+        mb->len = (uint8_t)mapping_build_id(d, m, mb->b, sizeof mb->b);
+        mb->done = true;
+      }
+      e = symres_elf(p->r, fname, pids[li], mb->len ? mb->b : NULL, mb->len, l->address, &fr, &n);
     }
     if (e) goto out;
     if (!n) {
@@ -396,6 +420,7 @@ static int symbolize(symp *p, job *j) {
   req->dictionary = nd;
 out:
   free(pids);
+  free(bids);
   free(c.strs.v);
   free(c.fns.v);
   imap_free(&c.smap);
@@ -405,9 +430,17 @@ out:
 
 static void start_next(symp *p);
 
+static double mono(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void job_work(void *arg) {
   job *j = arg;
+  double t0 = mono();
   j->rc = symbolize(j->p, j);
+  j->seconds = mono() - t0;
 }
 
 static void job_done(void *arg, int status) {
@@ -420,6 +453,9 @@ static void job_done(void *arg, int status) {
   if (status == 0 && j->rc)
     sonde_log(p->h, SONDE_LOG_WARN, "symbolization stopped: %s (the batch goes on as it was)",
               sonde_strerror(j->rc));
+  if (status == 0 && p->h->api->log_enabled(p->h, SONDE_LOG_DEBUG))
+    sonde_log(p->h, SONDE_LOG_DEBUG, "symbolized %zu locations (%zu left as addresses) in %.3f ms",
+              j->resolved, j->unresolved, j->seconds * 1e3);
   if (p->m_resolved && j->resolved) p->h->api->metric_add(p->m_resolved, (double)j->resolved);
   if (p->m_unresolved && j->unresolved)
     p->h->api->metric_add(p->m_unresolved, (double)j->unresolved);

@@ -99,6 +99,13 @@ struct symres {
   size_t bytes;
   symres_stats st;
   unsigned gen;
+  /* The entry of the previous symres_elf call and the argument pointers it was asked with: the
+   * locations of one mapping come one after another. Only valid within a batch (symres_tick). */
+  entry *last;
+  const char *last_path;
+  const uint8_t *last_bid;
+  size_t last_bid_len;
+  int last_pid;
   /* kallsyms, loaded once on first use; pinned (counted in bytes, never evicted) */
   int k_loaded;
   ksym *ks;
@@ -205,6 +212,7 @@ static void entry_remove(symres *r, entry *e) {
   lru_unlink(r, e);
   r->bytes -= e->bytes;
   r->st.files--;
+  if (r->last == e) r->last = NULL;
   entry_free(e);
 }
 
@@ -237,6 +245,7 @@ void symres_free(symres *r) {
 
 void symres_tick(symres *r) {
   if (++r->gen == 0) r->gen = 1;
+  r->last = NULL;
 }
 
 void symres_stats_get(const symres *r, symres_stats *s) {
@@ -559,8 +568,16 @@ int symres_elf(symres *r, const char *path, int pid, const uint8_t *build_id, si
   *frames = NULL;
   r->st.lookups++;
   if (!path || !*path) return 0;
-  entry *e = elf_entry(r, path, pid, build_id, bid_len);
-  if (!e) return -ENOMEM;
+  entry *e = r->last;
+  if (!e || r->last_path != path || r->last_bid != build_id || r->last_bid_len != bid_len ||
+      r->last_pid != pid) {
+    if (!(e = elf_entry(r, path, pid, build_id, bid_len))) return -ENOMEM;
+    r->last = e;
+    r->last_path = path;
+    r->last_bid = build_id;
+    r->last_bid_len = bid_len;
+    r->last_pid = pid;
+  }
   if (!e->mod) {
     evict(r, e);
     return 0;
