@@ -148,9 +148,14 @@ class Fixture:
                                      "metadata": {"resourceVersion": rv}, "items": items})
 
             def chunk(self, obj):
+                # Each event in two HTTP chunks sent apart, so the client sees a line cut in the
+                # middle (as a real API server's writes and TLS records may cut it).
                 data = json.dumps(obj).encode() + b"\n"
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
+                half = len(data) // 2
+                for part in (data[:half], data[half:]):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    self.wfile.flush()
+                    time.sleep(0.005)
 
             def watch(self, q, node):
                 since = int(q.get("resourceVersion") or 0)
