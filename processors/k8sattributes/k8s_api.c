@@ -37,6 +37,7 @@ struct k8s_api {
   uv_loop_t *loop;
   k8s_api_opts o;
   char node[256];
+  const char *resource; /* "pods" or "namespaces" (a literal) */
   char host[256], port[8];
   bool tls;
   char *token;
@@ -139,6 +140,12 @@ static void cache_put(k8s_api *a, k8s_pod *p) {
   a->pods[a->n_pods++] = p;
 }
 
+const k8s_pod *k8s_api_by_name(const k8s_api *a, const char *name) {
+  for (size_t i = a->n_pods; i-- > 0;)
+    if (a->pods[i]->name && !strcmp(a->pods[i]->name, name)) return a->pods[i];
+  return NULL;
+}
+
 const k8s_pod *k8s_api_by_uid(const k8s_api *a, const char *uid) {
   for (size_t i = a->n_pods; i-- > 0;)
     if (!strcmp(a->pods[i]->uid, uid)) return a->pods[i];
@@ -211,8 +218,9 @@ static void conn_close(kconn *c) {
 static void conn_fail(kconn *c, const char *what, const char *detail) {
   if (c->closing) return;
   k8s_api *a = c->a;
-  sonde_log(a->h, SONDE_LOG_WARN, "Kubernetes API %s %s:%s: %s: %s; retrying in %d ms",
-            c->kind == REQ_LIST ? "list" : "watch", a->host, a->port, what, detail, a->backoff_ms);
+  sonde_log(a->h, SONDE_LOG_WARN, "Kubernetes API %s of %s %s:%s: %s: %s; retrying in %d ms",
+            c->kind == REQ_LIST ? "list" : "watch", a->resource, a->host, a->port, what, detail,
+            a->backoff_ms);
   metric_add(a, a->o.m_errors, 1);
   int kind = c->kind == REQ_WATCH && a->rv[0] ? REQ_WATCH : REQ_LIST;
   conn_close(c);
@@ -275,11 +283,12 @@ static void send_request(kconn *c) {
     /* The first list may come from the API server's watch cache (resourceVersion=0, as client-go
      * does: no quorum read of etcd by every node at once); a list after 410 must not go back in
      * time, so it asks for the latest. */
-    snprintf(path, sizeof path, "/api/v1/pods?%s%s", sel, a->listed ? "" : "resourceVersion=0");
+    snprintf(path, sizeof path, "/api/v1/%s?%s%s", a->resource, sel,
+             a->listed ? "" : "resourceVersion=0");
   else
     snprintf(path, sizeof path,
-             "/api/v1/pods?%swatch=1&resourceVersion=%s&allowWatchBookmarks=true&timeoutSeconds=%d",
-             sel, a->rv, 300 + (int)(uv_now(a->loop) % 300));
+             "/api/v1/%s?%swatch=1&resourceVersion=%s&allowWatchBookmarks=true&timeoutSeconds=%d",
+             a->resource, sel, a->rv, 300 + (int)(uv_now(a->loop) % 300));
   sonde_buf req = {0};
   int rc = sonde_buf_printf(&req,
                             "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUser-Agent: sonde-k8sattributes\r\n"
@@ -316,7 +325,7 @@ static void handle_list(kconn *c) {
   kj_doc d;
   int rc = kj_parse((const char *)c->body.data, c->body.len, &d);
   if (rc) {
-    conn_fail(c, "cannot decode the PodList", sonde_strerror(rc));
+    conn_fail(c, "cannot decode the list", sonde_strerror(rc));
     return;
   }
   int items = kj_get(&d, 0, "items");
@@ -338,8 +347,9 @@ static void handle_list(kconn *c) {
   a->listed = true;
   pods_gauge(a);
   a->backoff_ms = 500;
-  sonde_log(a->h, SONDE_LOG_INFO, "Kubernetes API: listed %zu pods%s%s (resourceVersion %s)%s", n,
-            a->node[0] ? " on node " : "", a->node, a->rv, bad ? "; some pods undecodable" : "");
+  sonde_log(a->h, SONDE_LOG_INFO, "Kubernetes API: listed %zu %s%s%s (resourceVersion %s)%s", n,
+            a->resource, a->node[0] ? " on node " : "", a->node, a->rv,
+            bad ? "; some undecodable" : "");
   conn_close(c);
   begin(a, REQ_WATCH);
 }
@@ -974,7 +984,9 @@ int k8s_api_new(const sonde_host *h, const k8s_api_opts *o, k8s_api **out) {
   a->loop = h->api->loop(h);
   a->o = *o;
   a->backoff_ms = 500;
-  snprintf(a->node, sizeof a->node, "%s", o->node ? o->node : "");
+  a->resource = o->resource && !strcmp(o->resource, "namespaces") ? "namespaces" : "pods";
+  /* Namespaces are cluster-wide: no node filter. */
+  snprintf(a->node, sizeof a->node, "%s", o->node && a->resource[0] == 'p' ? o->node : "");
   a->pods = calloc(o->max_pods ? o->max_pods : 1, sizeof(*a->pods));
   a->ctx = SSL_CTX_new(TLS_client_method());
   int rc = 0;

@@ -12,6 +12,7 @@
 typedef struct k8s_api k8s_api;
 
 typedef struct k8s_api_opts {
+  const char *resource;   /* "pods" (default) or "namespaces" (for from: namespace rules) */
   int auth_type;          /* K8S_AUTH_* */
   const char *kubeconfig; /* kubeConfig: the file */
   const char *node;       /* NULL or "": every pod */
@@ -29,6 +30,8 @@ void k8s_api_start(k8s_api *a);
 void k8s_api_shutdown(k8s_api *a, void (*done)(void *), void *arg);
 void k8s_api_free(k8s_api *a);
 
+/* namespaces: the object (decoded like a pod: name, uid, labels, annotations) of that name. */
+const k8s_pod *k8s_api_by_name(const k8s_api *a, const char *name);
 const k8s_pod *k8s_api_by_uid(const k8s_api *a, const char *uid);
 const k8s_pod *k8s_api_by_ip(const k8s_api *a, const char *ip);
 const k8s_pod *k8s_api_by_container(const k8s_api *a, const char *id, const k8s_container **c);

@@ -71,7 +71,7 @@ static const sonde_option rule_options[] = {
     SONDE_OPT("key_regex", SONDE_OPT_STRING, k8s_rule_cfg, key_regex, NULL,
               "extended regular expression (anchored) matched against every key"),
     SONDE_OPT_ENUMV("from", k8s_rule_cfg, from, "pod", rule_froms,
-                    "where the labels are read: pod (namespace is not supported yet)"),
+                    "where the labels are read: pod, or the pod's namespace"),
     SONDE_OPT_END,
 };
 
@@ -163,10 +163,6 @@ static int md_index(const char *name) {
 static int check_rules(const sonde_tablelist *l, const char *what, char *err, size_t errlen) {
   const k8s_rule_cfg *r = l->items;
   for (size_t i = 0; i < l->n; i++) {
-    if (r[i].from != 0) {
-      snprintf(err, errlen, "extract::%s[%zu]::from: only \"pod\" is supported", what, i);
-      return SONDE_ECONFIG;
-    }
     if (!(r[i].key && *r[i].key) == !(r[i].key_regex && *r[i].key_regex)) {
       snprintf(err, errlen, "extract::%s[%zu]: exactly one of key and key_regex is needed", what,
                i);
@@ -229,14 +225,18 @@ typedef struct shared_api {
   struct shared_api *next;
   const void *config;
   k8s_api *api;
+  k8s_api *ns_api; /* namespaces, when a rule reads from: namespace */
   int refs, started, stopping;
+  int pending; /* clients still shutting down */
+  void (*done)(void *);
+  void *done_arg;
 } shared_api;
 static shared_api *shared_list;
 
 typedef struct k8sp {
   const sonde_host *h;
   const k8s_config *cfg;
-  k8s_api *api;
+  k8s_api *api, *ns_api;
   shared_api *shared;
   bool md[MD_COUNT];
   rule *labels, *annotations;
@@ -427,11 +427,13 @@ static void expand(char *out, size_t len, const char *tmpl, const char *key, con
   out[k] = 0;
 }
 
-static void put_rules(attrs *a, const rule *rs, size_t n, const k8s_kv *kvs, size_t nkv,
+/* The rules whose from is `from` (0 pod, 1 namespace) over one object's labels or annotations. */
+static void put_rules(attrs *a, const rule *rs, size_t n, int from, const k8s_kv *kvs, size_t nkv,
                       const char *prefix) {
   char name[512];
   for (size_t i = 0; i < n; i++) {
     const rule *r = &rs[i];
+    if (r->cfg->from != from) continue;
     for (size_t k = 0; k < nkv; k++) {
       regmatch_t g[10];
       if (r->has_re) {
@@ -518,9 +520,15 @@ static void put_pod(k8sp *p, attrs *a, const match *m, const resource_t *r) {
     }
     }
   }
-  put_rules(a, p->labels, p->n_labels, pod->labels, pod->n_labels, "k8s.pod.labels.");
-  put_rules(a, p->annotations, p->n_annotations, pod->annotations, pod->n_annotations,
+  put_rules(a, p->labels, p->n_labels, 0, pod->labels, pod->n_labels, "k8s.pod.labels.");
+  put_rules(a, p->annotations, p->n_annotations, 0, pod->annotations, pod->n_annotations,
             "k8s.pod.annotations.");
+  const k8s_pod *ns = p->ns_api && pod->ns ? k8s_api_by_name(p->ns_api, pod->ns) : NULL;
+  if (ns) {
+    put_rules(a, p->labels, p->n_labels, 1, ns->labels, ns->n_labels, "k8s.namespace.labels.");
+    put_rules(a, p->annotations, p->n_annotations, 1, ns->annotations, ns->n_annotations,
+              "k8s.namespace.annotations.");
+  }
 }
 
 /* ---- batches -------------------------------------------------------------------------------- */
@@ -640,6 +648,7 @@ static void shared_put(shared_api *sh) {
       break;
     }
   k8s_api_free(sh->api);
+  k8s_api_free(sh->ns_api);
   free(sh);
 }
 
@@ -726,12 +735,27 @@ static int k8s_create(const sonde_host *h, const void *config, uint32_t signals,
         free(sh);
         goto fail;
       }
+      bool want_ns = false;
+      for (size_t i = 0; i < p->n_labels; i++)
+        want_ns |= p->labels[i].cfg->from == 1;
+      for (size_t i = 0; i < p->n_annotations; i++)
+        want_ns |= p->annotations[i].cfg->from == 1;
+      k8s_api_opts no = o;
+      no.resource = "namespaces";
+      no.delete_grace_ns = 0;
+      no.m_pods = no.m_evictions = NULL; /* those count pods */
+      if (want_ns && (rc = k8s_api_new(h, &no, &sh->ns_api))) {
+        k8s_api_free(sh->api);
+        free(sh);
+        goto fail;
+      }
       sh->next = shared_list;
       shared_list = sh;
       p->shared = sh;
     }
     p->shared->refs++;
     p->api = p->shared->api;
+    p->ns_api = p->shared->ns_api;
   }
   *inst = p;
   return 0;
@@ -742,7 +766,10 @@ fail:
 
 static int k8s_start(void *inst) {
   k8sp *p = inst;
-  if (p->shared && !p->shared->started++) k8s_api_start(p->api);
+  if (p->shared && !p->shared->started++) {
+    k8s_api_start(p->api);
+    if (p->ns_api) k8s_api_start(p->ns_api);
+  }
   return 0;
 }
 
@@ -757,14 +784,24 @@ static int k8s_consume(void *inst, sonde_batch *b) {
   return p->h->api->consume(p->h, b, NULL);
 }
 
+static void client_stopped(void *arg) {
+  shared_api *sh = arg;
+  if (--sh->pending == 0) sh->done(sh->done_arg);
+}
+
 static void k8s_shutdown(void *inst, void (*done)(void *arg), void *arg) {
   k8sp *p = inst;
-  /* The last pipeline to shut down stops the shared client; the others are done at once. */
-  if (!p->shared || ++p->shared->stopping < p->shared->started) {
+  /* The last pipeline to shut down stops the shared clients; the others are done at once. */
+  shared_api *sh = p->shared;
+  if (!sh || ++sh->stopping < sh->started) {
     done(arg);
     return;
   }
-  k8s_api_shutdown(p->api, done, arg);
+  sh->done = done;
+  sh->done_arg = arg;
+  sh->pending = sh->ns_api ? 2 : 1;
+  k8s_api_shutdown(sh->api, client_stopped, sh);
+  if (sh->ns_api) k8s_api_shutdown(sh->ns_api, client_stopped, sh);
 }
 
 static const sonde_component k8s_component = {

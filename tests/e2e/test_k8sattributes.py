@@ -207,8 +207,10 @@ processors:
       labels:
         - {key: app}
         - {tag_name: "team.$1", key_regex: "(team|tier)"}
+        - {key: env, from: namespace}
       annotations:
         - {tag_name: owner, key: sonde.dev/owner}
+        - {tag_name: ns.owner, key: sonde.dev/owner, from: namespace}
     pod_association:
       - sources: [{from: resource_attribute, name: process.pid}]
       - sources: [{from: resource_attribute, name: container.id}]
@@ -240,6 +242,9 @@ def test_in_cluster():
     checkout, db, other = pods()
     for p in (checkout, db, other):
         fx.add(p)
+    fx.add_namespace(k8s.namespace("shop", "0a1b2c3d-0000-4000-8000-000000000001",
+                                   {"env": "prod"}, {"sonde.dev/owner": "shop-team"}))
+    fx.add_namespace(k8s.namespace("kube-system", "0a1b2c3d-0000-4000-8000-000000000002"))
     place = Placement(tmp, CHECKOUT_UID, CID_SERVER)
     print("process %d placed in its pod's cgroup through %s" % (place.pid, place.how))
     port, mport = harness.free_port(), harness.free_port()
@@ -249,6 +254,7 @@ def test_in_cluster():
     try:
         s.start()
         s.wait_log(r"listed 2 pods on node node-1")
+        s.wait_log(r"listed 2 namespaces")
         lists = fx.lists()
         assert lists and lists[0].get("fieldSelector") == "spec.nodeName=node-1", lists
         assert lists[0].get("resourceVersion") == "0", lists  # from the watch cache
@@ -262,6 +268,7 @@ def test_in_cluster():
                 "container.image.name": "registry.example.com/shop/checkout",
                 "container.image.tag": "1.4.2", "k8s.pod.labels.app": "checkout",
                 "team.team": "payments", "team.tier": "backend", "owner": "team-a",
+                "k8s.namespace.labels.env": "prod", "ns.owner": "shop-team",
                 "service.name": "checkout"}
         for k, v in want.items():
             assert got.get(k) == v, "%s: %r, want %r in %s" % (k, got.get(k), v, got)
@@ -280,7 +287,16 @@ def test_in_cluster():
         lg = find(s.path("logs.json"), "resourceLogs", "l1")
         assert lg.get("k8s.container.name") == "envoy" and \
             lg.get("container.image.tag") == "v1.30.1", lg
-        print("pid -> cgroup -> container -> pod on spans and profiles; container.id on logs")
+        print("pid -> cgroup -> container -> pod on spans and profiles; container.id on logs; "
+              "namespace labels and annotations")
+        # A namespace relabelled later: the watch of namespaces carries it.
+        fx.add_namespace(k8s.namespace("shop", "0a1b2c3d-0000-4000-8000-000000000001",
+                                       {"env": "staging"}, {"sonde.dev/owner": "shop-team"}))
+        deadline = time.time() + 10
+        while ask(s, port, {"k8s.pod.ip": "10.244.1.17"}).get("k8s.namespace.labels.env") != \
+                "staging":
+            assert time.time() < deadline, "namespace MODIFIED not seen"
+            time.sleep(0.1)
 
         # By IP: a StatefulSet pod; an attribute already there wins.
         got = ask(s, port, {"k8s.pod.ip": "10.244.1.18", "k8s.namespace.name": "given"})
@@ -467,7 +483,7 @@ service:
     traces: {receivers: [otlp], processors: [k8sattributes], exporters: [debug]}
 """
     cases = [("      metadata: [k8s.pod.name, k8s.cluster.nam]", "unknown \"k8s.cluster.nam\""),
-             ("      labels: [{key: app, from: namespace}]", "only \"pod\" is supported"),
+             ("      labels: [{key: app, from: node}]", "valid values: pod, namespace"),
              ("      labels: [{tag_name: x}]", "exactly one of key and key_regex"),
              ("      annotations: [{key_regex: \"(a\"}]", "invalid regular expression")]
     for body, want in cases:
@@ -476,7 +492,7 @@ service:
         assert rc != 0 and want in out, (body, out)
     rc, out = harness.run_cli("components")
     assert "k8sattributes" in out, out
-    print("validate: unknown metadata, from: namespace, key rules and bad regexes refused")
+    print("validate: unknown metadata, from: node, key rules and bad regexes refused")
 
 
 def test_kubeconfig_client_cert():

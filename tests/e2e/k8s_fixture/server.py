@@ -85,6 +85,17 @@ def pod(name, namespace, uid, node, ip, containers, labels=None, annotations=Non
     }
 
 
+def namespace(name, uid, labels=None, annotations=None):
+    """A Namespace as `kubectl get namespace -o json` shows it."""
+    lab = {"kubernetes.io/metadata.name": name}
+    lab.update(labels or {})
+    return {"kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": name, "uid": uid, "resourceVersion": "0",
+                         "creationTimestamp": "2026-11-01T00:00:00Z", "labels": lab,
+                         "annotations": annotations or {}},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+
+
 def status(code, reason, message):
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": message, "reason": reason, "code": code}
@@ -98,7 +109,8 @@ class Fixture:
         self.cv = threading.Condition()
         self.rv = 1000
         self.pods = {}      # uid -> pod
-        self.events = []    # (rv, type, object)
+        self.namespaces = {}  # name -> namespace
+        self.events = []    # (rv, type, object, resource)
         self.oldest = 0     # a watch from a version below this gets 410
         self.gone_as_status = False  # 410 as the HTTP status rather than an ERROR event
         self.requests = []  # (path, query dict, authorized)
@@ -131,7 +143,8 @@ class Fixture:
                     fx.requests.append((u.path, q, ok))
                 if not ok:
                     return self.send_json(401, status(401, "Unauthorized", "Unauthorized"))
-                if u.path != "/api/v1/pods":
+                res = u.path[len("/api/v1/"):]
+                if res not in ("pods", "namespaces"):
                     return self.send_json(404, status(404, "NotFound", "the server could not "
                                                       "find the requested resource"))
                 node = None
@@ -139,12 +152,16 @@ class Fixture:
                 if sel.startswith("spec.nodeName="):
                     node = sel.split("=", 1)[1]
                 if q.get("watch") in ("1", "true"):
-                    return self.watch(q, node)
+                    return self.watch(q, node, res)
                 with fx.cv:
-                    items = [copy.deepcopy(p) for p in fx.pods.values()
-                             if node is None or p["spec"]["nodeName"] == node]
+                    if res == "namespaces":
+                        items = [copy.deepcopy(n) for n in fx.namespaces.values()]
+                    else:
+                        items = [copy.deepcopy(p) for p in fx.pods.values()
+                                 if node is None or p["spec"]["nodeName"] == node]
                     rv = str(fx.rv)
-                self.send_json(200, {"kind": "PodList", "apiVersion": "v1",
+                kind = "NamespaceList" if res == "namespaces" else "PodList"
+                self.send_json(200, {"kind": kind, "apiVersion": "v1",
                                      "metadata": {"resourceVersion": rv}, "items": items})
 
             def chunk(self, obj):
@@ -157,7 +174,7 @@ class Fixture:
                     self.wfile.flush()
                     time.sleep(0.005)
 
-            def watch(self, q, node):
+            def watch(self, q, node, res):
                 since = int(q.get("resourceVersion") or 0)
                 with fx.cv:
                     gone = since < fx.oldest and fx.gone_as_status
@@ -195,11 +212,14 @@ class Fixture:
                             if not todo:
                                 fx.cv.wait(0.1)
                                 continue
-                        for rv, typ, obj in todo:
+                        for rv, typ, obj, eres in todo:
                             sent = rv
                             if typ == "BOOKMARK" and q.get("allowWatchBookmarks") != "true":
                                 continue
-                            if typ != "BOOKMARK" and node and obj["spec"]["nodeName"] != node:
+                            if eres not in (None, res):
+                                continue
+                            if typ != "BOOKMARK" and node and res == "pods" and \
+                                    obj["spec"]["nodeName"] != node:
                                 continue
                             self.chunk({"type": typ, "object": obj})
                     self.wfile.write(b"0\r\n\r\n")
@@ -237,11 +257,11 @@ class Fixture:
             f.write("observability")
         return d
 
-    def _event(self, typ, obj):
+    def _event(self, typ, obj, res="pods"):
         self.rv += 1
         obj = copy.deepcopy(obj)
         obj["metadata"]["resourceVersion"] = str(self.rv)
-        self.events.append((self.rv, typ, obj))
+        self.events.append((self.rv, typ, obj, res))
         self.cv.notify_all()
         return obj
 
@@ -263,7 +283,12 @@ class Fixture:
     def bookmark(self):
         with self.cv:
             self._event("BOOKMARK", {"kind": "Pod", "apiVersion": "v1",
-                                     "metadata": {"resourceVersion": "0"}})
+                                     "metadata": {"resourceVersion": "0"}}, None)
+
+    def add_namespace(self, n):
+        with self.cv:
+            typ = "MODIFIED" if n["metadata"]["name"] in self.namespaces else "ADDED"
+            self.namespaces[n["metadata"]["name"]] = self._event(typ, n, "namespaces")
 
     def expire(self):
         """Compacts history: every watch from a version before now ends with ERROR 410."""
@@ -272,10 +297,11 @@ class Fixture:
             self.oldest = self.rv
             self.cv.notify_all()
 
-    def watches(self):
+    def watches(self, res="pods"):
         with self.cv:
-            return [q for p, q, ok in self.requests if q.get("watch")]
+            return [q for p, q, ok in self.requests if q.get("watch") and p.endswith(res)]
 
-    def lists(self):
+    def lists(self, res="pods"):
         with self.cv:
-            return [q for p, q, ok in self.requests if not q.get("watch") and ok]
+            return [q for p, q, ok in self.requests
+                    if not q.get("watch") and ok and p.endswith(res)]
