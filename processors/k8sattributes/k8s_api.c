@@ -493,9 +493,9 @@ static void response_end(kconn *c) {
   if (st == 401 || st == 403) {
     sonde_log(a->h, SONDE_LOG_ERROR,
               "Kubernetes API refused the credentials (%s): check auth_type, the service "
-              "account token and its RBAC (get/list/watch pods); pods stay unknown and data "
+              "account token and its RBAC (get/list/watch %s); %s stay unknown and data "
               "passes through unchanged",
-              detail);
+              detail, a->resource, a->resource);
     metric_add(a, a->o.m_errors, 1);
     int kind = c->kind;
     conn_close(c);
