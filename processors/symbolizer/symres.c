@@ -126,6 +126,61 @@ static char *xstrdup(const char *s) {
   return s ? strdup(s) : NULL;
 }
 
+static int hex_of(const uint8_t *p, size_t n, char *out, size_t outlen);
+static int open_checked(const char *path, const uint8_t *bid, size_t bid_len);
+
+/* Opens path as a debug file for a module whose build id is bid (when it has one). */
+static int open_debug(const char *path, const uint8_t *bid, int bid_len, char **name) {
+  int fd = open_checked(path, bid, bid_len > 0 ? (size_t)bid_len : 0);
+  if (fd < 0) return -1;
+  if (!(*name = strdup(path))) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* libdwfl's find_debuginfo callback. Searched in order: <dir>/.build-id/xx/rest.debug of each
+ * debug dir; the .gnu_debuglink name next to the file, in its .debug/, and under each debug dir
+ * followed by the file's directory. A candidate must carry the module's build id. Only when
+ * debuginfod is configured does libdwfl's standard search run after that, because it also starts a
+ * debuginfod client (and curl) for every file without local debug info. */
+static int find_debuginfo(Dwfl_Module *mod, void **userdata, const char *modname, Dwarf_Addr base,
+                          const char *file_name, const char *debuglink_file,
+                          GElf_Word debuglink_crc, char **debuginfo_file_name) {
+  symres *r = *userdata;
+  if (!r) return -1;
+  const unsigned char *bid = NULL;
+  GElf_Addr vaddr;
+  int bl = dwfl_module_build_id(mod, &bid, &vaddr);
+  char path[4200], hx[130];
+  int fd = -1;
+  if (bl > 1 && bl <= 64) {
+    hex_of(bid, (size_t)bl, hx, sizeof hx);
+    for (size_t i = 0; fd < 0 && i < r->o.n_debug_dirs; i++) {
+      snprintf(path, sizeof path, "%s/.build-id/%.2s/%s.debug", r->dirs[i], hx, hx + 2);
+      fd = open_debug(path, bid, bl, debuginfo_file_name);
+    }
+  }
+  if (fd < 0 && debuglink_file && *debuglink_file && !strchr(debuglink_file, '/') && file_name) {
+    const char *slash = strrchr(file_name, '/');
+    int dlen = slash ? (int)(slash - file_name) : 0;
+    snprintf(path, sizeof path, "%.*s/%s", dlen, file_name, debuglink_file);
+    if (strcmp(path, file_name)) fd = open_debug(path, bid, bl, debuginfo_file_name);
+    if (fd < 0) {
+      snprintf(path, sizeof path, "%.*s/.debug/%s", dlen, file_name, debuglink_file);
+      fd = open_debug(path, bid, bl, debuginfo_file_name);
+    }
+    for (size_t i = 0; fd < 0 && i < r->o.n_debug_dirs; i++) {
+      snprintf(path, sizeof path, "%s%.*s/%s", r->dirs[i], dlen, file_name, debuglink_file);
+      fd = open_debug(path, bid, bl, debuginfo_file_name);
+    }
+  }
+  if (fd >= 0 || !r->o.use_debuginfod) return fd;
+  return dwfl_standard_find_debuginfo(mod, userdata, modname, base, file_name, debuglink_file,
+                                      debuglink_crc, debuginfo_file_name);
+}
+
 int symres_new(const symres_opts *opts, symres **out) {
   elf_version(EV_CURRENT);
   symres *r = calloc(1, sizeof(*r));
@@ -160,7 +215,7 @@ int symres_new(const symres_opts *opts, symres **out) {
     strcat(r->debuginfo_path, opts->debug_dirs[i]);
   }
   r->cb.find_elf = dwfl_build_id_find_elf;
-  r->cb.find_debuginfo = dwfl_standard_find_debuginfo;
+  r->cb.find_debuginfo = find_debuginfo;
   r->cb.debuginfo_path = &r->debuginfo_path;
   *out = r;
   return 0;
@@ -382,6 +437,9 @@ static void elf_load(symres *r, entry *e, int fd, const char *path) {
     close(fd);
     return;
   }
+  void **ud = NULL;
+  dwfl_module_info(e->mod, &ud, NULL, NULL, NULL, NULL, NULL, NULL);
+  if (ud) *ud = r; /* for find_debuginfo */
   Elf *elf = dwfl_module_getelf(e->mod, &e->bias);
   size_t nph = 0;
   if (!elf || elf_getphdrnum(elf, &nph) != 0 || nph == 0 || nph > 4096) {
