@@ -1,9 +1,8 @@
 /* The symbolizer's resolver (see symres.h).
  *
  * ELF files go through libdwfl, one Dwfl per file: it reads .symtab, .dynsym and MiniDebugInfo
- * (.gnu_debugdata, xz) for symbols, and finds separate debug files by build id
- * (<debug_dir>/.build-id/xx/rest.debug) and .gnu_debuglink (next to the file, in .debug/, under
- * each debug dir), and through libdebuginfod when DEBUGINFOD_URLS is set. Line tables and inlined
+ * (.gnu_debugdata, xz) for symbols; separate debug files are found by find_debuginfo below (build
+ * id tree and .gnu_debuglink under the debug dirs), then by libdebuginfod only when configured. Line tables and inlined
  * frames come from libdw (dwarf_getscopes), innermost first.
  *
  * Cache: one entry per file (keyed by build id, else by pid and path) holding the Dwfl and a memo
