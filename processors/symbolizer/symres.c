@@ -2,8 +2,8 @@
  *
  * ELF files go through libdwfl, one Dwfl per file: it reads .symtab, .dynsym and MiniDebugInfo
  * (.gnu_debugdata, xz) for symbols; separate debug files are found by find_debuginfo below (build
- * id tree and .gnu_debuglink under the debug dirs), then by libdebuginfod only when configured. Line tables and inlined
- * frames come from libdw (dwarf_getscopes), innermost first.
+ * id tree and .gnu_debuglink under the debug dirs), then by libdebuginfod only when configured.
+ * Line tables and inlined frames come from libdw (dwarf_getscopes_die), innermost first.
  *
  * Cache: one entry per file (keyed by build id, else by pid and path) holding the Dwfl and a memo
  * of every address already resolved; a second lookup of an address is a hash probe. Entries are
