@@ -10,6 +10,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -114,14 +115,17 @@ service:
         f.write(cfg)
     s.start()
     ts.post(hport, body)
+    ts.post(hport, body)  # a second batch, usually in the same second: "-1" names
     deadline = time.time() + 20
     files = []
-    while time.time() < deadline and len(files) < 2:
+    while time.time() < deadline and len(files) < 4:
         files = sorted(glob.glob(os.path.join(out, "*.pb.gz")))
         time.sleep(0.05)
     s.stop_ok()
     names = sorted(os.path.basename(f).split("-")[0] for f in files)
-    assert names == ["cart_api", "checkout"], files
+    assert names == ["cart_api", "cart_api", "checkout", "checkout"], files
+    for f in files:
+        assert re.match(r"^(cart_api|checkout)-\d{10}(-1)?\.pb\.gz$", os.path.basename(f)), f
     assert not glob.glob(os.path.join(out, ".*")), "temporary files left"
     ck = [f for f in files if os.path.basename(f).startswith("checkout-")][0]
     with open(ck, "rb") as f:
