@@ -234,6 +234,10 @@ typedef struct load_job {
   int rc;
   uw_newfile *newfiles;
   size_t nnew;
+  /* The user addresses of the sample that asked for this read: tables are built only for the
+   * files they fall in (most mapped files are never sampled). */
+  uint64_t addrs[SONDE_PROF_USTACK_MAX];
+  size_t naddrs;
 } load_job;
 
 /* Key of one aggregated sample; followed by n_kstack + n_ustack addresses. */
@@ -434,7 +438,11 @@ static void load_work(void *arg) {
   if (!cap || !(j->newfiles = calloc(cap, sizeof(*j->newfiles)))) return;
   for (size_t i = 0; i < j->info.n_maps; i++) {
     const prof_mapping *m = &j->info.maps[i];
-    if (!m->inode || m->path[0] != '/' || uw_known(p, m->dev, m->inode)) continue;
+    if (!m->inode || m->path[0] != '/') continue;
+    bool hit = false;
+    for (size_t a = 0; a < j->naddrs && !hit; a++)
+      hit = j->addrs[a] >= m->start && j->addrs[a] < m->end;
+    if (!hit || uw_known(p, m->dev, m->inode)) continue;
     bool dup = false;
     for (size_t k = 0; k < j->nnew && !dup; k++)
       dup = j->newfiles[k].dev == m->dev && j->newfiles[k].ino == m->inode;
@@ -552,12 +560,15 @@ static void load_done(void *arg, int status) {
   maybe_finish_shutdown(p);
 }
 
-static void proc_queue_read(prof *p, proc *q) {
+/* addrs: the naddrs 64-bit user frames of the sample that asks (borrowed). */
+static void proc_queue_read(prof *p, proc *q, const void *addrs, size_t naddrs) {
   if (q->loading || p->stopping) return;
   load_job *j = calloc(1, sizeof(*j));
   if (!j) return; /* tried again at the next unknown address */
   j->p = p;
   j->pid = q->pid;
+  j->naddrs = naddrs < SONDE_PROF_USTACK_MAX ? naddrs : SONDE_PROF_USTACK_MAX;
+  memcpy(j->addrs, addrs, j->naddrs * sizeof(j->addrs[0]));
   if (p->h->api->queue_work(p->h, load_work, load_done, j)) {
     free(j);
     return;
@@ -566,7 +577,7 @@ static void proc_queue_read(prof *p, proc *q) {
   p->jobs++;
 }
 
-static proc *proc_get(prof *p, uint32_t pid) {
+static proc *proc_get(prof *p, uint32_t pid, const void *addrs, size_t naddrs) {
   proc *q = proc_find(p, pid);
   if (q) return q;
   if (!(q = calloc(1, sizeof(*q)))) return NULL;
@@ -576,7 +587,7 @@ static proc *proc_get(prof *p, uint32_t pid) {
   p->nprocs++;
   if (p->m_procs) p->h->api->metric_set(p->m_procs, (double)p->nprocs);
   proc_decide(p, q); /* pid-only selections are known at once */
-  proc_queue_read(p, q);
+  proc_queue_read(p, q, addrs, naddrs);
   return q;
 }
 
@@ -584,7 +595,9 @@ static proc *proc_get(prof *p, uint32_t pid) {
 
 static int on_sample(prof *p, const struct sonde_prof_sample *s) {
   if (s->pid == p->self_pid) return 0;
-  proc *q = proc_get(p, s->pid);
+  uint32_t nk = s->n_kstack <= SONDE_PROF_KSTACK_MAX ? s->n_kstack : SONDE_PROF_KSTACK_MAX;
+  uint32_t nu = s->n_ustack <= SONDE_PROF_USTACK_MAX ? s->n_ustack : SONDE_PROF_USTACK_MAX;
+  proc *q = proc_get(p, s->pid, s->ustack, nu);
   if (!q) return 0; /* out of memory: the sample is lost, the next one tries again */
   if (q->exited) {
     /* Records arrive in the order they were reserved and a process's exit comes after its last
@@ -596,18 +609,24 @@ static int on_sample(prof *p, const struct sonde_prof_sample *s) {
     /* The old process's mappings must not steer the walk of the new one. */
     bpf_map__delete_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), 0);
     proc_decide(p, q);
-    proc_queue_read(p, q);
+    proc_queue_read(p, q, s->ustack, nu);
   }
   if (q->verdict < 0) return 0;
   if (!q->comm[0]) memcpy(q->comm, s->comm, sizeof(q->comm) - 1);
-  uint32_t nk = s->n_kstack <= SONDE_PROF_KSTACK_MAX ? s->n_kstack : SONDE_PROF_KSTACK_MAX;
-  uint32_t nu = s->n_ustack <= SONDE_PROF_USTACK_MAX ? s->n_ustack : SONDE_PROF_USTACK_MAX;
 
-  /* An address in no known mapping: something was mapped since the last read. */
+  /* An address in no known mapping (something was mapped since the last read), or in a file
+   * whose unwind rows were never built: read again, at most once a second. */
   if (q->have_info && !q->loading && uv_hrtime() - q->loaded_at > RELOAD_MIN_NS) {
     for (uint32_t i = 0; i < nu; i++) {
-      if (!prof_procinfo_find(&q->info, s->ustack[i])) {
-        proc_queue_read(p, q);
+      const prof_mapping *m = prof_procinfo_find(&q->info, s->ustack[i]);
+      bool missing = !m;
+      if (m && m->inode && m->path[0] == '/' && p->uw_mem) {
+        missing = true; /* the registry is only written on this thread: no lock to read it */
+        for (size_t k = 0; k < p->nuwf && missing; k++)
+          missing = !(p->uwf[k].dev == m->dev && p->uwf[k].ino == m->inode);
+      }
+      if (missing) {
+        proc_queue_read(p, q, s->ustack, nu);
         break;
       }
     }
