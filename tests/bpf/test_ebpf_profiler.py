@@ -298,7 +298,18 @@ def main():
         evicted_before = s.metric("sonde_ebpf_profiler_processes_evicted_total")
         spawn = subprocess.Popen([workload, "spawn", "400", "20"])
         spawn.wait()
-        time.sleep(2.5)  # two reports: every child's exit is seen and its state dropped
+        # Exited processes leave the table at the report that flushes their samples; on a loaded
+        # machine reports run late, so wait (at least two reports, at most 20 s) until the
+        # eviction count stops moving instead of for a fixed time.
+        t0 = time.time()
+        last, still = s.metric("sonde_ebpf_profiler_processes_evicted_total"), 0
+        while time.time() - t0 < 20:
+            time.sleep(0.5)
+            now = s.metric("sonde_ebpf_profiler_processes_evicted_total")
+            still = still + 1 if now == last else 0
+            last = now
+            if still >= 5 and time.time() - t0 >= 2.5:  # unchanged for 2.5 s: over two reports
+                break
         procs_after = s.metric("sonde_ebpf_profiler_processes")
         evicted = s.metric("sonde_ebpf_profiler_processes_evicted_total") - evicted_before
         live = len([p for p in os.listdir("/proc") if p.isdigit()])
