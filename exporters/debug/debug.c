@@ -34,7 +34,7 @@ static const sonde_option debug_options[] = {
 typedef struct debugexp {
   const sonde_host *h;
   const debug_config *cfg;
-  int64_t window[4]; /* second of the current sampling window, per signal */
+  int64_t window[4]; /* when the current sampling window ends (ns, monotonic), per signal */
   int64_t seen[4];   /* batches seen in it */
   sonde_buf out;
 } debugexp;
@@ -571,12 +571,15 @@ static int sig_index(sonde_signal s) {
                                      : 3;
 }
 
-/* zap's sampler: per one-second window, the first `initial` pass, then every `thereafter`th. */
+/* zap's sampler: per one-second window, the first `initial` pass, then every `thereafter`th. As
+ * in zap, a window starts at the first entry after the previous one ended (not on a whole second),
+ * so a burst is never split in two windows by the clock. */
 static bool sampled(debugexp *d, int si) {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  if (now.tv_sec != d->window[si]) {
-    d->window[si] = now.tv_sec;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  if (now >= d->window[si]) {
+    d->window[si] = now + 1000000000;
     d->seen[si] = 0;
   }
   int64_t n = ++d->seen[si];
