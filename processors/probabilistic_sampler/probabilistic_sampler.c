@@ -197,19 +197,6 @@ static const char *str_attr(const log_t *lr, const char *key) {
              : NULL;
 }
 
-static kv_t *kv_string(sonde_batch *b, const char *key, const char *value) {
-  kv_t *kv = sonde_batch_alloc(b, sizeof(*kv));
-  any_t *v = sonde_batch_alloc(b, sizeof(*v));
-  if (!kv || !v) return NULL;
-  opentelemetry__proto__common__v1__key_value__init(kv);
-  opentelemetry__proto__common__v1__any_value__init(v);
-  v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
-  if (!(v->string_value = sonde_batch_strdup(b, value)) || !(kv->key = sonde_batch_strdup(b, key)))
-    return NULL;
-  kv->value = v;
-  return kv;
-}
-
 /* A copy of lr with sampling.randomness / sampling.threshold set or removed. */
 static log_t *log_with(sonde_batch *b, const log_t *lr, const ps_result *r) {
   log_t *c = sonde_batch_memdup(b, lr, sizeof(*lr));
@@ -223,8 +210,8 @@ static log_t *log_with(sonde_batch *b, const log_t *lr, const ps_result *r) {
     if ((is_rv && r->set_rv) || (is_th && (r->set_th || r->remove_th))) continue;
     a[n++] = (kv_t *)kv;
   }
-  if (r->set_rv && !(a[n++] = kv_string(b, "sampling.randomness", r->rv))) return NULL;
-  if (r->set_th && !(a[n++] = kv_string(b, "sampling.threshold", r->th))) return NULL;
+  if (r->set_rv && !(a[n++] = sonde_batch_kv_str(b, "sampling.randomness", r->rv))) return NULL;
+  if (r->set_th && !(a[n++] = sonde_batch_kv_str(b, "sampling.threshold", r->th))) return NULL;
   c->attributes = a;
   c->n_attributes = n;
   return c;

@@ -209,19 +209,6 @@ static int labels_of(const relabel *p, const resource_t *r, rl_labels *ls) {
   return rc;
 }
 
-static kv_t *kv_string(sonde_batch *b, const char *key, const char *value) {
-  kv_t *kv = sonde_batch_alloc(b, sizeof(*kv));
-  any_t *v = sonde_batch_alloc(b, sizeof(*v));
-  if (!kv || !v) return NULL;
-  opentelemetry__proto__common__v1__key_value__init(kv);
-  opentelemetry__proto__common__v1__any_value__init(v);
-  v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
-  if (!(v->string_value = sonde_batch_strdup(b, value)) || !(kv->key = sonde_batch_strdup(b, key)))
-    return NULL;
-  kv->value = v;
-  return kv;
-}
-
 /* The resource for the final labels: NULL in *out when nothing changed (the old one stands).
  * New nodes only; old is not written. */
 static int resource_for(sonde_batch *b, const resource_t *old, const rl_labels *ls,
@@ -263,7 +250,7 @@ static int resource_for(sonde_batch *b, const resource_t *old, const rl_labels *
       continue;
     }
     changed = true;
-    if (!(attrs[n++] = kv_string(b, ls->v[li].name, ls->v[li].value))) {
+    if (!(attrs[n++] = sonde_batch_kv_str(b, ls->v[li].name, ls->v[li].value))) {
       free(used);
       return SONDE_ENOMEM;
     }
@@ -271,7 +258,7 @@ static int resource_for(sonde_batch *b, const resource_t *old, const rl_labels *
   for (size_t k = 0; k < ls->n; k++) {
     if (used[k]) continue;
     changed = true;
-    if (!(attrs[n++] = kv_string(b, ls->v[k].name, ls->v[k].value))) {
+    if (!(attrs[n++] = sonde_batch_kv_str(b, ls->v[k].name, ls->v[k].value))) {
       free(used);
       return SONDE_ENOMEM;
     }

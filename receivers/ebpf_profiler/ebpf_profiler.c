@@ -991,30 +991,6 @@ static int dict_finish(dict *d, sonde_profiles *req) {
   return 0;
 }
 
-static kv_t *kv_str(sonde_batch *b, const char *key, const char *s) {
-  kv_t *kv = sonde_batch_alloc(b, sizeof(*kv));
-  any_t *v = any_new(b);
-  if (!kv || !v) return NULL;
-  opentelemetry__proto__common__v1__key_value__init(kv);
-  v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
-  if (!(v->string_value = sonde_batch_strdup(b, s)) || !(kv->key = sonde_batch_strdup(b, key)))
-    return NULL;
-  kv->value = v;
-  return kv;
-}
-
-static kv_t *kv_int(sonde_batch *b, const char *key, int64_t i) {
-  kv_t *kv = sonde_batch_alloc(b, sizeof(*kv));
-  any_t *v = any_new(b);
-  if (!kv || !v) return NULL;
-  opentelemetry__proto__common__v1__key_value__init(kv);
-  kv->key = sonde_batch_strdup(b, key);
-  v->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE;
-  v->int_value = i;
-  kv->value = v;
-  return kv->key ? kv : NULL;
-}
-
 static Opentelemetry__Proto__Resource__V1__Resource *resource_new(prof *p, sonde_batch *b,
                                                                   const proc *q) {
   Opentelemetry__Proto__Resource__V1__Resource *r = sonde_batch_alloc(b, sizeof(*r));
@@ -1022,17 +998,17 @@ static Opentelemetry__Proto__Resource__V1__Resource *resource_new(prof *p, sonde
   if (!r || !a) return NULL;
   opentelemetry__proto__resource__v1__resource__init(r);
   size_t n = 0;
-  if (!(a[n++] = kv_int(b, "process.pid", q->pid))) return NULL;
+  if (!(a[n++] = sonde_batch_kv_int(b, "process.pid", q->pid))) return NULL;
   /* A process gone before /proc was read is still named, by its thread name. */
   const char *name = q->have_info && q->info.exe_name ? q->info.exe_name : q->comm;
-  if (name[0] && !(a[n++] = kv_str(b, "process.executable.name", name))) return NULL;
+  if (name[0] && !(a[n++] = sonde_batch_kv_str(b, "process.executable.name", name))) return NULL;
   if (q->have_info && q->info.exe_path &&
-      !(a[n++] = kv_str(b, "process.executable.path", q->info.exe_path)))
+      !(a[n++] = sonde_batch_kv_str(b, "process.executable.path", q->info.exe_path)))
     return NULL;
   if (q->have_info && q->info.container_id[0] &&
-      !(a[n++] = kv_str(b, "container.id", q->info.container_id)))
+      !(a[n++] = sonde_batch_kv_str(b, "container.id", q->info.container_id)))
     return NULL;
-  if (!(a[n++] = kv_str(b, "host.name", p->hostname))) return NULL;
+  if (!(a[n++] = sonde_batch_kv_str(b, "host.name", p->hostname))) return NULL;
   r->attributes = a;
   r->n_attributes = n;
   return r;

@@ -84,6 +84,14 @@ bool sonde_batch_exclusive(const sonde_batch *b);
 /* Bytes allocated in the arena (and held batches' arenas are not counted). */
 size_t sonde_batch_arena_bytes(const sonde_batch *b);
 
+/* Attribute builders: a KeyValue in b's arena, key (and string value) copied. NULL when out of
+ * memory. */
+typedef Opentelemetry__Proto__Common__V1__KeyValue sonde_kv;
+sonde_kv *sonde_batch_kv_str(sonde_batch *b, const char *key, const char *value);
+sonde_kv *sonde_batch_kv_int(sonde_batch *b, const char *key, int64_t value);
+sonde_kv *sonde_batch_kv_bool(sonde_batch *b, const char *key, bool value);
+sonde_kv *sonde_batch_kv_double(sonde_batch *b, const char *key, double value);
+
 /* Items in the batch: spans, metric data points, log records, profile samples. Recomputed. */
 size_t sonde_batch_items(const sonde_batch *b);
 

@@ -427,11 +427,9 @@ int sonde_batch_hold(sonde_batch *b, sonde_batch *other) {
 }
 
 static bool exclusive(const sonde_batch *b, int depth) {
-  if (depth > 32 || sonde_batch_refcount(b) != 1)
-    return false;
+  if (depth > 32 || sonde_batch_refcount(b) != 1) return false;
   for (size_t i = 0; i < b->nheld; i++)
-    if (!exclusive(b->held[i], depth + 1))
-      return false;
+    if (!exclusive(b->held[i], depth + 1)) return false;
   return true;
 }
 
@@ -542,4 +540,43 @@ size_t sonde_batch_packed_size(const sonde_batch *b) {
 
 size_t sonde_batch_pack(const sonde_batch *b, uint8_t *out) {
   return b && b->msg && out ? protobuf_c_message_pack(b->msg, out) : 0;
+}
+
+/* ---- attribute builders ---- */
+
+static sonde_kv *kv_new(sonde_batch *b, const char *key,
+                        Opentelemetry__Proto__Common__V1__AnyValue__ValueCase vc) {
+  sonde_kv *kv = sonde_batch_alloc(b, sizeof(*kv));
+  Opentelemetry__Proto__Common__V1__AnyValue *v = sonde_batch_alloc(b, sizeof(*v));
+  if (!kv || !v) return NULL;
+  opentelemetry__proto__common__v1__key_value__init(kv);
+  opentelemetry__proto__common__v1__any_value__init(v);
+  v->value_case = vc;
+  if (!(kv->key = sonde_batch_strdup(b, key))) return NULL;
+  kv->value = v;
+  return kv;
+}
+
+sonde_kv *sonde_batch_kv_str(sonde_batch *b, const char *key, const char *value) {
+  sonde_kv *kv = kv_new(b, key, OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE);
+  if (!kv || !(kv->value->string_value = sonde_batch_strdup(b, value ? value : ""))) return NULL;
+  return kv;
+}
+
+sonde_kv *sonde_batch_kv_int(sonde_batch *b, const char *key, int64_t value) {
+  sonde_kv *kv = kv_new(b, key, OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE);
+  if (kv) kv->value->int_value = value;
+  return kv;
+}
+
+sonde_kv *sonde_batch_kv_bool(sonde_batch *b, const char *key, bool value) {
+  sonde_kv *kv = kv_new(b, key, OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE);
+  if (kv) kv->value->bool_value = value;
+  return kv;
+}
+
+sonde_kv *sonde_batch_kv_double(sonde_batch *b, const char *key, double value) {
+  sonde_kv *kv = kv_new(b, key, OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE);
+  if (kv) kv->value->double_value = value;
+  return kv;
 }
