@@ -10,20 +10,6 @@
 
 #define NSIG_IDX 4
 
-static int sig_idx(sonde_signal s) {
-  switch (s) {
-  case SONDE_SIGNAL_TRACES:
-    return 0;
-  case SONDE_SIGNAL_METRICS:
-    return 1;
-  case SONDE_SIGNAL_LOGS:
-    return 2;
-  case SONDE_SIGNAL_PROFILES:
-    return 3;
-  }
-  return -1;
-}
-
 typedef struct cfgent cfgent;
 typedef struct inst inst;
 typedef struct pipeline pipeline;
@@ -244,7 +230,7 @@ static int deliver_pipeline(pipeline *p, size_t pos, sonde_batch *b, bool shared
 
 /* Hands b to a processor or connector, copying first when it mutates and others share b. */
 static int deliver_to(inst *to, sonde_batch *b, bool shared) {
-  int i = sig_idx(sonde_batch_signal(b));
+  int i = sonde_signal_index(sonde_batch_signal(b));
   if (to->ce->kind == SONDE_KIND_PROCESSOR)
     sonde__metric_add(to->proc_in[i], (double)sonde_batch_items(b));
   if (!to->started || to->stopped) return SONDE_ESHUTDOWN;
@@ -263,7 +249,7 @@ static int deliver_to(inst *to, sonde_batch *b, bool shared) {
 /* Fan-out to a pipeline's exporters. A full exporter queue is that exporter's loss (counted in
  * enqueue_failed), not the producer's: only when no exporter took the batch is it refused. */
 static int deliver_exporters(pipeline *p, sonde_batch *b) {
-  int i = sig_idx(p->sig), last = 0;
+  int i = sonde_signal_index(p->sig), last = 0;
   size_t ok = 0;
   if (p->nexps > 1) sonde_batch_ref(b); /* shared while it fans out: see route_batch */
   for (size_t k = 0; k < p->nexps; k++) {
@@ -336,7 +322,7 @@ static mcache *receiver_metrics(inst *in, int i, const char *transport) {
 
 static int h_consume(const sonde_host *h, sonde_batch *b, const char *transport) {
   inst *in = I(h);
-  int i = sig_idx(sonde_batch_signal(b));
+  int i = sonde_signal_index(sonde_batch_signal(b));
   if (i < 0) return SONDE_EINVAL;
   if (in->svc->state != ST_RUNNING && in->svc->state != ST_STOPPING) return SONDE_ESHUTDOWN;
   int rc;
@@ -809,7 +795,7 @@ static int bind_pipeline(sonde__service *s, const sonde__cfg_node *pls, size_t k
                  name);
   for (size_t q = 0; q < p->nrecv; q++) {
     inst *r = p->recv[q];
-    int rc = add_ptr(&r->out[sig_idx(sig)].p, &r->out[sig_idx(sig)].n, p);
+    int rc = add_ptr(&r->out[sonde_signal_index(sig)].p, &r->out[sonde_signal_index(sig)].n, p);
     if (rc) return rc;
   }
   return 0;

@@ -564,13 +564,6 @@ static void logs_normal(sonde_buf *o, const sonde_logs *ld) {
 
 #define CHUNK 1600 /* bytes of dump per log entry */
 
-static int sig_index(sonde_signal s) {
-  return s == SONDE_SIGNAL_TRACES    ? 0
-         : s == SONDE_SIGNAL_METRICS ? 1
-         : s == SONDE_SIGNAL_LOGS    ? 2
-                                     : 3;
-}
-
 /* zap's sampler: per one-second window, the first `initial` pass, then every `thereafter`th. As
  * in zap, a window starts at the first entry after the previous one ended (not on a whole second),
  * so a burst is never split in two windows by the clock. */
@@ -599,7 +592,7 @@ static size_t metric_count(const sonde_metrics *m) {
 static int debug_consume(void *inst, sonde_batch *b) {
   debugexp *d = inst;
   sonde_signal sig = sonde_batch_signal(b);
-  if (!sampled(d, sig_index(sig))) return 0;
+  if (!sampled(d, sonde_signal_index(sig))) return 0;
   size_t items = sonde_batch_items(b);
   int verbosity = d->cfg->verbosity;
   sonde_buf *o = &d->out;

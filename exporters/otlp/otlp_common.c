@@ -573,19 +573,6 @@ fail:
 
 /* ---- metrics -------------------------------------------------------------------------------- */
 
-int otlp_signal_index(sonde_signal s) {
-  switch (s) {
-  case SONDE_SIGNAL_TRACES:
-    return 0;
-  case SONDE_SIGNAL_METRICS:
-    return 1;
-  case SONDE_SIGNAL_LOGS:
-    return 2;
-  default:
-    return 3;
-  }
-}
-
 int otlp_metrics_init(const sonde_host *h, uint32_t signals, otlp_metrics *m) {
   static const sonde_signal sigs[4] = {SONDE_SIGNAL_TRACES, SONDE_SIGNAL_METRICS, SONDE_SIGNAL_LOGS,
                                        SONDE_SIGNAL_PROFILES};

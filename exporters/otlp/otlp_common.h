@@ -125,6 +125,5 @@ typedef struct otlp_metrics {
   sonde_metric *rejected[4]; /* partial_success rejected items, by signal index */
 } otlp_metrics;
 int otlp_metrics_init(const sonde_host *h, uint32_t signals, otlp_metrics *m);
-int otlp_signal_index(sonde_signal s);
 
 #endif

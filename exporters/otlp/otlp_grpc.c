@@ -185,7 +185,7 @@ static void finish_status(greq *r, int code, const char *msg) {
       sonde_log(g->h, SONDE_LOG_WARN,
                 "Partial success response: message=\"%s\" dropped_%s=%" PRId64, pmsg,
                 sonde_signal_item_name(r->sig), rejected);
-      sonde_metric *mc = g->m.rejected[otlp_signal_index(r->sig)];
+      sonde_metric *mc = g->m.rejected[sonde_signal_index(r->sig)];
       if (mc && rejected > 0) g->h->api->metric_add(mc, (double)rejected);
     }
     complete(r, 0, 0);
@@ -403,7 +403,7 @@ static int submit(ogrpc *g, greq *r) {
   nghttp2_nv fixed[] = {
       NV(":method", "POST"),
       NV(":scheme", g->url.tls ? "https" : "http"),
-      NV(":path", paths[otlp_signal_index(r->sig)]),
+      NV(":path", paths[sonde_signal_index(r->sig)]),
       NV(":authority", g->url.authority),
       NV("content-type", "application/grpc"),
       NV("te", "trailers"),

@@ -220,7 +220,7 @@ static void response_done(hconn *k) {
         sonde_log(x->h, SONDE_LOG_WARN,
                   "Partial success response: message=\"%s\" dropped_%s=%" PRId64, msg,
                   sonde_signal_item_name(r->sig), rejected);
-        sonde_metric *mc = x->m.rejected[otlp_signal_index(r->sig)];
+        sonde_metric *mc = x->m.rejected[sonde_signal_index(r->sig)];
         if (mc && rejected > 0) x->h->api->metric_add(mc, (double)rejected);
       }
       sonde_buf_free(&body);
@@ -553,7 +553,7 @@ static void encode_done(void *arg, int status) {
 int otlp_http_send(void *inst, sonde_batch *b, sonde_send_cb cb, void *arg) {
   ohttp *x = inst;
   if (x->stopping) return SONDE_ESHUTDOWN;
-  int si = otlp_signal_index(sonde_batch_signal(b));
+  int si = sonde_signal_index(sonde_batch_signal(b));
   if (!x->has_url[si]) return SONDE_EPERMANENT;
   hreq *r = calloc(1, sizeof *r);
   if (!r) return SONDE_ENOMEM;

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <uv.h>
@@ -356,48 +355,6 @@ static void on_connection(uv_stream_t *server, int status) {
   if (!c->ssl) flush(c); /* our SETTINGS go out at once */
 }
 
-static int parse_endpoint(const char *endpoint, struct sockaddr_storage *addr, char *err,
-                          size_t errlen) {
-  char host[256];
-  const char *colon = strrchr(endpoint, ':');
-  if (!colon || !colon[1]) {
-    snprintf(err, errlen, "endpoint \"%s\" has no port (use host:port)", endpoint);
-    return SONDE_ECONFIG;
-  }
-  char *end;
-  long port = strtol(colon + 1, &end, 10);
-  size_t hl = (size_t)(colon - endpoint);
-  if (*end || port < 0 || port > 65535 || hl >= sizeof host) {
-    snprintf(err, errlen, "endpoint \"%s\": invalid port or host", endpoint);
-    return SONDE_ECONFIG;
-  }
-  memcpy(host, endpoint, hl);
-  host[hl] = 0;
-  if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
-    memmove(host, host + 1, hl - 2);
-    host[hl - 2] = 0;
-  }
-  memset(addr, 0, sizeof *addr);
-  if (!host[0] || !strcmp(host, "localhost")) strcpy(host, "127.0.0.1");
-  if (!uv_ip4_addr(host, (int)port, (struct sockaddr_in *)addr)) return 0;
-  if (!uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)addr)) return 0;
-  /* A name: resolved once at start, before the loop serves anything. */
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-  int rc = getaddrinfo(host, NULL, &hints, &res);
-  if (rc || !res) {
-    snprintf(err, errlen, "endpoint \"%s\": cannot resolve \"%s\": %s", endpoint, host,
-             gai_strerror(rc));
-    return SONDE_ECONFIG;
-  }
-  memcpy(addr, res->ai_addr, res->ai_addrlen);
-  freeaddrinfo(res);
-  if (addr->ss_family == AF_INET)
-    ((struct sockaddr_in *)addr)->sin_port = htons((uint16_t)port);
-  else
-    ((struct sockaddr_in6 *)addr)->sin6_port = htons((uint16_t)port);
-  return 0;
-}
-
 static int tls_setup(otlp_grpc_server *srv, char *err, size_t errlen) {
   const otlp_grpc_opts *o = &srv->opts;
   SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -436,8 +393,9 @@ static int tls_setup(otlp_grpc_server *srv, char *err, size_t errlen) {
 int otlp_grpc_listen(const sonde_host *h, const otlp_grpc_opts *opts, otlp_consume_fn consume,
                      void *arg, otlp_grpc_server **out, char *err, size_t errlen) {
   struct sockaddr_storage addr;
-  int rc = parse_endpoint(opts->endpoint, &addr, err, errlen);
-  if (rc) return rc;
+  int rc;
+  if (sonde_endpoint_parse(opts->endpoint, &addr, err, errlen))
+    return SONDE_ECONFIG; /* a bad endpoint is the config's fault */
   otlp_grpc_server *srv = calloc(1, sizeof *srv);
   if (!srv) return SONDE_ENOMEM;
   srv->h = h;

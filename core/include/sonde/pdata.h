@@ -32,6 +32,8 @@ typedef enum sonde_signal {
 
 /* Short names used in configs: "traces", "metrics", "logs", "profiles"; "unknown" otherwise. */
 const char *sonde_signal_name(sonde_signal sig);
+/* 0 traces, 1 metrics, 2 logs, 3 profiles (for per-signal arrays); -1 for anything else. */
+int sonde_signal_index(sonde_signal sig);
 /* Parses a signal name; returns 0 if unknown. */
 sonde_signal sonde_signal_parse(const char *name, size_t len);
 /* What one item is for this signal, as otelcol's metric names say it:

@@ -580,3 +580,17 @@ sonde_kv *sonde_batch_kv_double(sonde_batch *b, const char *key, double value) {
   if (kv) kv->value->double_value = value;
   return kv;
 }
+
+int sonde_signal_index(sonde_signal sig) {
+  switch (sig) {
+  case SONDE_SIGNAL_TRACES:
+    return 0;
+  case SONDE_SIGNAL_METRICS:
+    return 1;
+  case SONDE_SIGNAL_LOGS:
+    return 2;
+  case SONDE_SIGNAL_PROFILES:
+    return 3;
+  }
+  return -1;
+}
