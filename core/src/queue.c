@@ -127,15 +127,31 @@ static void maybe_drained(sonde__queue *q) {
   }
 }
 
+/* The queue's list of live senders (in flight or waiting out a backoff). */
+static void sender_link(sonde__queue *q, sender *s) {
+  s->q = q;
+  uv_timer_init(q->loop, &s->timer);
+  s->timer.data = s;
+  s->next = q->senders;
+  if (q->senders) q->senders->pprev = &s->next;
+  q->senders = s;
+  s->pprev = &q->senders;
+}
+
+static void sender_unlink(sender *s) {
+  if (s->pprev) {
+    *s->pprev = s->next;
+    if (s->next) s->next->pprev = s->pprev;
+    s->pprev = NULL;
+  }
+}
+
 static void sender_closed(uv_handle_t *h) {
   free(h->data);
 }
 
 static void sender_free(sender *s) {
-  if (s->pprev) {
-    *s->pprev = s->next;
-    if (s->next) s->next->pprev = s->pprev;
-  }
+  sender_unlink(s);
   uv_close((uv_handle_t *)&s->timer, sender_closed);
 }
 
@@ -222,11 +238,7 @@ static void on_timeout(uv_timer_t *t) {
   if (!s) {
     old->abandoned = true;
     old->sending = false;
-    if (old->pprev) {
-      *old->pprev = old->next;
-      if (old->next) old->next->pprev = old->pprev;
-      old->pprev = NULL;
-    }
+    sender_unlink(old);
     give_up(q, old->it, SONDE_ENOMEM, "timeout");
     old->it = NULL;
     q->inflight--;
@@ -238,17 +250,8 @@ static void on_timeout(uv_timer_t *t) {
   s->it = old->it;
   old->it = NULL;
   old->abandoned = true;
-  if (old->pprev) {
-    *old->pprev = old->next;
-    if (old->next) old->next->pprev = old->pprev;
-    old->pprev = NULL;
-  }
-  uv_timer_init(q->loop, &s->timer);
-  s->timer.data = s;
-  s->next = q->senders;
-  if (q->senders) q->senders->pprev = &s->next;
-  q->senders = s;
-  s->pprev = &q->senders;
+  sender_unlink(old);
+  sender_link(q, s);
   s->sending = true;
   finish(s, SONDE_ETIMEOUT, 0);
 }
@@ -283,14 +286,8 @@ static void pump(sonde__queue *q) {
     q->len--;
     q->items -= it->items;
     it->next = NULL;
-    s->q = q;
     s->it = it;
-    uv_timer_init(q->loop, &s->timer);
-    s->timer.data = s;
-    s->next = q->senders;
-    if (q->senders) q->senders->pprev = &s->next;
-    q->senders = s;
-    s->pprev = &q->senders;
+    sender_link(q, s);
     q->inflight++;
     start_send(s);
   }
