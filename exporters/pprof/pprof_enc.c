@@ -1,0 +1,621 @@
+/* OTLP profiles -> pprof, shared by the pprof, pyroscope and parca exporters (pprof_enc.h). */
+#include "pprof_enc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "perftools/profiles/profile.pb-c.h"
+
+typedef Opentelemetry__Proto__Profiles__V1development__ProfilesDictionary dict_t;
+typedef Opentelemetry__Proto__Profiles__V1development__ResourceProfiles rprof_t;
+typedef Opentelemetry__Proto__Profiles__V1development__Profile oprof_t;
+typedef Perftools__Profiles__Profile pp_profile;
+
+/* ---- a bump allocator for one encoding --------------------------------------------------------
+ */
+
+typedef struct chunk {
+  struct chunk *next;
+  size_t used, cap;
+  _Alignas(16) unsigned char data[];
+} chunk;
+
+typedef struct arena {
+  chunk *c;
+} arena;
+
+static void *ar_alloc(arena *a, size_t n) {
+  n = (n + 15) & ~(size_t)15;
+  if (!a->c || a->c->cap - a->c->used < n) {
+    size_t cap = n > 65536 ? n : 65536;
+    chunk *c = malloc(sizeof(chunk) + cap);
+    if (!c) return NULL;
+    c->next = a->c;
+    c->used = 0;
+    c->cap = cap;
+    a->c = c;
+  }
+  void *p = a->c->data + a->c->used;
+  a->c->used += n;
+  memset(p, 0, n);
+  return p;
+}
+
+static void ar_free(arena *a) {
+  while (a->c) {
+    chunk *n = a->c->next;
+    free(a->c);
+    a->c = n;
+  }
+}
+
+/* ---- string table ------------------------------------------------------------------------------
+ */
+
+typedef struct strtab {
+  char **v;
+  size_t n, cap;
+  uint64_t *hh;
+  int64_t *hv;
+  size_t hcap, hn;
+} strtab;
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++)
+    h = (h ^ (uint8_t)*s) * 1099511628211ull;
+  return h | 1;
+}
+
+static int64_t st_add(strtab *t, arena *a, const char *s) {
+  if (!s) s = "";
+  if ((t->hn + 1) * 2 > t->hcap) {
+    size_t nc = t->hcap ? t->hcap * 2 : 256;
+    uint64_t *nh = calloc(nc, sizeof(*nh));
+    int64_t *nv = calloc(nc, sizeof(*nv));
+    if (!nh || !nv) {
+      free(nh);
+      free(nv);
+      return -1;
+    }
+    for (size_t i = 0; i < t->hcap; i++) {
+      if (!t->hh[i]) continue;
+      size_t j = t->hh[i] & (nc - 1);
+      while (nh[j])
+        j = (j + 1) & (nc - 1);
+      nh[j] = t->hh[i];
+      nv[j] = t->hv[i];
+    }
+    free(t->hh);
+    free(t->hv);
+    t->hh = nh;
+    t->hv = nv;
+    t->hcap = nc;
+  }
+  uint64_t h = hash_str(s);
+  size_t i = h & (t->hcap - 1);
+  for (; t->hh[i]; i = (i + 1) & (t->hcap - 1))
+    if (t->hh[i] == h && !strcmp(t->v[t->hv[i]], s)) return t->hv[i];
+  if (t->n == t->cap) {
+    size_t nc = t->cap ? t->cap * 2 : 256;
+    char **nv = realloc(t->v, nc * sizeof(*nv));
+    if (!nv) return -1;
+    t->v = nv;
+    t->cap = nc;
+  }
+  size_t l = strlen(s) + 1;
+  char *d = ar_alloc(a, l);
+  if (!d) return -1;
+  memcpy(d, s, l);
+  t->v[t->n] = d;
+  t->hh[i] = h;
+  t->hv[i] = (int64_t)t->n;
+  t->hn++;
+  return (int64_t)t->n++;
+}
+
+static void st_free(strtab *t) {
+  free(t->v);
+  free(t->hh);
+  free(t->hv);
+}
+
+/* ---- helpers ------------------------------------------------------------------------------------
+ */
+
+static const char *dstr(const dict_t *d, int32_t i) {
+  return d && i >= 0 && (size_t)i < d->n_string_table && d->string_table[i] ? d->string_table[i]
+                                                                            : "";
+}
+
+const char *pprof_enc_res_attr(const Opentelemetry__Proto__Resource__V1__Resource *r,
+                               const char *key) {
+  for (size_t i = 0; r && i < r->n_attributes; i++) {
+    const Opentelemetry__Proto__Common__V1__KeyValue *kv = r->attributes[i];
+    if (kv && kv->key && !strcmp(kv->key, key) && kv->value &&
+        kv->value->value_case == OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE &&
+        kv->value->string_value && *kv->value->string_value)
+      return kv->value->string_value;
+  }
+  return NULL;
+}
+
+static void service_of(const rprof_t *rp, char *out, size_t len) {
+  const Opentelemetry__Proto__Resource__V1__Resource *r = rp ? rp->resource : NULL;
+  const char *s = pprof_enc_res_attr(r, "service.name");
+  if (!s || !strncmp(s, "unknown_service", 15)) {
+    const char *x = pprof_enc_res_attr(r, "process.executable.name");
+    if (x || !s) s = x ? x : "unknown_service";
+  }
+  size_t i = 0;
+  for (; s[i] && i + 1 < len && i < 100; i++) {
+    char c = s[i];
+    out[i] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                     c == '.' || c == '_' || c == '-'
+                 ? c
+                 : '_';
+  }
+  out[i] = 0;
+  if (out[0] == '.') out[0] = '_';
+}
+
+static const char *build_id_of(const dict_t *d,
+                               const Opentelemetry__Proto__Profiles__V1development__Mapping *m) {
+  for (size_t i = 0; i < m->n_attribute_indices; i++) {
+    int32_t k = m->attribute_indices[i];
+    if (k < 0 || (size_t)k >= d->n_attribute_table || !d->attribute_table[k]) continue;
+    const Opentelemetry__Proto__Profiles__V1development__KeyValueAndUnit *a = d->attribute_table[k];
+    if (!strcmp(dstr(d, a->key_strindex), "process.executable.build_id.gnu") && a->value &&
+        a->value->value_case == OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE)
+      return a->value->string_value;
+  }
+  return NULL;
+}
+
+/* ---- one service's profile ----------------------------------------------------------------------
+ */
+
+typedef struct vtype {
+  int64_t type, unit;
+} vtype;
+
+typedef struct svals svals;
+
+typedef struct builder {
+  const dict_t *d;
+  arena a;
+  strtab st;
+  vtype types[16];
+  size_t n_types;
+  pp_profile p;
+  /* OTLP index -> pprof object (NULL: not written yet) */
+  Perftools__Profiles__Location **locs;
+  Perftools__Profiles__Mapping **maps;
+  Perftools__Profiles__Function **fns;
+  Perftools__Profiles__Sample **samples;
+  struct svals {
+    int col, cpu;
+    int64_t v, period;
+  } * sv;
+  size_t n_samples, cap_samples;
+  Perftools__Profiles__Location **lv;
+  Perftools__Profiles__Mapping **mv;
+  Perftools__Profiles__Function **fv;
+  size_t n_lv, n_mv, n_fv;
+} builder;
+
+static int type_col(builder *bd, const char *type, const char *unit) {
+  int64_t t = st_add(&bd->st, &bd->a, type), u = st_add(&bd->st, &bd->a, unit);
+  if (t < 0 || u < 0) return -1;
+  for (size_t i = 0; i < bd->n_types; i++)
+    if (bd->types[i].type == t && bd->types[i].unit == u) return (int)i;
+  if (bd->n_types == sizeof(bd->types) / sizeof(bd->types[0])) return -2;
+  bd->types[bd->n_types] = (vtype){t, u};
+  return (int)bd->n_types++;
+}
+
+static Perftools__Profiles__Function *fn_of(builder *bd, int32_t fi) {
+  const dict_t *d = bd->d;
+  if (fi < 0 || (size_t)fi >= d->n_function_table || !d->function_table[fi]) return NULL;
+  if (bd->fns[fi]) return bd->fns[fi];
+  const Opentelemetry__Proto__Profiles__V1development__Function *of = d->function_table[fi];
+  Perftools__Profiles__Function *f = ar_alloc(&bd->a, sizeof(*f));
+  if (!f) return NULL;
+  perftools__profiles__function__init(f);
+  f->id = (uint64_t)bd->n_fv + 1;
+  if ((f->name = st_add(&bd->st, &bd->a, dstr(d, of->name_strindex))) < 0 ||
+      (f->system_name = st_add(&bd->st, &bd->a, dstr(d, of->system_name_strindex))) < 0 ||
+      (f->filename = st_add(&bd->st, &bd->a, dstr(d, of->filename_strindex))) < 0)
+    return NULL;
+  f->start_line = of->start_line;
+  bd->fns[fi] = f;
+  bd->fv[bd->n_fv++] = f;
+  return f;
+}
+
+static Perftools__Profiles__Mapping *map_of(builder *bd, int32_t mi) {
+  const dict_t *d = bd->d;
+  if (mi < 0 || (size_t)mi >= d->n_mapping_table || !d->mapping_table[mi]) return NULL;
+  const Opentelemetry__Proto__Profiles__V1development__Mapping *om = d->mapping_table[mi];
+  /* OTLP's entry 0 is the "no mapping" placeholder. */
+  if (!*dstr(d, om->filename_strindex) && om->memory_limit == 0) return NULL;
+  if (bd->maps[mi]) return bd->maps[mi];
+  Perftools__Profiles__Mapping *m = ar_alloc(&bd->a, sizeof(*m));
+  if (!m) return NULL;
+  perftools__profiles__mapping__init(m);
+  m->id = (uint64_t)bd->n_mv + 1;
+  m->memory_start = om->memory_start;
+  m->memory_limit = om->memory_limit;
+  m->file_offset = om->file_offset;
+  const char *bid = build_id_of(d, om);
+  if ((m->filename = st_add(&bd->st, &bd->a, dstr(d, om->filename_strindex))) < 0 ||
+      (m->build_id = st_add(&bd->st, &bd->a, bid ? bid : "")) < 0)
+    return NULL;
+  bd->maps[mi] = m;
+  bd->mv[bd->n_mv++] = m;
+  return m;
+}
+
+static Perftools__Profiles__Location *loc_of(builder *bd, int32_t li, int *err) {
+  const dict_t *d = bd->d;
+  if (li < 0 || (size_t)li >= d->n_location_table || !d->location_table[li]) return NULL;
+  if (bd->locs[li]) return bd->locs[li];
+  const Opentelemetry__Proto__Profiles__V1development__Location *ol = d->location_table[li];
+  Perftools__Profiles__Location *l = ar_alloc(&bd->a, sizeof(*l));
+  if (!l) goto oom;
+  perftools__profiles__location__init(l);
+  l->id = (uint64_t)bd->n_lv + 1;
+  l->address = ol->address;
+  Perftools__Profiles__Mapping *m = map_of(bd, ol->mapping_index);
+  if (m) {
+    l->mapping_id = m->id;
+    if (m->memory_limit > m->memory_start)
+      l->address = m->memory_start + (ol->address - m->file_offset);
+  }
+  if (ol->n_lines) {
+    l->line = ar_alloc(&bd->a, ol->n_lines * sizeof(*l->line));
+    if (!l->line) goto oom;
+    for (size_t k = 0; k < ol->n_lines; k++) {
+      const Opentelemetry__Proto__Profiles__V1development__Line *ln = ol->lines[k];
+      Perftools__Profiles__Function *f = ln ? fn_of(bd, ln->function_index) : NULL;
+      if (!f) continue;
+      Perftools__Profiles__Line *pl = ar_alloc(&bd->a, sizeof(*pl));
+      if (!pl) goto oom;
+      perftools__profiles__line__init(pl);
+      pl->function_id = f->id;
+      pl->line = ln->line;
+      pl->column = ln->column;
+      l->line[l->n_line++] = pl;
+    }
+    if (m && l->n_line) {
+      m->has_functions = true;
+      for (size_t k = 0; k < l->n_line; k++) {
+        if (l->line[k]->line) m->has_line_numbers = true;
+        if (bd->fv[l->line[k]->function_id - 1]->filename) m->has_filenames = true;
+      }
+      if (l->n_line > 1) m->has_inline_frames = true;
+    }
+  }
+  bd->locs[li] = l;
+  bd->lv[bd->n_lv++] = l;
+  return l;
+oom:
+  *err = SONDE_ENOMEM;
+  return NULL;
+}
+
+static int label_of(builder *bd, int32_t ai, Perftools__Profiles__Label **out) {
+  const dict_t *d = bd->d;
+  *out = NULL;
+  if (ai < 0 || (size_t)ai >= d->n_attribute_table || !d->attribute_table[ai]) return 0;
+  const Opentelemetry__Proto__Profiles__V1development__KeyValueAndUnit *a = d->attribute_table[ai];
+  if (!a->value) return 0;
+  Perftools__Profiles__Label *l = ar_alloc(&bd->a, sizeof(*l));
+  if (!l) return SONDE_ENOMEM;
+  perftools__profiles__label__init(l);
+  if ((l->key = st_add(&bd->st, &bd->a, dstr(d, a->key_strindex))) < 0) return SONDE_ENOMEM;
+  char buf[64];
+  const char *s = NULL;
+  switch (a->value->value_case) {
+  case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE:
+    s = a->value->string_value;
+    break;
+  case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE:
+    l->num = a->value->int_value;
+    if (a->unit_strindex > 0 &&
+        (l->num_unit = st_add(&bd->st, &bd->a, dstr(d, a->unit_strindex))) < 0)
+      return SONDE_ENOMEM;
+    break;
+  case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE:
+    s = a->value->bool_value ? "true" : "false";
+    break;
+  case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE:
+    snprintf(buf, sizeof buf, "%.17g", a->value->double_value);
+    s = buf;
+    break;
+  default:
+    return 0;
+  }
+  if (s && (l->str = st_add(&bd->st, &bd->a, s)) < 0) return SONDE_ENOMEM;
+  *out = l;
+  return 0;
+}
+
+static int add_profile(builder *bd, const oprof_t *op, int64_t *t0, int64_t *t1) {
+  const dict_t *d = bd->d;
+  const char *type = op->sample_type ? dstr(d, op->sample_type->type_strindex) : "";
+  const char *unit = op->sample_type ? dstr(d, op->sample_type->unit_strindex) : "";
+  if (!*type) type = "samples";
+  if (!*unit) unit = "count";
+  int col = type_col(bd, type, unit), cpu = -1;
+  if (col == -1) return SONDE_ENOMEM;
+  if (col < 0) return 0; /* more sample types than a file holds: skipped */
+  if (op->period_type) {
+    const char *pt = dstr(d, op->period_type->type_strindex);
+    const char *pu = dstr(d, op->period_type->unit_strindex);
+    if (!bd->p.period_type) {
+      bd->p.period_type = ar_alloc(&bd->a, sizeof(*bd->p.period_type));
+      if (!bd->p.period_type) return SONDE_ENOMEM;
+      perftools__profiles__value_type__init(bd->p.period_type);
+      if ((bd->p.period_type->type = st_add(&bd->st, &bd->a, pt)) < 0 ||
+          (bd->p.period_type->unit = st_add(&bd->st, &bd->a, pu)) < 0)
+        return SONDE_ENOMEM;
+      bd->p.period = op->period;
+    }
+    if (!strcmp(type, "samples") && !strcmp(unit, "count") && !strcmp(pt, "cpu") &&
+        !strcmp(pu, "nanoseconds") && op->period > 0) {
+      cpu = type_col(bd, "cpu", "nanoseconds");
+      if (cpu == -1) return SONDE_ENOMEM;
+    }
+  }
+  int64_t ts = (int64_t)op->time_unix_nano;
+  if (ts && (!*t0 || ts < *t0)) *t0 = ts;
+  if (ts && ts + (int64_t)op->duration_nano > *t1) *t1 = ts + (int64_t)op->duration_nano;
+  for (size_t i = 0; i < op->n_samples; i++) {
+    const Opentelemetry__Proto__Profiles__V1development__Sample *os = op->samples[i];
+    if (!os) continue;
+    int err = 0;
+    Perftools__Profiles__Sample *s = ar_alloc(&bd->a, sizeof(*s));
+    if (!s) return SONDE_ENOMEM;
+    perftools__profiles__sample__init(s);
+    if (os->stack_index >= 0 && (size_t)os->stack_index < d->n_stack_table &&
+        d->stack_table[os->stack_index]) {
+      const Opentelemetry__Proto__Profiles__V1development__Stack *st =
+          d->stack_table[os->stack_index];
+      s->location_id = ar_alloc(&bd->a, (st->n_location_indices + 1) * sizeof(uint64_t));
+      if (!s->location_id) return SONDE_ENOMEM;
+      for (size_t k = 0; k < st->n_location_indices; k++) {
+        Perftools__Profiles__Location *l = loc_of(bd, st->location_indices[k], &err);
+        if (err) return err;
+        if (l) s->location_id[s->n_location_id++] = l->id;
+      }
+    }
+    int64_t v = os->n_values                 ? os->values[0]
+                : os->n_timestamps_unix_nano ? (int64_t)os->n_timestamps_unix_nano
+                                             : 1;
+    if (os->n_attribute_indices) {
+      s->label = ar_alloc(&bd->a, os->n_attribute_indices * sizeof(*s->label));
+      if (!s->label) return SONDE_ENOMEM;
+      for (size_t k = 0; k < os->n_attribute_indices; k++) {
+        Perftools__Profiles__Label *l;
+        if ((err = label_of(bd, os->attribute_indices[k], &l))) return err;
+        if (l) s->label[s->n_label++] = l;
+      }
+    }
+    if (bd->n_samples == bd->cap_samples) {
+      size_t nc = bd->cap_samples ? bd->cap_samples * 2 : 256;
+      Perftools__Profiles__Sample **ns = realloc(bd->samples, nc * sizeof(*ns));
+      svals *nv = realloc(bd->sv, nc * sizeof(*nv));
+      if (ns) bd->samples = ns;
+      if (nv) bd->sv = nv;
+      if (!ns || !nv) return SONDE_ENOMEM;
+      bd->cap_samples = nc;
+    }
+    /* The value columns are known once every profile was seen (finish). */
+    bd->sv[bd->n_samples] = (svals){col, cpu, v, op->period};
+    bd->samples[bd->n_samples++] = s;
+  }
+  return 0;
+}
+
+static void builder_free(builder *bd) {
+  ar_free(&bd->a);
+  st_free(&bd->st);
+  free(bd->locs);
+  free(bd->maps);
+  free(bd->fns);
+  free(bd->lv);
+  free(bd->mv);
+  free(bd->fv);
+  free(bd->samples);
+  free(bd->sv);
+}
+
+static int builder_init(builder *bd, const dict_t *d) {
+  memset(bd, 0, sizeof(*bd));
+  bd->d = d;
+  perftools__profiles__profile__init(&bd->p);
+  size_t nl = d->n_location_table, nm = d->n_mapping_table, nf = d->n_function_table;
+  bd->locs = calloc(nl + 1, sizeof(*bd->locs));
+  bd->lv = calloc(nl + 1, sizeof(*bd->lv));
+  bd->maps = calloc(nm + 1, sizeof(*bd->maps));
+  bd->mv = calloc(nm + 1, sizeof(*bd->mv));
+  bd->fns = calloc(nf + 1, sizeof(*bd->fns));
+  bd->fv = calloc(nf + 1, sizeof(*bd->fv));
+  if (!bd->locs || !bd->lv || !bd->maps || !bd->mv || !bd->fns || !bd->fv) return SONDE_ENOMEM;
+  return st_add(&bd->st, &bd->a, "") == 0 ? 0 : SONDE_ENOMEM; /* string 0 is "" */
+}
+
+/* Fills the value columns and hangs every table on the profile. */
+static int finish(builder *bd, int64_t t0, int64_t t1) {
+  size_t nt = bd->n_types;
+  bd->p.sample_type = ar_alloc(&bd->a, nt * sizeof(*bd->p.sample_type));
+  if (nt && !bd->p.sample_type) return SONDE_ENOMEM;
+  for (size_t i = 0; i < nt; i++) {
+    Perftools__Profiles__ValueType *vt = ar_alloc(&bd->a, sizeof(*vt));
+    if (!vt) return SONDE_ENOMEM;
+    perftools__profiles__value_type__init(vt);
+    vt->type = bd->types[i].type;
+    vt->unit = bd->types[i].unit;
+    bd->p.sample_type[i] = vt;
+  }
+  bd->p.n_sample_type = nt;
+  for (size_t i = 0; i < bd->n_samples; i++) {
+    Perftools__Profiles__Sample *s = bd->samples[i];
+    const svals *v = &bd->sv[i];
+    if (!(s->value = ar_alloc(&bd->a, nt * sizeof(int64_t)))) return SONDE_ENOMEM;
+    s->n_value = nt;
+    s->value[v->col] = v->v;
+    if (v->cpu >= 0) s->value[v->cpu] = v->v * v->period;
+  }
+  bd->p.sample = bd->samples;
+  bd->p.n_sample = bd->n_samples;
+  bd->p.location = bd->lv;
+  bd->p.n_location = bd->n_lv;
+  bd->p.mapping = bd->mv;
+  bd->p.n_mapping = bd->n_mv;
+  bd->p.function = bd->fv;
+  bd->p.n_function = bd->n_fv;
+  bd->p.string_table = bd->st.v;
+  bd->p.n_string_table = bd->st.n;
+  bd->p.time_nanos = t0;
+  bd->p.duration_nanos = t1 > t0 ? t1 - t0 : 0;
+  return 0;
+}
+
+static int gzip_buf(const uint8_t *in, size_t len, int level, sonde_buf *out) {
+  z_stream z;
+  memset(&z, 0, sizeof(z));
+  if (deflateInit2(&z, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    return SONDE_ENOMEM;
+  size_t bound = deflateBound(&z, len);
+  int rc = sonde_buf_reserve(out, bound);
+  if (rc) {
+    deflateEnd(&z);
+    return rc;
+  }
+  z.next_in = (Bytef *)in;
+  z.avail_in = (uInt)len;
+  z.next_out = out->data + out->len;
+  z.avail_out = (uInt)bound;
+  int zr = deflate(&z, Z_FINISH);
+  out->len += bound - z.avail_out;
+  deflateEnd(&z);
+  return zr == Z_STREAM_END ? 0 : SONDE_EIO;
+}
+
+static void copy_str(char *dst, size_t cap, const char *s) {
+  snprintf(dst, cap, "%s", s ? s : "");
+}
+
+/* One service's profile: every resource of the batch with that service not used yet. */
+static int encode_service(const sonde_profiles *req, int gzip_level, bool *used,
+                          pprof_enc_svc *out) {
+  static const dict_t empty =
+      OPENTELEMETRY__PROTO__PROFILES__V1DEVELOPMENT__PROFILES_DICTIONARY__INIT;
+  const dict_t *d = req->dictionary ? req->dictionary : &empty;
+  builder bd;
+  uint8_t *packed = NULL;
+  int rc = builder_init(&bd, d);
+  int64_t t0 = 0, t1 = 0;
+  char svc[128];
+  bool first = true;
+  for (size_t i = 0; !rc && i < req->n_resource_profiles; i++) {
+    const rprof_t *rp = req->resource_profiles[i];
+    if (used[i] || !rp) continue;
+    service_of(rp, svc, sizeof svc);
+    if (strcmp(svc, out->service)) continue;
+    used[i] = true;
+    if (!out->resource) out->resource = rp->resource;
+    for (size_t s = 0; !rc && s < rp->n_scope_profiles; s++) {
+      const Opentelemetry__Proto__Profiles__V1development__ScopeProfiles *sp =
+          rp->scope_profiles[s];
+      for (size_t k = 0; !rc && sp && k < sp->n_profiles; k++) {
+        const oprof_t *op = sp->profiles[k];
+        if (!op) continue;
+        if (first) {
+          first = false;
+          const char *ty = op->sample_type ? dstr(d, op->sample_type->type_strindex) : "";
+          const char *un = op->sample_type ? dstr(d, op->sample_type->unit_strindex) : "";
+          copy_str(out->sample_type, sizeof out->sample_type, *ty ? ty : "samples");
+          copy_str(out->sample_unit, sizeof out->sample_unit, *un ? un : "count");
+        }
+        if (op->period_type && !out->period_type[0]) {
+          copy_str(out->period_type, sizeof out->period_type,
+                   dstr(d, op->period_type->type_strindex));
+          copy_str(out->period_unit, sizeof out->period_unit,
+                   dstr(d, op->period_type->unit_strindex));
+          out->period = op->period;
+        }
+        rc = add_profile(&bd, op, &t0, &t1);
+      }
+    }
+  }
+  out->n_samples = bd.n_samples;
+  if (!rc && bd.n_samples == 0) goto out; /* nothing sampled: no profile */
+  if (!rc) rc = finish(&bd, t0, t1);
+  out->time_ns = t0;
+  out->duration_ns = t1 > t0 ? t1 - t0 : 0;
+  if (!rc) {
+    size_t n = perftools__profiles__profile__get_packed_size(&bd.p);
+    if (!(packed = malloc(n ? n : 1))) {
+      rc = SONDE_ENOMEM;
+    } else {
+      perftools__profiles__profile__pack(&bd.p, packed);
+      if (gzip_level > 0) {
+        rc = gzip_buf(packed, n, gzip_level, &out->pprof);
+      } else {
+        out->pprof.data = packed;
+        out->pprof.len = out->pprof.cap = n;
+        packed = NULL;
+      }
+    }
+  }
+out:
+  free(packed);
+  builder_free(&bd);
+  return rc;
+}
+
+int pprof_enc_batch(const sonde_profiles *req, int gzip_level, pprof_enc_svc **out, size_t *n) {
+  *out = NULL;
+  *n = 0;
+  if (!req || !req->n_resource_profiles) return 0;
+  bool *used = calloc(req->n_resource_profiles, sizeof(bool));
+  pprof_enc_svc *v = calloc(req->n_resource_profiles, sizeof(*v));
+  if (!used || !v) {
+    free(used);
+    free(v);
+    return SONDE_ENOMEM;
+  }
+  size_t nv = 0;
+  int rc = 0;
+  for (size_t i = 0; i < req->n_resource_profiles && !rc; i++) {
+    if (used[i] || !req->resource_profiles[i]) continue;
+    pprof_enc_svc *s = &v[nv];
+    service_of(req->resource_profiles[i], s->service, sizeof s->service);
+    rc = encode_service(req, gzip_level, used, s);
+    if (!rc && s->n_samples) {
+      nv++;
+    } else {
+      sonde_buf_free(&s->pprof);
+      memset(s, 0, sizeof(*s));
+    }
+  }
+  free(used);
+  if (rc || !nv) {
+    pprof_enc_free(v, nv);
+    return rc;
+  }
+  *out = v;
+  *n = nv;
+  return 0;
+}
+
+void pprof_enc_free(pprof_enc_svc *v, size_t n) {
+  for (size_t i = 0; v && i < n; i++)
+    sonde_buf_free(&v[i].pprof);
+  free(v);
+}

@@ -1,0 +1,49 @@
+/* OTLP profiles (v1development dictionary form) -> pprof (perftools.profiles.Profile), one profile
+ * per service of a batch. Internal to the pprof, pyroscope and parca exporters (static library
+ * sonde_pprof_enc). Thread-safe: meant for work callbacks; every result owns its memory.
+ *
+ * Service: the resource's service.name, else process.executable.name, else "unknown_service";
+ * characters other than [A-Za-z0-9._-] become '_'. All profiles of a service go into one pprof:
+ * the sample types are the union of their (type, unit) pairs and each sample has a value in its
+ * own profile's column (0 elsewhere), so every sample has one value per sample type. A
+ * "samples"/"count" profile with a "cpu"/"nanoseconds" period also gets a "cpu"/"nanoseconds"
+ * column (count x period), as Go's CPU profiles have.
+ *
+ * Ids: mapping, location and function ids are their position in the written table + 1 (what
+ * Parca's normalizer requires; go tool pprof accepts any ids); only what samples reference is
+ * written; string 0 is "". Location.address is turned back into a runtime address
+ * (memory_start + address - file_offset) for mappings with a range, as pprof expects addresses
+ * within [memory_start, memory_limit). Labels come from sample attributes (string values as str,
+ * integers as num with their unit). */
+#ifndef SONDE_PPROF_ENC_H
+#define SONDE_PPROF_ENC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sonde/sonde.h"
+
+typedef struct pprof_enc_svc {
+  char service[128]; /* sanitized as above */
+  /* The first resource of the service (borrowed from the batch: valid while it is referenced). */
+  const Opentelemetry__Proto__Resource__V1__Resource *resource;
+  int64_t time_ns, duration_ns; /* the span covered by its profiles */
+  int64_t period;               /* of the first profile with a period type, else 0 */
+  char period_type[32], period_unit[32];
+  char sample_type[32], sample_unit[32]; /* of the first profile */
+  size_t n_samples;
+  sonde_buf pprof; /* packed Profile, gzipped when asked */
+} pprof_enc_svc;
+
+/* Encodes every service of req with at least one sample. gzip_level 0: plain protobuf, else gzip
+ * at that level (1-9). *out is an array of *n results (NULL, 0 when nothing was sampled); free it
+ * with pprof_enc_free. Returns 0, SONDE_ENOMEM or SONDE_EIO (gzip). */
+int pprof_enc_batch(const sonde_profiles *req, int gzip_level, pprof_enc_svc **out, size_t *n);
+void pprof_enc_free(pprof_enc_svc *v, size_t n);
+
+/* A string resource attribute ("" values count as missing), or NULL. */
+const char *pprof_enc_res_attr(const Opentelemetry__Proto__Resource__V1__Resource *r,
+                               const char *key);
+
+#endif
