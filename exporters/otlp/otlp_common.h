@@ -38,6 +38,9 @@ typedef struct otlp_config {
   char *traces_endpoint, *metrics_endpoint, *logs_endpoint, *profiles_endpoint;
   int encoding;
   int64_t max_conns;
+  /* Not options: set by exporters that reuse the client (pyroscope, parca). NULL: the OTLP
+   * exporter's User-Agent. */
+  const char *user_agent;
 } otlp_config;
 
 extern const sonde_option otlp_grpc_options[];
@@ -118,6 +121,27 @@ size_t otlp_conn_pending(const otlp_conn *c);
 const char *otlp_conn_alpn(const otlp_conn *c);
 /* Closes; no callback is called after this. Frees once libuv is done with the handles. */
 void otlp_conn_close(otlp_conn *c);
+
+/* ---- calls of other APIs over the same clients ------------------------------------------------
+ * The otlp_grpc and otlp_http instances (otlp_exporters.h) also carry requests that are not OTLP
+ * exports, for the pyroscope and parca exporters: same connections, deadlines, and the same
+ * classification of the outcome into 0 / SONDE_ERETRY / SONDE_EPERMANENT (otelcol's rules for
+ * gRPC codes and HTTP statuses). */
+
+typedef struct otlp_call {
+  const char *path;         /* path (and query) of the request; copied */
+  const char *content_type; /* HTTP only; NULL: application/octet-stream */
+  /* Extra headers of this request (copied), after the configured ones. */
+  const char *const *header_names, *const *header_values;
+  size_t n_headers;
+  sonde_buf body; /* the request body (gRPC: the message, unframed); taken, also on error */
+} otlp_call;
+
+/* Queues a call on the loop; cb(arg, status, retry_after_ns) follows exactly once unless this
+ * returns non-zero. The endpoint is the instance's profiles URL (otlp_http) or its endpoint
+ * (otlp_grpc); the call is sent uncompressed. */
+int otlp_http_call(void *inst, otlp_call *c, sonde_send_cb cb, void *arg);
+int otlp_grpc_call(void *inst, otlp_call *c, sonde_send_cb cb, void *arg);
 
 /* ---- metrics -------------------------------------------------------------------------------- */
 

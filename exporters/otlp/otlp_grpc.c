@@ -77,6 +77,11 @@ struct greq {
   char resp_encoding[16];
   sonde_buf resp;
   bool done, cancelled, waiting;
+  /* otlp_grpc_call: not an OTLP export (no batch, no partial_success) */
+  bool generic;
+  char *path;
+  char **hdrs; /* name, value, name, value...; names lower case */
+  size_t nhdrs;
 };
 
 struct ogrpc {
@@ -127,6 +132,10 @@ static void req_free(greq *r) {
   sonde_batch_unref(r->b);
   sonde_buf_free(&r->payload);
   sonde_buf_free(&r->resp);
+  for (size_t i = 0; i < r->nhdrs * 2; i++)
+    free(r->hdrs[i]);
+  free(r->hdrs);
+  free(r->path);
   free(r);
 }
 
@@ -162,6 +171,10 @@ static bool retryable(int code, bool has_retry_info) {
 /* Ends a request with a gRPC status, as otelcol's otlpexporter processError does. */
 static void finish_status(greq *r, int code, const char *msg) {
   ogrpc *g = r->g;
+  if (code == GRPC_OK && r->generic) {
+    complete(r, 0, 0);
+    return;
+  }
   if (code == GRPC_OK) {
     int64_t rejected = 0;
     char pmsg[256] = "";
@@ -397,30 +410,38 @@ static const char *const paths[4] = {
   }
 
 static int submit(ogrpc *g, greq *r) {
-  const char *enc = g->cfg->compression == OTLP_COMP_GZIP   ? "gzip"
+  const char *enc = r->generic                              ? "identity"
+                    : g->cfg->compression == OTLP_COMP_GZIP ? "gzip"
                     : g->cfg->compression == OTLP_COMP_ZSTD ? "zstd"
                                                             : "identity";
   nghttp2_nv fixed[] = {
       NV(":method", "POST"),
       NV(":scheme", g->url.tls ? "https" : "http"),
-      NV(":path", paths[sonde_signal_index(r->sig)]),
+      NV(":path", r->path ? r->path : paths[sonde_signal_index(r->sig)]),
       NV(":authority", g->url.authority),
       NV("content-type", "application/grpc"),
       NV("te", "trailers"),
-      NV("user-agent", "sonde-otlp-exporter/" SONDE_OTLP_VERSION),
+      NV("user-agent",
+         g->cfg->user_agent ? g->cfg->user_agent : "sonde-otlp-exporter/" SONDE_OTLP_VERSION),
       NV("grpc-encoding", enc),
       NV("grpc-accept-encoding", "identity,gzip,zstd"),
       NV("grpc-timeout", g->timeout_hdr),
   };
   size_t nf = sizeof fixed / sizeof fixed[0];
   if (!g->timeout_hdr[0]) nf--;
-  nghttp2_nv *nva = malloc((nf + g->nextra) * sizeof *nva);
+  nghttp2_nv *nva = malloc((nf + g->nextra + r->nhdrs) * sizeof *nva);
   if (!nva) return SONDE_ENOMEM;
   memcpy(nva, fixed, nf * sizeof *nva);
   if (g->nextra) memcpy(nva + nf, g->extra, g->nextra * sizeof *nva);
+  for (size_t i = 0; i < r->nhdrs; i++) {
+    char *k = r->hdrs[2 * i], *v = r->hdrs[2 * i + 1];
+    nva[nf + g->nextra + i] =
+        (nghttp2_nv){(uint8_t *)k, (uint8_t *)v, strlen(k), strlen(v),
+                     NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
+  }
   nghttp2_data_provider dp = {.source.ptr = r, .read_callback = read_payload};
   r->off = 0;
-  int32_t sid = nghttp2_submit_request(g->sess, NULL, nva, nf + g->nextra, &dp, r);
+  int32_t sid = nghttp2_submit_request(g->sess, NULL, nva, nf + g->nextra + r->nhdrs, &dp, r);
   free(nva);
   if (sid == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE || sid == NGHTTP2_ERR_START_STREAM_NOT_ALLOWED)
     return SONDE_EFULL; /* this connection is used up (2^31 stream ids) or going away */
@@ -720,6 +741,70 @@ int otlp_grpc_send(void *inst, sonde_batch *b, sonde_send_cb cb, void *arg) {
   }
   g->in_work++;
   return 0;
+}
+
+int otlp_grpc_call(void *inst, otlp_call *c, sonde_send_cb cb, void *arg) {
+  ogrpc *g = inst;
+  int rc = 0;
+  greq *r = NULL;
+  if (g->stopping) {
+    rc = SONDE_ESHUTDOWN;
+    goto fail;
+  }
+  if (!c->path || c->body.len > UINT32_MAX) {
+    rc = SONDE_EINVAL;
+    goto fail;
+  }
+  if (!(r = calloc(1, sizeof *r)) || !(r->path = strdup(c->path)) ||
+      (c->n_headers && !(r->hdrs = calloc(c->n_headers * 2, sizeof(char *))))) {
+    rc = SONDE_ENOMEM;
+    goto fail;
+  }
+  for (size_t i = 0; i < c->n_headers; i++) {
+    const char *v = c->header_values[i] ? c->header_values[i] : "";
+    if (!(r->hdrs[2 * i] = strdup(c->header_names[i])) || !(r->hdrs[2 * i + 1] = strdup(v))) {
+      r->nhdrs = i + 1;
+      rc = SONDE_ENOMEM;
+      goto fail;
+    }
+    r->nhdrs = i + 1;
+    for (char *p = r->hdrs[2 * i]; *p; p++)
+      if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
+  }
+  /* The gRPC frame: flag 0 (not compressed), 4 bytes of length, the message. */
+  if ((rc = sonde_buf_reserve(&r->payload, c->body.len + 5))) goto fail;
+  uint32_t ml = (uint32_t)c->body.len;
+  uint8_t pre[5] = {0, (uint8_t)(ml >> 24), (uint8_t)(ml >> 16), (uint8_t)(ml >> 8), (uint8_t)ml};
+  sonde_buf_append(&r->payload, pre, 5);
+  sonde_buf_append(&r->payload, c->body.data, c->body.len);
+  sonde_buf_free(&c->body);
+  r->g = g;
+  r->generic = true;
+  r->sig = SONDE_SIGNAL_PROFILES;
+  r->cb = cb;
+  r->arg = arg;
+  r->grpc_status = -1;
+  r->retry_delay_ns = -1;
+  r->next = g->all;
+  if (g->all) g->all->prev = r;
+  g->all = r;
+  if (g->timeout_ns > 0) r->deadline_ms = uv_now(g->loop) + (uint64_t)(g->timeout_ns / 1000000);
+  if (g->wait_tail)
+    g->wait_tail->qnext = r;
+  else
+    g->wait_head = r;
+  g->wait_tail = r;
+  r->waiting = true;
+  kick(g);
+  return 0;
+fail:
+  sonde_buf_free(&c->body);
+  if (r) {
+    r->g = g;
+    r->done = true;
+    req_free(r);
+  }
+  return rc;
 }
 
 /* ---- lifecycle --------------------------------------------------------------------------------

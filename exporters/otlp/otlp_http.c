@@ -36,6 +36,11 @@ struct hreq {
   uint64_t deadline_ms;
   bool retried_stale, done, waiting;
   hconn *conn;
+  /* otlp_http_call: not an OTLP export (no batch, no partial_success) */
+  bool generic;
+  char *path;
+  const char *ctype;
+  sonde_buf hdrs; /* "Name: value\r\n"... */
 };
 
 struct hconn {
@@ -94,6 +99,8 @@ static void req_complete(hreq *r, int status, int64_t retry_ns) {
   void *arg = r->arg;
   sonde_batch_unref(r->b);
   sonde_buf_free(&r->body);
+  sonde_buf_free(&r->hdrs);
+  free(r->path);
   free(r);
   cb(arg, status, retry_ns);
   maybe_stopped(x);
@@ -212,7 +219,9 @@ static void response_done(hconn *k) {
     if (st >= 200 && st <= 299) {
       int64_t rejected = 0;
       char msg[256] = "";
-      if (body.len && strstr(ct, "json"))
+      if (r->generic)
+        ;
+      else if (body.len && strstr(ct, "json"))
         otlp_json_partial_success((const char *)body.data, body.len, &rejected, msg, sizeof msg);
       else if (body.len)
         otlp_decode_partial_success(body.data, body.len, &rejected, msg, sizeof msg);
@@ -234,7 +243,7 @@ static void response_done(hconn *k) {
         snprintf(msg, sizeof msg, "%.*s", (int)(body.len > 200 ? 200 : body.len),
                  (const char *)body.data);
       sonde_buf_free(&body);
-      const char *url = x->url[r->si].path;
+      const char *url = r->path ? r->path : x->url[r->si].path;
       if (st == 429 || st == 502 || st == 503 || st == 504) {
         /* otelcol honours Retry-After only where it means throttling. */
         int64_t wait = st == 429 || st == 503 ? retry_ns : 0;
@@ -411,17 +420,21 @@ static const char *const signal_paths[4] = {"/v1/traces", "/v1/metrics", "/v1/lo
 static void start_request(hconn *k, hreq *r) {
   ohttp *x = k->x;
   const otlp_url *u = &x->url[r->si];
-  const char *ctype =
-      x->cfg->encoding == OTLP_ENC_JSON ? "application/json" : "application/x-protobuf";
-  const char *enc = x->cfg->compression == OTLP_COMP_GZIP   ? "Content-Encoding: gzip\r\n"
+  const char *ctype = r->generic                          ? r->ctype
+                      : x->cfg->encoding == OTLP_ENC_JSON ? "application/json"
+                                                          : "application/x-protobuf";
+  const char *enc = r->generic                              ? ""
+                    : x->cfg->compression == OTLP_COMP_GZIP ? "Content-Encoding: gzip\r\n"
                     : x->cfg->compression == OTLP_COMP_ZSTD ? "Content-Encoding: zstd\r\n"
                                                             : "";
-  char head[2048];
+  const char *path = r->path ? r->path : u->path[0] ? u->path : "/";
+  const char *ua =
+      x->cfg->user_agent ? x->cfg->user_agent : "sonde-otlp-exporter/" SONDE_OTLP_VERSION;
+  char head[4096];
   int hl = snprintf(head, sizeof head,
-                    "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: sonde-otlp-exporter/%s\r\n"
+                    "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\n"
                     "Content-Type: %s\r\nContent-Length: %zu\r\n%s",
-                    u->path[0] ? u->path : "/", u->authority, SONDE_OTLP_VERSION, ctype,
-                    r->body.len, enc);
+                    path, u->authority, ua, ctype, r->body.len, enc);
   reset_parser(k);
   k->req = r;
   r->conn = k;
@@ -430,6 +443,7 @@ static void start_request(hconn *k, hreq *r) {
   if (!rc) rc = otlp_conn_write(k->c, (const uint8_t *)head, (size_t)hl);
   if (!rc && x->extra_headers.len)
     rc = otlp_conn_write(k->c, x->extra_headers.data, x->extra_headers.len);
+  if (!rc && r->hdrs.len) rc = otlp_conn_write(k->c, r->hdrs.data, r->hdrs.len);
   if (!rc) rc = otlp_conn_write(k->c, (const uint8_t *)"\r\n", 2);
   if (!rc) rc = otlp_conn_write(k->c, r->body.data, r->body.len);
   if (!rc) rc = otlp_conn_flush(k->c);
@@ -576,6 +590,56 @@ int otlp_http_send(void *inst, sonde_batch *b, sonde_send_cb cb, void *arg) {
   }
   x->in_work++;
   return 0;
+}
+
+int otlp_http_call(void *inst, otlp_call *c, sonde_send_cb cb, void *arg) {
+  ohttp *x = inst;
+  int si = sonde_signal_index(SONDE_SIGNAL_PROFILES), rc = 0;
+  hreq *r = NULL;
+  if (x->stopping) {
+    rc = SONDE_ESHUTDOWN;
+    goto fail;
+  }
+  if (!x->has_url[si] || !c->path || strpbrk(c->path, " \r\n")) {
+    rc = SONDE_EINVAL;
+    goto fail;
+  }
+  if (!(r = calloc(1, sizeof *r)) || !(r->path = strdup(c->path))) {
+    rc = SONDE_ENOMEM;
+    goto fail;
+  }
+  for (size_t i = 0; i < c->n_headers; i++) {
+    const char *v = c->header_values[i] ? c->header_values[i] : "";
+    if (strpbrk(c->header_names[i], "\r\n:") || strpbrk(v, "\r\n")) {
+      rc = SONDE_EINVAL;
+      goto fail;
+    }
+    if ((rc = sonde_buf_printf(&r->hdrs, "%s: %s\r\n", c->header_names[i], v))) goto fail;
+  }
+  r->x = x;
+  r->generic = true;
+  r->ctype = c->content_type ? c->content_type : "application/octet-stream";
+  r->sig = SONDE_SIGNAL_PROFILES;
+  r->si = si;
+  r->cb = cb;
+  r->arg = arg;
+  r->body = c->body;
+  memset(&c->body, 0, sizeof c->body);
+  r->next = x->all;
+  if (x->all) x->all->prev = r;
+  x->all = r;
+  if (x->timeout_ns > 0) r->deadline_ms = uv_now(x->loop) + (uint64_t)(x->timeout_ns / 1000000);
+  wait_push(x, r, false);
+  dispatch(x);
+  return 0;
+fail:
+  sonde_buf_free(&c->body);
+  if (r) {
+    sonde_buf_free(&r->hdrs);
+    free(r->path);
+    free(r);
+  }
+  return rc;
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */
