@@ -57,13 +57,13 @@ bool hx_h2_detect(const uint8_t *p, size_t n);
 
 /* ---- Routes (routes.c) ---- */
 typedef struct hx_routes hx_routes;
-/* patterns: "/users/{id}", "/api/*" ... matched in order; per_service_cap bounds the number of
+/* patterns: "/users/{id}", "/api/" "*" ... matched in order; per_service_cap bounds the number of
  * distinct routes per service (0: 1000). */
 int hx_routes_new(const char *const *patterns, size_t n, size_t per_service_cap, hx_routes **out);
 /* Writes the route of `path` to out (len >= 2): the first configured pattern that matches, else
  * the path with ids, numbers, uuids, hex hashes and long random segments folded to "{id}"
  * ("/users/42/orders/9f8e..." -> "/users/{id}/orders/{id}"). When the service already has
- * per_service_cap routes and this one is new, "/**" (counted in hx_routes_overflows). Returns out. */
+ * per_service_cap routes and this one is new, "/" "**" (counted in hx_routes_overflows). Returns out. */
 const char *hx_routes_match(hx_routes *r, const char *service, const char *path, char *out,
                             size_t len);
 uint64_t hx_routes_overflows(const hx_routes *r);
