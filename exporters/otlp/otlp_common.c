@@ -26,7 +26,7 @@ static const sonde_option compression_params_options[] = {
     SONDE_OPT_END,
 };
 
-static const sonde_option tls_options[] = {
+const sonde_option otlp_tls_options[] = {
     SONDE_OPT("insecure", SONDE_OPT_BOOL, otlp_tls_config, insecure, "false",
               "gRPC only: cleartext HTTP/2 instead of TLS (otlp_http follows the URL scheme)"),
     SONDE_OPT("ca_file", SONDE_OPT_STRING, otlp_tls_config, ca_file, NULL,
@@ -43,7 +43,7 @@ static const sonde_option tls_options[] = {
 };
 
 #define COMMON_OPTIONS                                                                             \
-  SONDE_OPT_NESTED("tls", otlp_config, tls, tls_options, "TLS client settings"),                   \
+  SONDE_OPT_NESTED("tls", otlp_config, tls, otlp_tls_options, "TLS client settings"),              \
       SONDE_OPT("headers", SONDE_OPT_STRMAP, otlp_config, headers, NULL,                           \
                 "headers added to every request"),                                                 \
       SONDE_OPT_ENUMV("compression", otlp_config, compression, "gzip", compressions,               \

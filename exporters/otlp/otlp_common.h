@@ -43,6 +43,8 @@ typedef struct otlp_config {
   const char *user_agent;
 } otlp_config;
 
+/* The tls: table (binds an otlp_tls_config), for exporters that embed one. */
+extern const sonde_option otlp_tls_options[];
 extern const sonde_option otlp_grpc_options[];
 extern const sonde_option otlp_http_options[];
 int otlp_grpc_validate(const void *config, char *err, size_t errlen);

@@ -619,3 +619,49 @@ void pprof_enc_free(pprof_enc_svc *v, size_t n) {
     sonde_buf_free(&v[i].pprof);
   free(v);
 }
+
+void pprof_enc_label_name(const char *s, char *out, size_t len) {
+  size_t o = 0;
+  if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') && *s != '_') out[o++] = '_';
+  for (; *s && o + 1 < len; s++) {
+    char c = *s;
+    out[o++] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ? c : '_';
+  }
+  out[o] = 0;
+}
+
+size_t pprof_enc_res_labels(const Opentelemetry__Proto__Resource__V1__Resource *r,
+                            pprof_enc_label *out, size_t max) {
+  size_t n = 0;
+  for (size_t i = 0; r && i < r->n_attributes && n < max; i++) {
+    const Opentelemetry__Proto__Common__V1__KeyValue *kv = r->attributes[i];
+    if (!kv || !kv->key || !*kv->key || !kv->value || !strcmp(kv->key, "service.name")) continue;
+    pprof_enc_label *l = &out[n];
+    const Opentelemetry__Proto__Common__V1__AnyValue *v = kv->value;
+    switch (v->value_case) {
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE:
+      if (!v->string_value || !*v->string_value) continue;
+      snprintf(l->value, sizeof l->value, "%s", v->string_value);
+      break;
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE:
+      snprintf(l->value, sizeof l->value, "%lld", (long long)v->int_value);
+      break;
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE:
+      snprintf(l->value, sizeof l->value, "%s", v->bool_value ? "true" : "false");
+      break;
+    case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE:
+      snprintf(l->value, sizeof l->value, "%.17g", v->double_value);
+      break;
+    default:
+      continue;
+    }
+    pprof_enc_label_name(kv->key, l->name, sizeof l->name);
+    /* names the exporters set themselves, and a second attribute that sanitizes to the same
+     * name, are left out: backends refuse duplicate label names */
+    bool dup = !strcmp(l->name, "service_name") || !strncmp(l->name, "__", 2);
+    for (size_t k = 0; k < n && !dup; k++)
+      dup = !strcmp(out[k].name, l->name);
+    if (!dup) n++;
+  }
+  return n;
+}

@@ -46,4 +46,18 @@ void pprof_enc_free(pprof_enc_svc *v, size_t n);
 const char *pprof_enc_res_attr(const Opentelemetry__Proto__Resource__V1__Resource *r,
                                const char *key);
 
+/* The resource's attributes other than service.name as Prometheus labels: the name sanitized to
+ * [a-zA-Z_][a-zA-Z0-9_]* (others become '_'), scalar values as text (longer ones cut). Names that
+ * come out as service_name, start with "__" or repeat an earlier one are skipped. Fills at most
+ * max, returns how many. */
+typedef struct pprof_enc_label {
+  char name[128];
+  char value[256];
+} pprof_enc_label;
+size_t pprof_enc_res_labels(const Opentelemetry__Proto__Resource__V1__Resource *r,
+                            pprof_enc_label *out, size_t max);
+
+/* A Prometheus label name from any text, as above, into out (len >= 2). */
+void pprof_enc_label_name(const char *s, char *out, size_t len);
+
 #endif
