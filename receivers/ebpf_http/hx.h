@@ -91,6 +91,9 @@ void hx_red_forget(hx_red *r, uint32_t pid);
 /* One OTLP metrics batch, cumulative temporality since each series' start, of every series
  * recorded so far; *out = NULL when there is none. */
 int hx_red_collect(hx_red *r, uint64_t now_unix_ns, sonde_batch **out);
+/* Self-metrics: live series, exchanges that went into an overflow series, exchanges dropped
+ * (too many processes, out of memory). Any pointer may be NULL. */
+void hx_red_stats(const hx_red *r, size_t *series, uint64_t *overflowed, uint64_t *dropped);
 void hx_red_free(hx_red *r);
 
 #endif
