@@ -1,0 +1,388 @@
+/* The `parca` exporter: profiles to Parca (or anything serving Parca's profile store) with
+ * parca.profilestore.v1alpha1.ProfileStoreService/WriteRaw over gRPC, h2c or TLS.
+ *
+ * One WriteRaw per batch: a series per service (pprof_enc.h groups the profiles), its labels
+ * __name__ (profile_name, or parca_agent_cpu for CPU profiles and parca_agent_<sample type>
+ * otherwise), service_name, the resource's attributes (sanitized to Prometheus names) and the
+ * configured labels, sorted by name; one RawSample with the gzipped pprof. The pprof follows what
+ * Parca's normalizer checks: string 0 is "", mapping/location/function ids are their position +
+ * 1, one value per sample type. Addresses are runtime addresses (normalized: false) and no
+ * executable_info is sent, so Parca adjusts them with the mappings, as it does for pprof uploads.
+ *
+ * The transport is the otlp_grpc client (exporters/otlp, otlp_grpc_call): one HTTP/2 connection,
+ * connection backoff, grpc-timeout, and otelcol's gRPC code rules (UNAVAILABLE and the like
+ * retried, INVALID_ARGUMENT and the like permanent). The bearer token goes in every call's
+ * authorization header; bearer_token_file is read again for every call, so a rotated token is
+ * picked up without a restart. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "otlp_common.h"
+#include "otlp_exporters.h"
+#include "parca/profilestore/v1alpha1/profilestore.pb-c.h"
+#include "pprof_enc.h"
+#include "sonde/sonde.h"
+
+#define MAX_LABELS 64
+#define WRITE_RAW "/parca.profilestore.v1alpha1.ProfileStoreService/WriteRaw"
+
+typedef struct pa_config {
+  char *endpoint;
+  bool insecure;
+  otlp_tls_config tls;
+  char *bearer_token;
+  char *bearer_token_file;
+  sonde_strmap headers;
+  sonde_strmap labels;
+  char *profile_name;
+  int64_t gzip_level;
+} pa_config;
+
+static const sonde_option pa_options[] = {
+    {.name = "endpoint",
+     .type = SONDE_OPT_STRING,
+     .offset = offsetof(pa_config, endpoint),
+     .doc = "host:port of Parca's gRPC API (http:// or https:// prefix sets h2c or TLS)",
+     .flags = SONDE_OPT_REQUIRED},
+    SONDE_OPT("insecure", SONDE_OPT_BOOL, pa_config, insecure, "false",
+              "cleartext HTTP/2 (h2c) instead of TLS"),
+    SONDE_OPT_NESTED("tls", pa_config, tls, otlp_tls_options, "TLS client settings"),
+    {.name = "bearer_token",
+     .type = SONDE_OPT_STRING,
+     .offset = offsetof(pa_config, bearer_token),
+     .doc = "sent as authorization: Bearer <token>",
+     .flags = SONDE_OPT_SECRET},
+    SONDE_OPT("bearer_token_file", SONDE_OPT_STRING, pa_config, bearer_token_file, NULL,
+              "file holding the bearer token, read for every request"),
+    SONDE_OPT("headers", SONDE_OPT_STRMAP, pa_config, headers, NULL,
+              "headers (gRPC metadata) added to every request"),
+    SONDE_OPT("labels", SONDE_OPT_STRMAP, pa_config, labels, NULL, "labels added to every series"),
+    SONDE_OPT("profile_name", SONDE_OPT_STRING, pa_config, profile_name, NULL,
+              "__name__ of every series; unset: parca_agent_cpu for CPU profiles, else "
+              "parca_agent_<sample type>"),
+    SONDE_OPT_RANGE("gzip_level", SONDE_OPT_INT, pa_config, gzip_level, "6", 1, 9,
+                    "gzip level of the pprof payloads"),
+    SONDE_OPT_END,
+};
+
+typedef struct paexp {
+  const sonde_host *h;
+  const pa_config *cfg;
+  otlp_config oc; /* the client's configuration, kept for its lifetime */
+  void *client;
+  bool started, stopping;
+  unsigned in_work;
+  void (*done)(void *);
+  void *done_arg;
+  sonde_metric *m_series, *m_bytes;
+} paexp;
+
+typedef struct job {
+  paexp *e;
+  sonde_batch *b;
+  sonde_send_cb cb;
+  void *arg;
+  int enc_status;
+  sonde_buf body;
+  size_t series, bytes;
+} job;
+
+/* ---- encoding (thread pool) ------------------------------------------------------------------ */
+
+typedef struct lbl {
+  const char *name, *value;
+} lbl;
+
+static int lbl_cmp(const void *a, const void *b) {
+  return strcmp(((const lbl *)a)->name, ((const lbl *)b)->name);
+}
+
+static int encode_series(const paexp *e, const pprof_enc_svc *s,
+                         Parca__Profilestore__V1alpha1__RawProfileSeries *ser, pprof_enc_label *rl,
+                         char (*names)[128], lbl *tmp, Parca__Profilestore__V1alpha1__Label *L,
+                         Parca__Profilestore__V1alpha1__Label **LP) {
+  size_t m = 0;
+  if (e->cfg->profile_name && *e->cfg->profile_name) {
+    snprintf(names[0], 128, "%s", e->cfg->profile_name);
+  } else if (!strcmp(s->period_type, "cpu") && !strcmp(s->period_unit, "nanoseconds")) {
+    snprintf(names[0], 128, "parca_agent_cpu");
+  } else {
+    char ty[100];
+    pprof_enc_label_name(s->sample_type, ty, sizeof ty);
+    snprintf(names[0], 128, "parca_agent_%s", ty[0] == '_' ? ty + 1 : ty);
+  }
+  tmp[m++] = (lbl){"__name__", names[0]};
+  tmp[m++] = (lbl){"service_name", s->service};
+  size_t nr = pprof_enc_res_labels(s->resource, rl, MAX_LABELS);
+  for (size_t k = 0; k < nr; k++)
+    tmp[m++] = (lbl){rl[k].name, rl[k].value};
+  for (size_t k = 0; k < e->cfg->labels.n; k++) {
+    pprof_enc_label_name(e->cfg->labels.keys[k], names[1 + k], 128);
+    bool dup = false;
+    for (size_t x = 0; x < m && !dup; x++)
+      dup = !strcmp(tmp[x].name, names[1 + k]);
+    if (dup) continue; /* the resource's value stays */
+    tmp[m++] = (lbl){names[1 + k], e->cfg->labels.values[k] ? e->cfg->labels.values[k] : ""};
+  }
+  qsort(tmp, m, sizeof *tmp, lbl_cmp);
+  for (size_t k = 0; k < m; k++) {
+    parca__profilestore__v1alpha1__label__init(&L[k]);
+    L[k].name = (char *)tmp[k].name;
+    L[k].value = (char *)tmp[k].value;
+    LP[k] = &L[k];
+  }
+  ser->labels->labels = LP;
+  ser->labels->n_labels = m;
+  return 0;
+}
+
+static void encode_work(void *arg) {
+  job *j = arg;
+  const paexp *e = j->e;
+  pprof_enc_svc *v;
+  size_t n;
+  int rc = pprof_enc_batch(sonde_batch_profiles(j->b), (int)e->cfg->gzip_level, &v, &n);
+  if (rc || !n) {
+    j->enc_status = rc;
+    return;
+  }
+  size_t nl = MAX_LABELS + 2 + e->cfg->labels.n;
+  Parca__Profilestore__V1alpha1__RawProfileSeries *ser = calloc(n, sizeof *ser);
+  Parca__Profilestore__V1alpha1__RawProfileSeries **serp = calloc(n, sizeof *serp);
+  Parca__Profilestore__V1alpha1__LabelSet *ls = calloc(n, sizeof *ls);
+  Parca__Profilestore__V1alpha1__RawSample *smp = calloc(n, sizeof *smp);
+  Parca__Profilestore__V1alpha1__RawSample **smpp = calloc(n, sizeof *smpp);
+  Parca__Profilestore__V1alpha1__Label *L = calloc(n * nl, sizeof *L);
+  Parca__Profilestore__V1alpha1__Label **LP = calloc(n * nl, sizeof *LP);
+  pprof_enc_label *rl = calloc(n * MAX_LABELS, sizeof *rl);
+  char(*names)[128] = calloc(n * (1 + e->cfg->labels.n), sizeof *names);
+  lbl *tmp = calloc(n * nl, sizeof *tmp);
+  rc = SONDE_ENOMEM;
+  if (!ser || !serp || !ls || !smp || !smpp || !L || !LP || !rl || !names || !tmp) goto out;
+  for (size_t i = 0; i < n; i++) {
+    parca__profilestore__v1alpha1__raw_profile_series__init(&ser[i]);
+    parca__profilestore__v1alpha1__label_set__init(&ls[i]);
+    parca__profilestore__v1alpha1__raw_sample__init(&smp[i]);
+    ser[i].labels = &ls[i];
+    encode_series(e, &v[i], &ser[i], &rl[i * MAX_LABELS], &names[i * (1 + e->cfg->labels.n)],
+                  &tmp[i * nl], &L[i * nl], &LP[i * nl]);
+    smp[i].raw_profile.data = v[i].pprof.data;
+    smp[i].raw_profile.len = v[i].pprof.len;
+    smpp[i] = &smp[i];
+    ser[i].samples = &smpp[i];
+    ser[i].n_samples = 1;
+    serp[i] = &ser[i];
+    j->bytes += v[i].pprof.len;
+  }
+  Parca__Profilestore__V1alpha1__WriteRawRequest req =
+      PARCA__PROFILESTORE__V1ALPHA1__WRITE_RAW_REQUEST__INIT;
+  req.series = serp;
+  req.n_series = n;
+  req.normalized = false;
+  size_t len = parca__profilestore__v1alpha1__write_raw_request__get_packed_size(&req);
+  if (sonde_buf_reserve(&j->body, len ? len : 1)) goto out;
+  j->body.len = parca__profilestore__v1alpha1__write_raw_request__pack(&req, j->body.data);
+  j->series = n;
+  rc = 0;
+out:
+  free(ser);
+  free(serp);
+  free(ls);
+  free(smp);
+  free(smpp);
+  free(L);
+  free(LP);
+  free(rl);
+  free(names);
+  free(tmp);
+  pprof_enc_free(v, n);
+  j->enc_status = rc;
+}
+
+/* ---- sending (loop) -------------------------------------------------------------------------- */
+
+static void job_free(job *j) {
+  sonde_buf_free(&j->body);
+  sonde_batch_unref(j->b);
+  free(j);
+}
+
+static void maybe_stopped(paexp *e) {
+  if (!e->stopping || e->in_work || !e->done) return;
+  void (*done)(void *) = e->done;
+  e->done = NULL;
+  if (e->started)
+    otlp_grpc_shutdown(e->client, done, e->done_arg);
+  else
+    done(e->done_arg);
+}
+
+static void call_done(void *arg, int status, int64_t retry_ns) {
+  job *j = arg;
+  paexp *e = j->e;
+  if (!status) {
+    if (e->m_series) e->h->api->metric_add(e->m_series, (double)j->series);
+    if (e->m_bytes) e->h->api->metric_add(e->m_bytes, (double)j->bytes);
+  }
+  j->cb(j->arg, status, retry_ns);
+  job_free(j);
+}
+
+/* The token, from the option or the file (read now); "" when neither is set. */
+static int bearer(paexp *e, char *out, size_t len) {
+  out[0] = 0;
+  const pa_config *c = e->cfg;
+  if (c->bearer_token && *c->bearer_token) {
+    snprintf(out, len, "%s", c->bearer_token);
+  } else if (c->bearer_token_file && *c->bearer_token_file) {
+    FILE *f = fopen(c->bearer_token_file, "re");
+    if (!f) {
+      sonde_log(e->h, SONDE_LOG_ERROR, "bearer_token_file %s: %s", c->bearer_token_file,
+                strerror(errno));
+      return SONDE_ERETRY; /* a token being rotated may be back soon */
+    }
+    size_t n = fread(out, 1, len - 1, f);
+    fclose(f);
+    out[n] = 0;
+  }
+  size_t l = strlen(out);
+  while (l && strchr(" \t\r\n", out[l - 1]))
+    out[--l] = 0;
+  if (strpbrk(out, "\r\n")) {
+    sonde_log(e->h, SONDE_LOG_ERROR, "the bearer token holds a line break");
+    return SONDE_EPERMANENT;
+  }
+  return 0;
+}
+
+static void encode_done(void *arg, int status) {
+  job *j = arg;
+  paexp *e = j->e;
+  e->in_work--;
+  int st = status ? status : j->enc_status;
+  char tok[4096], auth[4200];
+  if (st) {
+    sonde_log(e->h, SONDE_LOG_ERROR, "cannot encode the profiles: %s", sonde_strerror(st));
+    call_done(j, st == SONDE_ENOMEM || st == SONDE_ECANCELED ? SONDE_ERETRY : SONDE_EPERMANENT, 0);
+  } else if (!j->series) {
+    call_done(j, 0, 0); /* nothing sampled: nothing to send */
+  } else if ((st = bearer(e, tok, sizeof tok))) {
+    call_done(j, st, 0);
+  } else {
+    const char *hn[] = {"authorization"};
+    const char *hv[] = {auth};
+    snprintf(auth, sizeof auth, "Bearer %s", tok);
+    otlp_call c = {.path = WRITE_RAW,
+                   .header_names = hn,
+                   .header_values = hv,
+                   .n_headers = tok[0] ? 1 : 0,
+                   .body = j->body};
+    memset(&j->body, 0, sizeof j->body); /* taken by the call */
+    int rc = otlp_grpc_call(e->client, &c, call_done, j);
+    if (rc) call_done(j, rc == SONDE_ENOMEM || rc == SONDE_ESHUTDOWN ? SONDE_ERETRY : rc, 0);
+  }
+  maybe_stopped(e);
+}
+
+static int pa_send(void *inst, sonde_batch *b, sonde_send_cb cb, void *arg) {
+  paexp *e = inst;
+  if (e->stopping) return SONDE_ESHUTDOWN;
+  job *j = calloc(1, sizeof *j);
+  if (!j) return SONDE_ENOMEM;
+  j->e = e;
+  j->b = sonde_batch_ref(b);
+  j->cb = cb;
+  j->arg = arg;
+  int rc = e->h->api->queue_work(e->h, encode_work, encode_done, j);
+  if (rc) {
+    sonde_batch_unref(b);
+    free(j);
+    return rc;
+  }
+  e->in_work++;
+  return 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------- */
+
+static int pa_validate(const void *config, char *err, size_t errlen) {
+  const pa_config *c = config;
+  otlp_url u;
+  if (otlp_parse_grpc_endpoint(c->endpoint, c->insecure || c->tls.insecure, &u, err, errlen))
+    return SONDE_ECONFIG;
+  if (c->bearer_token && *c->bearer_token && c->bearer_token_file && *c->bearer_token_file) {
+    snprintf(err, errlen, "set bearer_token or bearer_token_file, not both");
+    return SONDE_ECONFIG;
+  }
+  return 0;
+}
+
+static void pa_destroy(void *inst) {
+  paexp *e = inst;
+  if (!e) return;
+  if (e->client) otlp_grpc_destroy(e->client);
+  free(e);
+}
+
+static int pa_create(const sonde_host *h, const void *config, uint32_t signals, void **inst) {
+  (void)signals;
+  const pa_config *cfg = config;
+  paexp *e = calloc(1, sizeof *e);
+  if (!e) return SONDE_ENOMEM;
+  e->h = h;
+  e->cfg = cfg;
+  e->oc.endpoint = cfg->endpoint;
+  e->oc.tls = cfg->tls;
+  e->oc.tls.insecure = cfg->insecure || cfg->tls.insecure;
+  e->oc.headers = cfg->headers;
+  e->oc.compression = OTLP_COMP_NONE; /* the pprof inside is gzipped */
+  e->oc.user_agent = "sonde-parca-exporter/" SONDE_OTLP_VERSION;
+  int rc = otlp_grpc_create(h, &e->oc, 0, &e->client);
+  if (rc) {
+    e->client = NULL;
+    pa_destroy(e);
+    return rc;
+  }
+  h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_parca_series",
+                 "Series (one pprof per service and batch) Parca accepted.", NULL, &e->m_series);
+  h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_parca_bytes",
+                 "Bytes of gzipped pprof Parca accepted.", NULL, &e->m_bytes);
+  *inst = e;
+  return 0;
+}
+
+static int pa_start(void *inst) {
+  paexp *e = inst;
+  int rc = otlp_grpc_start(e->client);
+  if (!rc) e->started = true;
+  return rc;
+}
+
+static void pa_shutdown(void *inst, void (*done)(void *), void *arg) {
+  paexp *e = inst;
+  e->stopping = true;
+  e->done = done;
+  e->done_arg = arg;
+  maybe_stopped(e);
+}
+
+static const sonde_component pa_component = {
+    .struct_size = sizeof(sonde_component),
+    .kind = SONDE_KIND_EXPORTER,
+    .type = "parca",
+    .doc = "profiles to Parca (ProfileStoreService/WriteRaw over gRPC)",
+    .signals = SONDE_SIGNAL_PROFILES,
+    .flags = SONDE_COMP_QUEUED,
+    .options = pa_options,
+    .config_size = sizeof(pa_config),
+    .validate = pa_validate,
+    .create = pa_create,
+    .start = pa_start,
+    .send = pa_send,
+    .shutdown = pa_shutdown,
+    .destroy = pa_destroy,
+};
+
+SONDE_PLUGIN_DEFINE("sonde-parca", "1.0", &pa_component);
