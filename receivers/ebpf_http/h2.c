@@ -564,7 +564,7 @@ static int feed(hx_h2 *h, int dir, const uint8_t *p, size_t n, uint64_t ts) {
   if (d->preface && n) {
     size_t k = n < d->preface ? n : d->preface;
     if (!p) return SONDE_EPROTO;
-    if (memcmp(p, H2_PREFACE + (H2_PREFACE_LEN - d->preface), k) != 0) return SONDE_EPROTO;
+    if (memcmp(p, &H2_PREFACE[H2_PREFACE_LEN - d->preface], k) != 0) return SONDE_EPROTO;
     d->preface -= k;
     p += k;
     n -= k;
