@@ -70,7 +70,10 @@ struct {
 struct walk {
   __u64 pc, sp, fp;
   __u32 pid, n;
-  __u32 dwarf_frames, pad;
+  __u32 dwarf_frames;
+  __u8 stop;  /* 1: stopped at a pc in no known mapping: user space continues from a stack copy */
+  __u8 exact; /* pc is an interrupted instruction (leaf, signal), not a return address */
+  __u8 pad[2];
   __u64 frames[SONDE_PROF_USTACK_MAX];
 };
 struct {
@@ -108,6 +111,13 @@ static __always_inline int sample_in_user_mode(struct bpf_perf_event_data *ctx) 
 #endif
 }
 
+/* x86-64 signal frame: at the trampoline rsp points at the ucontext; its uc_mcontext (at 40)
+ * holds the interrupted registers (struct sigcontext: r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx,
+ * rsp, rip). */
+#define UC_RBP (40 + 10 * 8)
+#define UC_RSP (40 + 15 * 8)
+#define UC_RIP (40 + 16 * 8)
+
 /* One frame of the walk: from (pc, sp, fp) of a frame to its caller's. Uses the unwind row of pc
  * when its file has a table, else frame pointers. Returns 1 to stop. */
 static long walk_step(__u32 i, void *unused) {
@@ -117,13 +127,23 @@ static long walk_step(__u32 i, void *unused) {
   struct sonde_uw_proc *proc = bpf_map_lookup_elem(&uw_procs, &w->pid);
   if (!proc) return 1;
   /* A return address points after the call, maybe past the function's end: look up pc - 1. */
-  __u64 at = i == 0 ? w->pc : w->pc - 1;
-  struct sonde_uw_map *m = NULL;
-  for (int k = 0; k < SONDE_UW_MAPS; k++) {
-    if (k >= proc->n) break;
-    if (at >= proc->m[k].start && at < proc->m[k].end) {
-      m = &proc->m[k];
-      break;
+  __u64 at = w->exact ? w->pc : w->pc - 1;
+  /* The last mapping starting at or below at (mappings are sorted and do not overlap). */
+  __u32 lo = 0, hi = proc->n;
+  if (hi > SONDE_UW_MAPS) hi = SONDE_UW_MAPS;
+  for (int k = 0; k < SONDE_UW_MAP_STEPS && hi - lo > 1; k++) {
+    __u32 mid = (lo + hi) / 2;
+    if (proc->m[mid & (SONDE_UW_MAPS - 1)].start <= at)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  struct sonde_uw_map *m = &proc->m[lo & (SONDE_UW_MAPS - 1)];
+  if (!proc->n || at < m->start || at >= m->end) {
+    m = NULL;
+    if (!(proc->flags & SONDE_UW_PROC_PARTIAL)) {
+      w->stop = 1; /* mapped since user space read the maps: it finishes from a stack copy */
+      return 1;
     }
   }
   __u8 type = SONDE_UW_CFA_NONE, rflags = 0;
@@ -149,9 +169,14 @@ static long walk_step(__u32 i, void *unused) {
       rflags = r->flags;
     }
   }
-  if (type == SONDE_UW_CFA_RSP || type == SONDE_UW_CFA_RBP) {
+  w->exact = 0;
+  if (type == SONDE_UW_CFA_RSP || type == SONDE_UW_CFA_RBP || type == SONDE_UW_CFA_PLT) {
     if (rflags & SONDE_UW_F_END) return 1; /* _start, thread start: the stack is complete */
-    __u64 cfa = (type == SONDE_UW_CFA_RSP ? w->sp : w->fp) + (__s64)cfa_off;
+    __u64 cfa;
+    if (type == SONDE_UW_CFA_PLT) /* the second push of a lazy PLT entry is at offset 11 */
+      cfa = w->sp + 8 + ((w->pc & 15) >= (__u64)cfa_off ? 8 : 0);
+    else
+      cfa = (type == SONDE_UW_CFA_RSP ? w->sp : w->fp) + (__s64)cfa_off;
     __u64 ra;
     if (bpf_probe_read_user(&ra, sizeof(ra), (const void *)(cfa - 8))) return 1;
     if (rflags & SONDE_UW_F_RBP_SAVED) {
@@ -161,6 +186,17 @@ static long walk_step(__u32 i, void *unused) {
     }
     w->sp = cfa;
     w->pc = ra;
+    w->dwarf_frames++;
+  } else if (type == SONDE_UW_CFA_SIGNAL) {
+    __u64 regs[3];
+    if (bpf_probe_read_user(&regs[0], 8, (const void *)(w->sp + UC_RBP)) ||
+        bpf_probe_read_user(&regs[1], 8, (const void *)(w->sp + UC_RSP)) ||
+        bpf_probe_read_user(&regs[2], 8, (const void *)(w->sp + UC_RIP)))
+      return 1;
+    w->fp = regs[0];
+    w->sp = regs[1];
+    w->pc = regs[2];
+    w->exact = 1; /* the interrupted instruction itself */
     w->dwarf_frames++;
   } else {
     /* No table for this pc: frame pointers, as in the plain walk. */
@@ -195,101 +231,114 @@ int sample(struct bpf_perf_event_data *ctx) {
     return 0;
   }
 
-  struct sonde_prof_sample *s = bpf_ringbuf_reserve(&events, sizeof(*s), 0);
-  if (!s) {
-    count(0);
-    return 0;
-  }
-  s->type = SONDE_PROF_REC_SAMPLE;
-  s->flags = 0;
-  s->ktime_ns = bpf_ktime_get_ns();
-  s->cgroup_id = bpf_get_current_cgroup_id();
-  s->pid = pid;
-  s->tid = tid;
-  s->cpu = bpf_get_smp_processor_id();
-  bpf_get_current_comm(s->comm, sizeof(s->comm));
-
-  /* Kernel stack: empty when the sample hit user code. */
-  s->n_kstack = 0;
+  /* User registers: from the sample, or saved at the last entry into the kernel. */
   __u64 pc, sp, fp;
+  __u32 flags = SONDE_PROF_F_USER_REGS;
   if (sample_in_user_mode(ctx)) {
     pc = PT_REGS_IP(&ctx->regs);
     sp = PT_REGS_SP(&ctx->regs);
     fp = PT_REGS_FP(&ctx->regs);
   } else {
-    s->flags |= SONDE_PROF_F_KERNEL;
-    long n = bpf_get_stack(ctx, s->kstack, sizeof(s->kstack), 0);
-    if (n > 0)
-      s->n_kstack = (__u16)(n / 8);
-    else
-      s->flags |= SONDE_PROF_F_KSTACK_ERR;
-    /* The user registers saved at the last entry into the kernel. */
+    flags |= SONDE_PROF_F_KERNEL;
     struct pt_regs *uregs = (struct pt_regs *)bpf_task_pt_regs(task);
     pc = PT_REGS_IP_CORE(uregs);
     sp = PT_REGS_SP_CORE(uregs);
     fp = PT_REGS_FP_CORE(uregs);
   }
 
-  s->pc = pc;
-  s->sp = sp;
-  s->fp = fp;
-  s->flags |= SONDE_PROF_F_USER_REGS;
-
-  /* Frame pointers: [fp] is the caller's fp, [fp + 8] the return address. A frame must be above
-   * the previous one and 8-byte aligned, or the chain is broken (code without frame pointers
-   * leaves whatever it uses rbp for). */
-  __u32 n = 0;
+  /* The user stack, walked before the record is reserved: its size depends on the walk. */
   __u32 zero = 0;
-  struct walk *w =
-      pc && bpf_map_lookup_elem(&uw_procs, &pid) ? bpf_map_lookup_elem(&walk_state, &zero) : NULL;
-  if (w) {
-    /* The process has unwind tables: walk with them (and frame pointers where they have none). */
-    w->pc = pc;
-    w->sp = sp;
-    w->fp = fp;
-    w->pid = pid;
-    w->n = 1;
-    w->dwarf_frames = 0;
-    w->frames[0] = pc;
-    bpf_loop(SONDE_PROF_USTACK_MAX - 1, walk_step, NULL, 0);
-    bpf_probe_read_kernel(s->ustack, sizeof(s->ustack), w->frames);
-    n = w->n <= SONDE_PROF_USTACK_MAX ? w->n : SONDE_PROF_USTACK_MAX;
-    if (w->dwarf_frames) s->flags |= SONDE_PROF_F_DWARF;
-    if (n == SONDE_PROF_USTACK_MAX) s->flags |= SONDE_PROF_F_USTACK_TRUNC;
-    pc = 0; /* skips the frame-pointer walk below */
-  }
+  struct walk *w = bpf_map_lookup_elem(&walk_state, &zero);
+  if (!w) return 0;
+  w->pc = pc;
+  w->sp = sp;
+  w->fp = fp;
+  w->pid = pid;
+  w->n = pc ? 1 : 0;
+  w->dwarf_frames = 0;
+  w->stop = 0;
+  w->exact = 1;
+  w->frames[0] = pc;
   if (pc) {
-    s->ustack[0] = pc;
-    n = 1;
+    if (bpf_map_lookup_elem(&uw_procs, &pid))
+      bpf_loop(SONDE_PROF_USTACK_MAX - 1, walk_step, NULL, 0);
+    else
+      w->stop = 1; /* user space has not read this process yet: it walks the copy */
   }
-  __u64 last = sp;
-  for (int i = 1; i < SONDE_PROF_USTACK_MAX; i++) {
-    if (!pc || !fp || (fp & 7) || fp < last) break;
-    __u64 frame[2];
-    if (bpf_probe_read_user(frame, sizeof(frame), (const void *)fp)) break;
-    if (!frame[1]) break;
-    s->ustack[i] = frame[1];
-    n = i + 1;
-    last = fp + 16;
-    fp = frame[0];
+
+  struct sonde_prof_sample *s;
+  struct sonde_prof_sample_stack *big = NULL;
+  if (w->stop) {
+    big = bpf_ringbuf_reserve(&events, sizeof(*big), 0);
+    s = big ? &big->s : NULL;
+  } else {
+    s = bpf_ringbuf_reserve(&events, sizeof(*s), 0);
   }
-  if (!w && n == SONDE_PROF_USTACK_MAX && fp) s->flags |= SONDE_PROF_F_USTACK_TRUNC;
+  if (!s) {
+    count(0);
+    return 0;
+  }
+  s->type = SONDE_PROF_REC_SAMPLE;
+  s->ktime_ns = bpf_ktime_get_ns();
+  s->cgroup_id = bpf_get_current_cgroup_id();
+  s->pid = pid;
+  s->tid = tid;
+  s->cpu = bpf_get_smp_processor_id();
+  bpf_get_current_comm(s->comm, sizeof(s->comm));
+  s->n_kstack = 0;
+  if (flags & SONDE_PROF_F_KERNEL) {
+    long n = bpf_get_stack(ctx, s->kstack, sizeof(s->kstack), 0);
+    if (n > 0)
+      s->n_kstack = (__u16)(n / 8);
+    else
+      flags |= SONDE_PROF_F_KSTACK_ERR;
+  }
+  __u32 n = w->n <= SONDE_PROF_USTACK_MAX ? w->n : SONDE_PROF_USTACK_MAX;
+  bpf_probe_read_kernel(s->ustack, sizeof(s->ustack), w->frames);
   s->n_ustack = (__u16)n;
+  if (w->dwarf_frames) flags |= SONDE_PROF_F_DWARF;
+  if (n == SONDE_PROF_USTACK_MAX) flags |= SONDE_PROF_F_USTACK_TRUNC;
+  /* pc/sp/fp: where the walk stopped when user space is to continue it, else the sample's. */
+  s->pc = big ? w->pc : pc;
+  s->sp = big ? w->sp : sp;
+  s->fp = big ? w->fp : fp;
+  if (big) {
+    flags |= SONDE_PROF_F_STACK_COPY;
+    if (w->exact) flags |= SONDE_PROF_F_EXACT_PC;
+    /* Whole pages from sp's (constant offsets for the verifier): a read fails as a whole when a
+     * page is missing (the top of the stack), and the copy keeps the pages read before. */
+    __u64 a = w->sp & ~4095ull;
+    __u32 len = 0;
+    big->stack_addr = a;
+    if (!bpf_probe_read_user(big->stack, 4096, (const void *)a)) {
+      len = 4096;
+      if (!bpf_probe_read_user(big->stack + 4096, 4096, (const void *)(a + 4096))) {
+        len = 8192;
+        if (!bpf_probe_read_user(big->stack + 8192, 4096, (const void *)(a + 8192))) {
+          len = 12288;
+          if (!bpf_probe_read_user(big->stack + 12288, 4096, (const void *)(a + 12288)))
+            len = 16384;
+        }
+      }
+    }
+    big->stack_len = len;
+  }
+  s->flags = flags;
 
   /* An LRU update costs several times a lookup: only the first sample of a process writes.
    * Waking user space is an IPI (a VM exit under virtualisation, measured at ~6 us of the
    * ~15 us this program took): user space drains the ring on a timer instead, and is only woken
    * for a process's first sample (so it reads /proc/PID while the process is still there) or when
    * the ring is filling up. */
-  __u64 flags = BPF_RB_NO_WAKEUP;
+  __u64 wake = BPF_RB_NO_WAKEUP;
   if (!bpf_map_lookup_elem(&sampled, &pid)) {
     __u8 one = 1;
     bpf_map_update_elem(&sampled, &pid, &one, BPF_ANY);
-    flags = BPF_RB_FORCE_WAKEUP;
+    wake = BPF_RB_FORCE_WAKEUP;
   } else if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > cfg.wakeup_bytes) {
-    flags = BPF_RB_FORCE_WAKEUP;
+    wake = BPF_RB_FORCE_WAKEUP;
   }
-  bpf_ringbuf_submit(s, flags);
+  bpf_ringbuf_submit(s, wake);
   return 0;
 }
 

@@ -26,6 +26,13 @@ enum sonde_prof_rec_type {
 #define SONDE_PROF_F_USTACK_TRUNC 0x4u /* the frame-pointer walk hit SONDE_PROF_USTACK_MAX */
 #define SONDE_PROF_F_KSTACK_ERR 0x8u   /* bpf_get_stack failed for the kernel stack */
 #define SONDE_PROF_F_DWARF 0x10u       /* the user stack was walked with unwind tables */
+/* The walk stopped at a pc in no mapping BPF knows (a process or a dlopen'd file user space has
+ * not read yet): the record is a struct sonde_prof_sample_stack, and user space continues the walk
+ * from (pc, sp, fp), which are then the registers of the frame ustack[n_ustack - 1], over the copy
+ * of the stack. */
+#define SONDE_PROF_F_STACK_COPY 0x20u
+#define SONDE_PROF_F_EXACT_PC                                                                      \
+  0x40u /* with STACK_COPY: pc is not a return address (look it up as is) */
 
 struct sonde_prof_sample {
   __u32 type; /* SONDE_PROF_REC_SAMPLE */
@@ -48,6 +55,21 @@ _Static_assert(sizeof(struct sonde_prof_sample) ==
                    80 + 8 * SONDE_PROF_KSTACK_MAX + 8 * SONDE_PROF_USTACK_MAX,
                "struct sonde_prof_sample layout");
 
+/* The user stack from the page of the sp where the BPF walk stopped, for user space to continue
+ * it: 12-16 KiB above sp hold ~100 frames of C code. Records of this size are sent only until user
+ * space has read the process's mappings (cold start, new mappings). */
+#define SONDE_PROF_STACK_COPY 16384
+struct sonde_prof_sample_stack {
+  struct sonde_prof_sample s; /* s.flags has SONDE_PROF_F_STACK_COPY */
+  __u64 stack_addr;           /* the page of s.sp: whole pages are copied */
+  __u32 stack_len;            /* valid bytes of stack, from stack_addr */
+  __u32 pad;
+  __u8 stack[SONDE_PROF_STACK_COPY];
+};
+_Static_assert(sizeof(struct sonde_prof_sample_stack) ==
+                   sizeof(struct sonde_prof_sample) + 16 + SONDE_PROF_STACK_COPY,
+               "struct sonde_prof_sample_stack layout");
+
 struct sonde_prof_exit {
   __u32 type; /* SONDE_PROF_REC_EXIT */
   __u32 pid;
@@ -66,9 +88,9 @@ struct sonde_prof_config {
 };
 _Static_assert(sizeof(struct sonde_prof_config) == 8, "struct sonde_prof_config layout");
 
-/* The ring buffer: ~490 samples. User space drains it every SONDE_PROF_DRAIN_MS and is woken
- * early when it is half full. */
-#define SONDE_PROF_RINGBUF_BYTES (1u << 20)
+/* The ring buffer: ~1900 samples, or ~220 with stack copies. User space drains it every
+ * SONDE_PROF_DRAIN_MS and is woken early when it is half full. */
+#define SONDE_PROF_RINGBUF_BYTES (4u << 20)
 #define SONDE_PROF_DRAIN_MS 250
 
 /* ---- DWARF unwinding: tables built from .eh_frame (receivers/ebpf_profiler/ehframe.c) ---- */
@@ -79,6 +101,8 @@ _Static_assert(sizeof(struct sonde_prof_config) == 8, "struct sonde_prof_config 
 #define SONDE_UW_CFA_RSP 1
 #define SONDE_UW_CFA_RBP 2
 #define SONDE_UW_CFA_UNSUPPORTED 3
+#define SONDE_UW_CFA_PLT 4       /* CFA = rsp + 8 + ((pc & 15) >= cfa_off ? 8 : 0) */
+#define SONDE_UW_CFA_SIGNAL 5    /* signal trampoline: rsp points at the ucontext */
 #define SONDE_UW_F_RBP_SAVED 0x1 /* caller's rbp at CFA + rbp_off */
 #define SONDE_UW_F_END 0x2       /* outermost frame: return address undefined */
 struct sonde_uw_row {
@@ -92,11 +116,15 @@ _Static_assert(sizeof(struct sonde_uw_row) == 16, "struct sonde_uw_row layout");
 
 /* Rows of every file, in one mmap-able array; a file owns [first_row, first_row + n_rows). */
 #define SONDE_UW_ROWS (1u << 19)
-/* Executable mappings per process that the walker knows (the others fall back). */
-#define SONDE_UW_MAPS 24
+/* Executable mappings per process that the walker knows, searched by bisection. A process with
+ * more has SONDE_UW_PROC_PARTIAL set: a pc in none of them is then walked with frame pointers. */
+#define SONDE_UW_MAPS 64
+#define SONDE_UW_MAP_STEPS 6
 /* Binary search steps: 2^20 rows per file at most. */
 #define SONDE_UW_SEARCH_STEPS 20
 
+/* Every executable mapping is listed; n_rows 0 (anonymous memory, JIT, a file without tables):
+ * frame pointers. */
 struct sonde_uw_map {
   __u64 start, end; /* runtime range */
   __u64 bias;       /* runtime address - file virtual address */
@@ -104,9 +132,10 @@ struct sonde_uw_map {
 };
 _Static_assert(sizeof(struct sonde_uw_map) == 32, "struct sonde_uw_map layout");
 
+#define SONDE_UW_PROC_PARTIAL 0x1u
 struct sonde_uw_proc {
   __u32 n; /* valid entries of m, sorted by start */
-  __u32 pad;
+  __u32 flags;
   struct sonde_uw_map m[SONDE_UW_MAPS];
 };
 _Static_assert(sizeof(struct sonde_uw_proc) == 8 + 32 * SONDE_UW_MAPS,

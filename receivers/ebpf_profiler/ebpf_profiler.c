@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -201,12 +202,26 @@ typedef struct proc {
   bool loading;
   bool exited;
   bool reload_wanted;
-  int verdict;        /* 1 profile, -1 drop, 0 not known yet */
-  uint64_t loaded_at; /* uv_hrtime of the last read */
-  uint64_t samples;   /* in the current interval */
-  unsigned quiet;     /* intervals without samples */
-  char comm[16];      /* thread name of the first sample: the name when /proc is gone */
+  int verdict;          /* 1 profile, -1 drop, 0 not known yet */
+  uint64_t loaded_at;   /* uv_hrtime of the last read */
+  uint64_t samples;     /* in the current interval */
+  unsigned quiet;       /* intervals without samples */
+  char comm[16];        /* thread name of the first sample: the name when /proc is gone */
+  struct pend *pending; /* stack-copy samples waiting for this process's maps and tables */
+  struct pend **pend_tail;
+  unsigned npend;
 } proc;
+
+/* A sample whose walk BPF left to user space (struct sonde_prof_sample_stack, stack trimmed to
+ * stack_len), kept until the process's maps and the tables of its stack's files are known. */
+typedef struct pend {
+  struct pend *next;
+  unsigned tries; /* reads asked for it */
+  struct sonde_prof_sample_stack r;
+} pend;
+#define PEND_MAX_PROC 64 /* per process; more are walked with what is known */
+#define PEND_MAX 256     /* in all: ~4 MiB of stack copies at most */
+#define STACK_CANDIDATES 2048
 
 /* A file's unwind rows, built on the thread pool for the loop to copy into the BPF array. */
 #define UW_MAX_LOADS 8
@@ -234,9 +249,10 @@ typedef struct load_job {
   int rc;
   uw_newfile *newfiles;
   size_t nnew;
-  /* The user addresses of the sample that asked for this read: tables are built only for the
-   * files they fall in (most mapped files are never sampled). */
-  uint64_t addrs[SONDE_PROF_USTACK_MAX];
+  /* The user addresses of the sample that asked for this read, and the words of its stack copy
+   * that may be return addresses: tables are built only for the files they fall in (most mapped
+   * files are never sampled). */
+  uint64_t addrs[SONDE_PROF_USTACK_MAX + STACK_CANDIDATES];
   size_t naddrs;
 } load_job;
 
@@ -285,9 +301,10 @@ struct prof {
   size_t kernel_build_id_len;
   uint32_t self_pid;
   uint64_t lost_seen;
+  unsigned npend; /* pending stack-copy samples, all processes */
 
   sonde_metric *m_samples, *m_lost, *m_procs, *m_batches, *m_refused, *m_proc_reads, *m_uw_rows,
-      *m_uw_files, *m_evicted;
+      *m_uw_files, *m_evicted, *m_copied, *m_truncated;
 };
 
 static void metric_add(prof *p, sonde_metric *m, double d) {
@@ -306,6 +323,11 @@ static void proc_unlink_free(prof *p, proc *q) {
     pp = &(*pp)->next;
   if (*pp) *pp = q->next;
   if (p->skel) bpf_map__delete_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), 0);
+  for (pend *x = q->pending, *nx; x; x = nx) {
+    nx = x->next;
+    free(x);
+    p->npend--;
+  }
   prof_procinfo_free(&q->info);
   free(q);
   p->nprocs--;
@@ -355,6 +377,26 @@ static void proc_decide(prof *p, proc *q) {
 
 /* ---- /proc reads on the thread pool ---------------------------------------------------------- */
 
+/* The vdso is one image for every process (the kernel's): its rows are built once, from sonde's
+ * own, and found under this key. */
+#define VDSO_DEV 0
+#define VDSO_INO UINT64_MAX
+
+/* The unwind-table key of a mapping: false for anonymous memory (JIT: frame pointers). */
+static bool map_key(const prof_mapping *m, uint64_t *dev, uint64_t *ino) {
+  if (m->inode && m->path[0] == '/') {
+    *dev = m->dev;
+    *ino = m->inode;
+    return true;
+  }
+  if (!strcmp(m->path, "[vdso]")) {
+    *dev = VDSO_DEV;
+    *ino = VDSO_INO;
+    return true;
+  }
+  return false;
+}
+
 static bool uw_known(prof *p, uint64_t dev, uint64_t ino) {
   bool found = false;
   pthread_mutex_lock(&p->uw_mu);
@@ -362,29 +404,6 @@ static bool uw_known(prof *p, uint64_t dev, uint64_t ino) {
     found = p->uwf[i].dev == dev && p->uwf[i].ino == ino;
   pthread_mutex_unlock(&p->uw_mu);
   return found;
-}
-
-/* The BPF form of a row; UNSUPPORTED when the walker cannot follow it. */
-static struct sonde_uw_row uw_bpf_row(const uw_row *r) {
-  struct sonde_uw_row o = {.pc = r->pc, .cfa_off = r->cfa_off};
-  if (r->cfa_type == UW_CFA_NONE) {
-    o.cfa_type = SONDE_UW_CFA_NONE;
-    return o;
-  }
-  o.cfa_type = r->cfa_type == UW_CFA_RSP   ? SONDE_UW_CFA_RSP
-               : r->cfa_type == UW_CFA_RBP ? SONDE_UW_CFA_RBP
-                                           : SONDE_UW_CFA_UNSUPPORTED;
-  if (r->ra_rule == UW_RA_UNDEFINED)
-    o.flags |= SONDE_UW_F_END;
-  else if (r->ra_rule != UW_REG_OFFSET || r->ra_off != -8)
-    o.cfa_type = SONDE_UW_CFA_UNSUPPORTED;
-  if (r->rbp_rule == UW_REG_OFFSET && r->rbp_off >= INT16_MIN && r->rbp_off <= INT16_MAX) {
-    o.flags |= SONDE_UW_F_RBP_SAVED;
-    o.rbp_off = (int16_t)r->rbp_off;
-  } else if (r->rbp_rule == UW_REG_OTHER || r->rbp_rule == UW_REG_OFFSET) {
-    o.cfa_type = SONDE_UW_CFA_UNSUPPORTED;
-  }
-  return o;
 }
 
 /* Builds the rows of one mapped file (pool thread). Returns false only on out of memory. */
@@ -438,7 +457,7 @@ static void load_work(void *arg) {
   if (!cap || !(j->newfiles = calloc(cap, sizeof(*j->newfiles)))) return;
   for (size_t i = 0; i < j->info.n_maps; i++) {
     const prof_mapping *m = &j->info.maps[i];
-    if (!m->inode || m->path[0] != '/') continue;
+    if (!m->inode || m->path[0] != '/') continue; /* anonymous; the vdso is built at start */
     bool hit = false;
     for (size_t a = 0; a < j->naddrs && !hit; a++)
       hit = j->addrs[a] >= m->start && j->addrs[a] < m->end;
@@ -455,11 +474,10 @@ static void load_work(void *arg) {
   }
 }
 
-/* Loop thread: copies new files' rows into the BPF array and registers them. */
-static void uw_register(prof *p, load_job *j) {
-  for (size_t i = 0; i < j->nnew; i++) {
-    uw_newfile *nf = &j->newfiles[i];
-    if (uw_known(p, nf->dev, nf->ino)) continue;
+/* Loop thread: copies a new file's rows into the BPF array and registers it. */
+static void uw_add(prof *p, const uw_newfile *nf) {
+  {
+    if (uw_known(p, nf->dev, nf->ino)) return;
     if (p->nuwf == p->capuwf) {
       size_t nc = p->capuwf ? p->capuwf * 2 : 64;
       pthread_mutex_lock(&p->uw_mu);
@@ -495,33 +513,98 @@ static void uw_register(prof *p, load_job *j) {
   }
 }
 
-/* Loop thread: tells BPF which of q's mappings have unwind rows (reads the registry without the
- * lock: only this thread writes it). */
+static void uw_register(prof *p, load_job *j) {
+  for (size_t i = 0; i < j->nnew; i++)
+    uw_add(p, &j->newfiles[i]);
+}
+
+/* The vdso's rows, from sonde's own vdso (the kernel maps the same image into every process). */
+static void uw_add_vdso(prof *p) {
+  const uint8_t *base = (const uint8_t *)getauxval(AT_SYSINFO_EHDR);
+  FILE *f = fopen("/proc/self/maps", "re");
+  if (!base || !f) {
+    if (f) fclose(f);
+    return;
+  }
+  char line[512];
+  size_t len = 0;
+  while (!len && fgets(line, sizeof(line), f)) {
+    unsigned long a, b;
+    if (strstr(line, "[vdso]") && sscanf(line, "%lx-%lx", &a, &b) == 2 && a == (uintptr_t)base)
+      len = b - a;
+  }
+  fclose(f);
+  if (!len) return;
+  uw_table t = {0};
+  uw_newfile nf = {.dev = VDSO_DEV, .ino = VDSO_INO};
+  nf.nloads = uw_elf_loads(base, len, nf.loads, UW_MAX_LOADS);
+  struct sonde_uw_row *rows = NULL;
+  if (!uw_table_build(base, len, &t) && t.n && (rows = malloc(t.n * sizeof(*rows)))) {
+    for (size_t i = 0; i < t.n; i++)
+      rows[i] = uw_bpf_row(&t.rows[i]);
+    nf.rows = rows;
+    nf.n = t.n;
+  }
+  uw_table_free(&t);
+  uw_add(p, &nf);
+  free(rows);
+}
+
+static const uw_file *uw_find(prof *p, uint64_t dev, uint64_t ino) {
+  for (size_t k = 0; k < p->nuwf; k++)
+    if (p->uwf[k].dev == dev && p->uwf[k].ino == ino) return &p->uwf[k];
+  return NULL;
+}
+
+/* The walker's view of mapping m: rows and bias when its file has rows, frame pointers when it
+ * has none or is anonymous; need when its file's rows were never built. Loop thread (reads the
+ * registry without the lock: only this thread writes it). */
+static uw_walk_map uw_view(prof *p, const prof_mapping *m) {
+  uw_walk_map v = {.start = m->start, .end = m->end};
+  uint64_t dev, ino;
+  if (!map_key(m, &dev, &ino)) return v;
+  const uw_file *f = uw_find(p, dev, ino);
+  if (!f) {
+    v.need = p->uw_mem != NULL;
+    return v;
+  }
+  if (!f->n || !p->uw_mem) return v;
+  for (size_t l = 0; l < f->nloads; l++) {
+    const uw_load *ld = &f->loads[l];
+    if ((ld->offset & ~(uint64_t)0xfff) <= m->offset && m->offset < ld->offset + ld->filesz) {
+      v.bias = m->start - m->offset + ld->offset - ld->vaddr;
+      v.rows = p->uw_mem + f->first;
+      v.n_rows = f->n;
+      break;
+    }
+  }
+  return v;
+}
+
+/* Loop thread: tells BPF q's executable mappings: with rows, frame pointers (anonymous, no
+ * table), and leaves out the files whose rows were never built so that BPF stops there and sends
+ * a stack copy (which asks for them). */
 static void uw_publish(prof *p, proc *q) {
   if (!p->skel || !q->have_info) return;
   struct sonde_uw_proc up;
   memset(&up, 0, sizeof(up));
-  for (size_t i = 0; i < q->info.n_maps && up.n < SONDE_UW_MAPS; i++) {
-    const prof_mapping *m = &q->info.maps[i];
-    const uw_file *f = NULL;
-    for (size_t k = 0; k < p->nuwf && !f; k++)
-      if (p->uwf[k].dev == m->dev && p->uwf[k].ino == m->inode) f = &p->uwf[k];
-    if (!f || !f->n) continue;
-    for (size_t l = 0; l < f->nloads; l++) {
-      const uw_load *ld = &f->loads[l];
-      if ((ld->offset & ~(uint64_t)0xfff) <= m->offset && m->offset < ld->offset + ld->filesz) {
-        struct sonde_uw_map *um = &up.m[up.n++];
-        um->start = m->start;
-        um->end = m->end;
-        um->bias = m->start - m->offset + ld->offset - ld->vaddr;
-        um->first_row = f->first;
-        um->n_rows = f->n;
-        break;
-      }
+  /* Maps not read (permissions): frame pointers everywhere rather than a copy per sample. */
+  if (!q->info.n_maps) up.flags |= SONDE_UW_PROC_PARTIAL;
+  for (size_t i = 0; i < q->info.n_maps; i++) {
+    uw_walk_map v = uw_view(p, &q->info.maps[i]);
+    if (v.need) continue;
+    if (up.n == SONDE_UW_MAPS) {
+      up.flags |= SONDE_UW_PROC_PARTIAL;
+      break;
     }
+    struct sonde_uw_map *um = &up.m[up.n++];
+    um->start = v.start;
+    um->end = v.end;
+    um->bias = v.bias;
+    um->first_row = v.rows ? (uint32_t)(v.rows - p->uw_mem) : 0;
+    um->n_rows = v.n_rows;
   }
-  if (up.n)
-    bpf_map__update_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), &up, sizeof(up), BPF_ANY);
+  bpf_map__update_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), &up, sizeof(up), BPF_ANY);
 }
 
 static void job_free(load_job *j) {
@@ -534,6 +617,7 @@ static void job_free(load_job *j) {
 }
 
 static void maybe_finish_shutdown(prof *p);
+static void pend_run(prof *p, proc *q, bool force);
 
 static void load_done(void *arg, int status) {
   load_job *j = arg;
@@ -554,7 +638,8 @@ static void load_done(void *arg, int status) {
     }
     if (!q->verdict) proc_decide(p, q);
     if (q->verdict >= 0 && !p->stopping) uw_publish(p, q);
-    if (q->exited && !q->samples) proc_unlink_free(p, q);
+    if (q->verdict >= 0) pend_run(p, q, false);
+    if (q->exited && !q->samples && !q->pending && !q->loading) proc_unlink_free(p, q);
   }
   job_free(j);
   maybe_finish_shutdown(p);
@@ -568,7 +653,17 @@ static void proc_queue_read(prof *p, proc *q, const void *addrs, size_t naddrs) 
   j->p = p;
   j->pid = q->pid;
   j->naddrs = naddrs < SONDE_PROF_USTACK_MAX ? naddrs : SONDE_PROF_USTACK_MAX;
-  memcpy(j->addrs, addrs, j->naddrs * sizeof(j->addrs[0]));
+  if (j->naddrs) memcpy(j->addrs, addrs, j->naddrs * sizeof(j->addrs[0]));
+  /* The words of the oldest waiting stack copy that look like user code addresses: the files its
+   * walk will go through are among the files they fall in. */
+  if (q->pending) {
+    const struct sonde_prof_sample_stack *r = &q->pending->r;
+    for (uint32_t o = 0; o + 8 <= r->stack_len && j->naddrs < sizeof(j->addrs) / 8; o += 8) {
+      uint64_t v;
+      memcpy(&v, r->stack + o, 8);
+      if (v >= 0x10000 && v < 0x800000000000ull) j->addrs[j->naddrs++] = v;
+    }
+  }
   if (p->h->api->queue_work(p->h, load_work, load_done, j)) {
     free(j);
     return;
@@ -577,61 +672,30 @@ static void proc_queue_read(prof *p, proc *q, const void *addrs, size_t naddrs) 
   p->jobs++;
 }
 
-static proc *proc_get(prof *p, uint32_t pid, const void *addrs, size_t naddrs) {
+/* The process of pid, created (without a read queued yet: *created) when new. */
+static proc *proc_get(prof *p, uint32_t pid, bool *created) {
   proc *q = proc_find(p, pid);
+  *created = false;
   if (q) return q;
   if (!(q = calloc(1, sizeof(*q)))) return NULL;
   q->pid = pid;
+  q->pend_tail = &q->pending;
   q->next = p->buckets[pid % PROC_BUCKETS];
   p->buckets[pid % PROC_BUCKETS] = q;
   p->nprocs++;
   if (p->m_procs) p->h->api->metric_set(p->m_procs, (double)p->nprocs);
   proc_decide(p, q); /* pid-only selections are known at once */
-  proc_queue_read(p, q, addrs, naddrs);
+  *created = true;
   return q;
 }
 
 /* ---- ring buffer records --------------------------------------------------------------------- */
 
-static int on_sample(prof *p, const struct sonde_prof_sample *s) {
-  if (s->pid == p->self_pid) return 0;
+/* Counts one sample of q with user stack ustack[0..nu) (leaf first). */
+static void agg_add(prof *p, proc *q, const struct sonde_prof_sample *s, const uint64_t *ustack,
+                    uint32_t nu) {
   uint32_t nk = s->n_kstack <= SONDE_PROF_KSTACK_MAX ? s->n_kstack : SONDE_PROF_KSTACK_MAX;
-  uint32_t nu = s->n_ustack <= SONDE_PROF_USTACK_MAX ? s->n_ustack : SONDE_PROF_USTACK_MAX;
-  proc *q = proc_get(p, s->pid, s->ustack, nu);
-  if (!q) return 0; /* out of memory: the sample is lost, the next one tries again */
-  if (q->exited) {
-    /* Records arrive in the order they were reserved and a process's exit comes after its last
-     * sample, so a sample after the exit record is a new process with a reused pid: read it
-     * again. (Its samples of this interval share the old one's aggregation key.) */
-    q->exited = false;
-    q->verdict = 0;
-    q->have_info = false;
-    /* The old process's mappings must not steer the walk of the new one. */
-    bpf_map__delete_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), 0);
-    proc_decide(p, q);
-    proc_queue_read(p, q, s->ustack, nu);
-  }
-  if (q->verdict < 0) return 0;
-  if (!q->comm[0]) memcpy(q->comm, s->comm, sizeof(q->comm) - 1);
-
-  /* An address in no known mapping (something was mapped since the last read), or in a file
-   * whose unwind rows were never built: read again, at most once a second. */
-  if (q->have_info && !q->loading && uv_hrtime() - q->loaded_at > RELOAD_MIN_NS) {
-    for (uint32_t i = 0; i < nu; i++) {
-      const prof_mapping *m = prof_procinfo_find(&q->info, s->ustack[i]);
-      bool missing = !m;
-      if (m && m->inode && m->path[0] == '/' && p->uw_mem) {
-        missing = true; /* the registry is only written on this thread: no lock to read it */
-        for (size_t k = 0; k < p->nuwf && missing; k++)
-          missing = !(p->uwf[k].dev == m->dev && p->uwf[k].ino == m->inode);
-      }
-      if (missing) {
-        proc_queue_read(p, q, s->ustack, nu);
-        break;
-      }
-    }
-  }
-
+  if (nu > SONDE_PROF_USTACK_MAX) nu = SONDE_PROF_USTACK_MAX;
   uint64_t keybuf[(sizeof(agg_key) / 8) + SONDE_PROF_KSTACK_MAX + SONDE_PROF_USTACK_MAX];
   agg_key *k = (agg_key *)keybuf;
   memset(k, 0, sizeof(*k));
@@ -644,23 +708,144 @@ static int on_sample(prof *p, const struct sonde_prof_sample *s) {
   k->comm[15] = 0;
   uint64_t *fr = keybuf + sizeof(agg_key) / 8;
   memcpy(fr, s->kstack, nk * 8);
-  memcpy(fr + nk, s->ustack, nu * 8);
+  memcpy(fr + nk, ustack, nu * 8);
   size_t klen = sizeof(agg_key) + (nk + nu) * 8;
 
   if (p->ncounts == p->counts_cap) {
     size_t nc = p->counts_cap ? p->counts_cap * 2 : 256;
     int64_t *v = realloc(p->counts, nc * sizeof(*v));
-    if (!v) return 0;
+    if (!v) return;
     p->counts = v;
     p->counts_cap = nc;
   }
   int32_t idx;
   int rc = kmap_intern(&p->agg, keybuf, klen, (int32_t)p->ncounts, &idx);
-  if (rc < 0) return 0;
+  if (rc < 0) return;
   if (rc == 1) p->counts[p->ncounts++] = 0;
   p->counts[idx]++;
   q->samples++;
   metric_add(p, p->m_samples, 1);
+}
+
+/* Finishes the walk of a stack-copy sample with q's maps and the tables known now. Returns false,
+ * counting nothing, when it stopped at a file whose rows are not built and may_wait; otherwise
+ * counts the sample. A stack that could not be walked to its end gets a last frame of address 0
+ * (no mapping): it shows as an unknown root rather than as a complete stack, and is counted in
+ * samples_truncated. */
+static bool pend_walk(prof *p, proc *q, const struct sonde_prof_sample_stack *r, bool may_wait) {
+  const struct sonde_prof_sample *s = &r->s;
+  uint64_t frames[SONDE_PROF_USTACK_MAX];
+  size_t n = s->n_ustack <= SONDE_PROF_USTACK_MAX ? s->n_ustack : SONDE_PROF_USTACK_MAX;
+  memcpy(frames, s->ustack, n * 8);
+  int rc = UW_WALK_END;
+  if (n) {
+    size_t nm = q->have_info ? q->info.n_maps : 0;
+    uw_walk_map *maps = nm ? malloc(nm * sizeof(*maps)) : NULL;
+    if (nm && !maps) nm = 0;
+    for (size_t i = 0; i < nm; i++)
+      maps[i] = uw_view(p, &q->info.maps[i]);
+    rc = uw_walk(maps, nm, s->pc, s->sp, s->fp, !!(s->flags & SONDE_PROF_F_EXACT_PC), r->stack,
+                 r->stack_len <= SONDE_PROF_STACK_COPY ? r->stack_len : SONDE_PROF_STACK_COPY,
+                 r->stack_addr, r->stack_len < SONDE_PROF_STACK_COPY, frames, &n,
+                 SONDE_PROF_USTACK_MAX);
+    free(maps);
+    if (rc == UW_WALK_NEED && may_wait) return false;
+  }
+  if ((rc == UW_WALK_NEED || rc == UW_WALK_CUT) && n) {
+    if (n == SONDE_PROF_USTACK_MAX) n--;
+    frames[n++] = 0;
+    metric_add(p, p->m_truncated, 1);
+  }
+  agg_add(p, q, s, frames, (uint32_t)n);
+  return true;
+}
+
+/* Walks q's waiting stack copies with what is known now. One that stops at a file without rows
+ * asks for a read once (the read builds them); force: walk every one with what there is (before
+ * a report, or when waiting is over). */
+static void pend_run(prof *p, proc *q, bool force) {
+  bool want = false;
+  pend **pp = &q->pending;
+  while (*pp) {
+    pend *x = *pp;
+    bool wait = !force && !x->tries && q->have_info && !p->stopping;
+    if (!pend_walk(p, q, &x->r, wait)) {
+      x->tries++;
+      want = true;
+      pp = &x->next;
+      continue;
+    }
+    *pp = x->next;
+    free(x);
+    q->npend--;
+    p->npend--;
+  }
+  q->pend_tail = pp;
+  if (want) proc_queue_read(p, q, NULL, 0);
+}
+
+static int on_sample(prof *p, const struct sonde_prof_sample *s) {
+  if (s->pid == p->self_pid) return 0;
+  uint32_t nu = s->n_ustack <= SONDE_PROF_USTACK_MAX ? s->n_ustack : SONDE_PROF_USTACK_MAX;
+  bool created;
+  proc *q = proc_get(p, s->pid, &created);
+  if (!q) return 0; /* out of memory: the sample is lost, the next one tries again */
+  bool read = created;
+  if (q->exited) {
+    /* Records arrive in the order they were reserved and a process's exit comes after its last
+     * sample, so a sample after the exit record is a new process with a reused pid: read it
+     * again. (Its samples of this interval share the old one's aggregation key.) */
+    q->exited = false;
+    q->verdict = 0;
+    q->have_info = false;
+    /* The old process's mappings must not steer the walk of the new one. */
+    bpf_map__delete_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), 0);
+    proc_decide(p, q);
+    read = true;
+  }
+  if (q->verdict < 0) return 0;
+  if (!q->comm[0]) memcpy(q->comm, s->comm, sizeof(q->comm) - 1);
+
+  if (s->flags & SONDE_PROF_F_STACK_COPY) {
+    /* BPF stopped at a pc in no mapping it knows: finish the walk here, now if the maps and
+     * tables are there, else once the read that builds them is done. */
+    const struct sonde_prof_sample_stack *r = (const void *)s;
+    metric_add(p, p->m_copied, 1);
+    if (q->have_info && !q->loading && !read && pend_walk(p, q, r, true)) return 0;
+    if (q->npend >= PEND_MAX_PROC || p->npend >= PEND_MAX) {
+      pend_walk(p, q, r, false);
+    } else {
+      size_t len = r->stack_len <= SONDE_PROF_STACK_COPY ? r->stack_len : SONDE_PROF_STACK_COPY;
+      pend *x = malloc(offsetof(pend, r.stack) + len);
+      if (!x) return 0;
+      memcpy(&x->r, r, offsetof(struct sonde_prof_sample_stack, stack) + len);
+      x->r.stack_len = (uint32_t)len;
+      x->next = NULL;
+      x->tries = 0;
+      *q->pend_tail = x;
+      q->pend_tail = &x->next;
+      q->npend++;
+      p->npend++;
+    }
+    if (!q->loading) proc_queue_read(p, q, s->ustack, nu);
+    return 0;
+  }
+  if (read) proc_queue_read(p, q, s->ustack, nu);
+
+  /* An address in no known mapping (something was mapped since the last read), or in a file
+   * whose unwind rows were never built: read again, at most once a second. */
+  if (q->have_info && !q->loading && uv_hrtime() - q->loaded_at > RELOAD_MIN_NS) {
+    for (uint32_t i = 0; i < nu; i++) {
+      const prof_mapping *m = prof_procinfo_find(&q->info, s->ustack[i]);
+      bool missing = !m;
+      if (m && m->inode && m->path[0] == '/' && p->uw_mem) missing = !uw_find(p, m->dev, m->inode);
+      if (missing) {
+        proc_queue_read(p, q, s->ustack, nu);
+        break;
+      }
+    }
+  }
+  agg_add(p, q, s, (const uint64_t *)s->ustack, nu);
   return 0;
 }
 
@@ -670,7 +855,7 @@ static void on_exit_rec(prof *p, const struct sonde_prof_exit *e) {
   bpf_map__delete_elem(p->skel->maps.pid_filter, &e->pid, sizeof(e->pid), 0);
   if (!q) return;
   q->exited = true;
-  if (!q->samples && !q->loading) proc_unlink_free(p, q);
+  if (!q->samples && !q->loading && !q->pending) proc_unlink_free(p, q);
 }
 
 static int rb_event(void *ctx, void *data, size_t size) {
@@ -678,8 +863,12 @@ static int rb_event(void *ctx, void *data, size_t size) {
   if (size < 4) return 0;
   uint32_t type;
   memcpy(&type, data, 4);
-  if (type == SONDE_PROF_REC_SAMPLE && size >= sizeof(struct sonde_prof_sample))
-    return on_sample(p, data);
+  if (type == SONDE_PROF_REC_SAMPLE && size >= sizeof(struct sonde_prof_sample)) {
+    const struct sonde_prof_sample *s = data;
+    if ((s->flags & SONDE_PROF_F_STACK_COPY) && size < sizeof(struct sonde_prof_sample_stack))
+      return 0;
+    return on_sample(p, s);
+  }
   if (type == SONDE_PROF_REC_EXIT && size >= sizeof(struct sonde_prof_exit)) on_exit_rec(p, data);
   return 0;
 }
@@ -1187,6 +1376,11 @@ static void on_report(void *arg) {
   prof *p = arg;
   if (p->stopping) return;
   ring_buffer__consume(p->rb); /* what is already there belongs to this interval */
+  /* Stack copies still waiting for tables are walked with what is known (a read in flight keeps
+   * them for the next interval). */
+  for (size_t i = 0; i < PROC_BUCKETS && p->npend; i++)
+    for (proc *q = p->buckets[i]; q; q = q->next)
+      if (q->pending && !q->loading) pend_run(p, q, true);
   uint64_t now = realtime_ns();
   sonde_batch *b = NULL;
   int rc = build_batch(p, now, &b);
@@ -1216,7 +1410,7 @@ static void on_report(void *arg) {
         q->quiet = 0;
         if (kill((pid_t)q->pid, 0) && errno == ESRCH) q->exited = true;
       }
-      if (q->exited && !q->loading) {
+      if (q->exited && !q->loading && !q->pending) {
         bpf_map__delete_elem(p->skel->maps.pid_filter, &q->pid, sizeof(q->pid), 0);
         proc_unlink_free(p, q);
       }
@@ -1289,6 +1483,12 @@ static int prof_create(const sonde_host *h, const void *config, uint32_t signals
             "processes dropped from the table after they exited", NULL, &p->m_evicted);
   a->metric(h, SONDE_METRIC_GAUGE, "sonde_ebpf_profiler_unwind_rows",
             "rows of the BPF unwind table in use (524288 at most)", NULL, &p->m_uw_rows);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_profiler_samples_stack_copied",
+            "samples whose walk BPF left to user space (a pc in a mapping not known yet)", NULL,
+            &p->m_copied);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_profiler_samples_truncated",
+            "samples whose user stack could not be walked to its end (marked by a last frame 0)",
+            NULL, &p->m_truncated);
   a->metric(h, SONDE_METRIC_GAUGE, "sonde_ebpf_profiler_unwind_files",
             "files whose unwind rows were built (with or without rows)", NULL, &p->m_uw_files);
   *inst = p;
@@ -1370,6 +1570,7 @@ static int prof_start(void *inst) {
               strerror(errno));
   else
     p->uw_mem = mem;
+  if (p->uw_mem) uw_add_vdso(p);
   p->exit_link = bpf_program__attach_raw_tracepoint(p->skel->progs.on_exit, "sched_process_exit");
   if (!p->exit_link) {
     sonde_log(p->h, SONDE_LOG_ERROR,

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "../../bpf/profiler.h"
 #include "sonde/errors.h"
 
 #define REG_RBP 6
@@ -220,7 +221,7 @@ static int push_row(uw_table *t, uint64_t pc, const cfa_state *s) {
                 .ra_off = s->ra.off};
   if (row.cfa_type == UW_CFA_RSP || row.cfa_type == UW_CFA_RBP) {
     if (s->cfa_off != (int64_t)row.cfa_off) row.cfa_type = UW_CFA_OTHER;
-  } else {
+  } else if (row.cfa_type != UW_CFA_PLT) {
     row.cfa_off = 0;
   }
   if (t->n == t->cap) {
@@ -250,6 +251,25 @@ static void set_rule(cfa_state *s, uint64_t reg, uint8_t kind, int64_t off) {
 static void set_cfa_reg(cfa_state *s, uint64_t reg) {
   s->cfa_reg = reg;
   s->cfa_type = reg == REG_RSP ? UW_CFA_RSP : reg == REG_RBP ? UW_CFA_RBP : UW_CFA_OTHER;
+}
+
+/* Recognises the two CFA expressions the walker can follow; everything else is UW_CFA_EXPR.
+ * gcc's PLT stubs: breg7(rsp) 8; breg16(rip) 0; lit15; and; lit11 (or lit10); ge; lit3; shl; plus.
+ * glibc's __restore_rt (x86-64 sigaction.c): breg7(rsp) 160; deref, rsp being the ucontext. */
+static uint8_t cfa_expr_kind(const uint8_t *e, uint64_t n, int64_t *off) {
+  static const uint8_t plt[] = {0x77, 0x08, 0x80, 0x00, 0x3f, 0x1a, 0x3b, 0x2a, 0x33, 0x24, 0x22};
+  static const uint8_t sig[] = {0x77, 0xa0, 0x01, 0x06};
+  if (n == sizeof(plt) && !memcmp(e, plt, 6) && (e[6] == 0x3b || e[6] == 0x3a) &&
+      !memcmp(e + 7, plt + 7, sizeof(plt) - 7)) {
+    *off = e[6] - 0x30; /* DW_OP_lit0 + N */
+    return UW_CFA_PLT;
+  }
+  if (n == sizeof(sig) && !memcmp(e, sig, sizeof(sig))) {
+    *off = 0;
+    return UW_CFA_SIGNAL;
+  }
+  *off = 0;
+  return UW_CFA_EXPR;
 }
 
 /* Runs insns; when t is set, emits a row at every advance (and the last one at pc_end is left to
@@ -339,12 +359,16 @@ static int run_cfa(const uint8_t *p, const uint8_t *end, const cie *c, cfa_state
         break;
       case 0x0e: /* def_cfa_offset */
         s->cfa_off = (int64_t)rd_uleb(&r);
-        if (s->cfa_type == UW_CFA_EXPR) s->cfa_type = UW_CFA_OTHER;
+        if (s->cfa_type >= UW_CFA_EXPR && s->cfa_type != UW_CFA_OTHER) s->cfa_type = UW_CFA_OTHER;
         break;
-      case 0x0f: /* def_cfa_expression */
-        rd_skip(&r, rd_uleb(&r));
-        s->cfa_type = UW_CFA_EXPR;
+      case 0x0f: { /* def_cfa_expression */
+        uint64_t n = rd_uleb(&r);
+        const uint8_t *e = r.p;
+        rd_skip(&r, n);
+        if (r.bad) break;
+        s->cfa_type = cfa_expr_kind(e, n, &s->cfa_off);
         break;
+      }
       case 0x10: /* expression */
       case 0x16: /* val_expression */
         reg = rd_uleb(&r);
@@ -361,7 +385,7 @@ static int run_cfa(const uint8_t *p, const uint8_t *end, const cie *c, cfa_state
         break;
       case 0x13: /* def_cfa_offset_sf */
         s->cfa_off = rd_sleb(&r) * c->data_align;
-        if (s->cfa_type == UW_CFA_EXPR) s->cfa_type = UW_CFA_OTHER;
+        if (s->cfa_type >= UW_CFA_EXPR && s->cfa_type != UW_CFA_OTHER) s->cfa_type = UW_CFA_OTHER;
         break;
       case 0x14: /* val_offset */
         reg = rd_uleb(&r);
@@ -580,4 +604,133 @@ const uw_row *uw_table_find(const uw_table *t, uint64_t pc) {
   if (!lo) return NULL;
   const uw_row *r = &t->rows[lo - 1];
   return r->cfa_type == UW_CFA_NONE ? NULL : r;
+}
+
+/* ---- BPF rows and the user-space walk ----------------------------------------------------------
+ */
+
+struct sonde_uw_row uw_bpf_row(const uw_row *r) {
+  struct sonde_uw_row o = {.pc = r->pc, .cfa_off = r->cfa_off};
+  switch (r->cfa_type) {
+  case UW_CFA_NONE:
+    o.cfa_type = SONDE_UW_CFA_NONE;
+    return o;
+  case UW_CFA_SIGNAL: /* the registers come from the ucontext, whatever the rules say */
+    o.cfa_type = SONDE_UW_CFA_SIGNAL;
+    o.cfa_off = 0;
+    return o;
+  case UW_CFA_PLT:
+    o.cfa_type = SONDE_UW_CFA_PLT;
+    break;
+  case UW_CFA_RSP:
+    o.cfa_type = SONDE_UW_CFA_RSP;
+    break;
+  case UW_CFA_RBP:
+    o.cfa_type = SONDE_UW_CFA_RBP;
+    break;
+  default:
+    o.cfa_type = SONDE_UW_CFA_UNSUPPORTED;
+    o.cfa_off = 0;
+    return o;
+  }
+  if (r->ra_rule == UW_RA_UNDEFINED)
+    o.flags |= SONDE_UW_F_END;
+  else if (r->ra_rule != UW_REG_OFFSET || r->ra_off != -8)
+    o.cfa_type = SONDE_UW_CFA_UNSUPPORTED;
+  if (r->rbp_rule == UW_REG_OFFSET && r->rbp_off >= INT16_MIN && r->rbp_off <= INT16_MAX) {
+    o.flags |= SONDE_UW_F_RBP_SAVED;
+    o.rbp_off = (int16_t)r->rbp_off;
+  } else if (r->rbp_rule == UW_REG_OTHER || r->rbp_rule == UW_REG_OFFSET) {
+    o.cfa_type = SONDE_UW_CFA_UNSUPPORTED;
+  }
+  return o;
+}
+
+typedef struct walk_mem {
+  const uint8_t *b;
+  size_t len;
+  uint64_t addr;
+  int whole;
+  int cut; /* a read went past a copy that did not hold the whole stack */
+} walk_mem;
+
+static bool walk_read(walk_mem *m, uint64_t a, uint64_t *out) {
+  if (a < m->addr || a - m->addr > m->len || m->len - (a - m->addr) < 8) {
+    if (!m->whole && a >= m->addr + m->len) m->cut = 1;
+    return false;
+  }
+  memcpy(out, m->b + (a - m->addr), 8);
+  return true;
+}
+
+int uw_walk(const uw_walk_map *maps, size_t nmaps, uint64_t pc, uint64_t sp, uint64_t fp, int exact,
+            const uint8_t *stack, size_t len, uint64_t stack_addr, int whole, uint64_t *frames,
+            size_t *n, size_t max) {
+  walk_mem mem = {stack, len, stack_addr, whole, 0};
+  while (*n < max) {
+    uint64_t at = exact ? pc : pc - 1;
+    const uw_walk_map *m = NULL;
+    size_t lo = 0, hi = nmaps;
+    while (lo < hi) {
+      size_t mid = lo + (hi - lo) / 2;
+      if (maps[mid].start <= at)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    if (lo && at < maps[lo - 1].end) m = &maps[lo - 1];
+    if (m && m->need) return UW_WALK_NEED;
+    struct sonde_uw_row row = {0};
+    if (m && m->n_rows && at >= m->bias) {
+      uint64_t va = at - m->bias;
+      size_t a = 0, b = m->n_rows;
+      while (a < b) {
+        size_t mid = a + (b - a) / 2;
+        if (m->rows[mid].pc <= va)
+          a = mid + 1;
+        else
+          b = mid;
+      }
+      if (a) row = m->rows[a - 1];
+    }
+    exact = 0;
+    uint64_t v;
+    if (row.cfa_type == SONDE_UW_CFA_RSP || row.cfa_type == SONDE_UW_CFA_RBP ||
+        row.cfa_type == SONDE_UW_CFA_PLT) {
+      if (row.flags & SONDE_UW_F_END) return UW_WALK_END;
+      uint64_t cfa;
+      if (row.cfa_type == SONDE_UW_CFA_PLT)
+        cfa = sp + 8 + ((pc & 15) >= (uint64_t)(int64_t)row.cfa_off ? 8 : 0);
+      else
+        cfa = (row.cfa_type == SONDE_UW_CFA_RSP ? sp : fp) + (uint64_t)(int64_t)row.cfa_off;
+      if (!walk_read(&mem, cfa - 8, &v)) break;
+      if (row.flags & SONDE_UW_F_RBP_SAVED) {
+        uint64_t f;
+        if (!walk_read(&mem, cfa + (uint64_t)(int64_t)row.rbp_off, &f)) break;
+        fp = f;
+      }
+      sp = cfa;
+      pc = v;
+    } else if (row.cfa_type == SONDE_UW_CFA_SIGNAL) {
+      uint64_t r[3];
+      if (!walk_read(&mem, sp + 40 + 10 * 8, &r[0]) || !walk_read(&mem, sp + 40 + 15 * 8, &r[1]) ||
+          !walk_read(&mem, sp + 40 + 16 * 8, &r[2]))
+        break;
+      fp = r[0];
+      sp = r[1];
+      pc = r[2];
+      exact = 1;
+    } else {
+      uint64_t f;
+      if (!fp || (fp & 7) || fp < sp) return UW_WALK_END;
+      if (!walk_read(&mem, fp, &f) || !walk_read(&mem, fp + 8, &v)) break;
+      sp = fp + 16;
+      fp = f;
+      pc = v;
+    }
+    if (!pc) return UW_WALK_END;
+    frames[(*n)++] = pc;
+  }
+  if (mem.cut) return UW_WALK_CUT;
+  return *n >= max ? UW_WALK_DEPTH : UW_WALK_END;
 }

@@ -22,6 +22,10 @@ enum {
   UW_CFA_RBP = 2,
   UW_CFA_EXPR = 3,  /* DW_CFA_def_cfa_expression (PLT stubs, signal frames) */
   UW_CFA_OTHER = 4, /* CFA on another register: not walkable with rip/rsp/rbp */
+  /* Two expressions recognised among UW_CFA_EXPR ones: */
+  UW_CFA_PLT = 5, /* gcc's PLT stubs: CFA = rsp + 8 + ((rip & 15) >= cfa_off ? 8 : 0) */
+  UW_CFA_SIGNAL =
+      6, /* glibc's __restore_rt: CFA = *(rsp + 160), registers in the ucontext at rsp */
 };
 
 enum {
@@ -65,5 +69,37 @@ size_t uw_elf_loads(const uint8_t *buf, size_t len, uw_load *out, size_t max);
 
 /* The row covering pc, or NULL. */
 const uw_row *uw_table_find(const uw_table *t, uint64_t pc);
+
+/* ---- the walk in user space
+ * ---------------------------------------------------------------------- BPF walks a stack with the
+ * rows of struct sonde_uw_row (bpf/profiler.h); where it meets a pc in a mapping it does not know
+ * yet (cold start, dlopen) it stops and sends a copy of the stack, and uw_walk continues with the
+ * same rules over that copy. The copy's bytes come from another process: every read is
+ * bounds-checked. */
+struct sonde_uw_row;
+/* The BPF form of a row; SONDE_UW_CFA_UNSUPPORTED when the walker cannot follow it. */
+struct sonde_uw_row uw_bpf_row(const uw_row *r);
+
+typedef struct uw_walk_map {
+  uint64_t start, end; /* runtime range, sorted, non-overlapping */
+  uint64_t bias;       /* runtime address - file virtual address */
+  const struct sonde_uw_row *rows;
+  uint32_t n_rows; /* 0: frame pointers */
+  uint8_t need;    /* a file whose rows are not built yet: the walk cannot go on here */
+} uw_walk_map;
+
+enum {
+  UW_WALK_END = 0,   /* the outermost frame, or the end of the frame-pointer chain */
+  UW_WALK_NEED = 1,  /* stopped at a pc in a map with need set: build its rows and walk again */
+  UW_WALK_CUT = 2,   /* the stack goes on beyond the copy */
+  UW_WALK_DEPTH = 3, /* max frames */
+};
+
+/* Continues a walk from (pc, sp, fp) (exact: pc is an interrupted instruction, not a return
+ * address) over stack[0..len), a copy of the memory at stack_addr; whole: len ends where the
+ * stack ends. Appends caller frames to frames[*n..max). Returns UW_WALK_*. */
+int uw_walk(const uw_walk_map *maps, size_t nmaps, uint64_t pc, uint64_t sp, uint64_t fp, int exact,
+            const uint8_t *stack, size_t len, uint64_t stack_addr, int whole, uint64_t *frames,
+            size_t *n, size_t max);
 
 #endif

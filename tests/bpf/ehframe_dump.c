@@ -57,6 +57,8 @@ int main(int argc, char **argv) {
       snprintf(cfa, sizeof(cfa), "rbp+%d", r->cfa_off);
       break;
     case UW_CFA_EXPR:
+    case UW_CFA_PLT:
+    case UW_CFA_SIGNAL:
       snprintf(cfa, sizeof(cfa), "exp");
       break;
     case UW_CFA_NONE:

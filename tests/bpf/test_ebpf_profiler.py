@@ -16,6 +16,7 @@ Needs root and a kernel with BTF, perf events, raw tracepoints and ring buffers:
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -27,6 +28,7 @@ import urllib.request
 
 SKIP = 77
 CHAIN = ["chain_e", "chain_d", "chain_c", "chain_b", "chain_a", "main"]
+COLD_RUNS = 12
 
 
 def skip_or_fail(why):
@@ -227,6 +229,17 @@ service:
 
 def chain_check(label, workload, samples):
     """Asserts >= 99% of the samples whose leaf is in the chain carry it down to main."""
+    total, in_chain, complete, bad = chain_counts(workload, samples)
+    print("%s: %d samples, %d with the leaf in the chain, %d complete" %
+          (label, total, in_chain, complete))
+    # On a loaded machine the workload gets less CPU: 8 s at 19 Hz is ~150 samples when idle.
+    assert in_chain >= 20, "%s: too few chain samples: %d of %d" % (label, in_chain, total)
+    assert complete >= 0.99 * in_chain, "%s: incomplete stacks: %d/%d, e.g. %s" % (
+        label, complete, in_chain, bad)
+
+
+def chain_counts(workload, samples):
+    """(samples, samples with the leaf in the chain, those complete down to main, a few bad)."""
     loads, build_id = elf_info(workload)
     syms = symbols(workload)
     ranges = {name: (lo, hi) for lo, hi, name in syms if name in CHAIN}
@@ -263,12 +276,7 @@ def chain_check(label, workload, samples):
             complete += n
         elif len(bad) < 5:
             bad.append(names)
-    print("%s: %d samples, %d with the leaf in the chain, %d complete" %
-          (label, total, in_chain, complete))
-    # On a loaded machine the workload gets less CPU: 8 s at 19 Hz is ~150 samples when idle.
-    assert in_chain >= 20, "%s: too few chain samples: %d of %d" % (label, in_chain, total)
-    assert complete >= 0.99 * in_chain, "%s: incomplete stacks: %d/%d, e.g. %s" % (
-        label, complete, in_chain, bad)
+    return total, in_chain, complete, bad
 
 
 def main():
@@ -292,6 +300,17 @@ def main():
         nofp = subprocess.Popen([workload_nofp, "cpu", "8"])
         cpu.wait()
         nofp.wait()
+        # Cold start: fresh copies of the -fomit-frame-pointer workload (a new file each, so no
+        # table exists yet) go straight into the chain; their stacks must be complete from the
+        # first sample (BPF sends a stack copy until the tables are loaded).
+        cold = []
+        for i in range(COLD_RUNS):
+            path = os.path.join(tmp, "cold%d" % i)
+            shutil.copy(workload_nofp, path)
+            c = subprocess.Popen([path, "cold", "0.3"])
+            c.wait()
+            cold.append((c.pid, path))
+        copied = s.metric("sonde_ebpf_profiler_samples_stack_copied_total")
         sysw = subprocess.Popen([workload, "sys", "6"])
         sysw.wait()
         time.sleep(1.5)  # one report after they exited: their processes are evicted
@@ -354,6 +373,22 @@ def main():
     assert samples, "no samples of the no-frame-pointer workload (pid %d)" % nofp.pid
     assert ra["process.executable.path"] == workload_nofp, ra
     chain_check("no frame pointers (.eh_frame)", workload_nofp, samples)
+
+    # -- cold start: 12 new files, 0.3 s of CPU each, straight into the chain -------------------
+    tot = in_chain = complete = 0
+    bad = []
+    for pid, path in cold:
+        _ra, samples = by_pid.get(pid, (None, []))
+        t, i, c, b = chain_counts(path, samples)
+        tot, in_chain, complete = tot + t, in_chain + i, complete + c
+        bad += b
+    print("cold start (%d new files): %d samples, %d with the leaf in the chain, %d complete; "
+          "%d samples walked from stack copies in all" % (COLD_RUNS, tot, in_chain, complete,
+                                                           copied))
+    assert in_chain >= 20, "cold start: too few chain samples: %d of %d" % (in_chain, tot)
+    assert complete >= 0.99 * in_chain, "cold start: incomplete stacks: %d/%d, e.g. %s" % (
+        complete, in_chain, bad[:5])
+    assert copied > 0, "no stack copies: the cold-start path was not exercised"
 
     # -- kernel stacks ----------------------------------------------------------------------------
     ra, samples = by_pid.get(sysw.pid, (None, []))

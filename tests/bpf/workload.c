@@ -5,6 +5,8 @@
  *   workload sys SECONDS    main -> chain_a -> ... -> chain_e -> getppid() in a loop (kernel time)
  *   workload spawn N MS     N short-lived children one after the other, each spinning MS ms
  *   workload deep D SECONDS main -> recurse (D frames) -> chain_a -> ... (deep stacks, benchmarks)
+ *   workload cold SECONDS   straight into the chain for SECONDS of CPU time (cold start: the first
+ *                           samples of a process whose unwind tables are not loaded yet)
  *
  * Every chain function calls the next one and then does work with its result, so the compiler
  * neither inlines them (noinline) nor turns the call into a jump (no sibling call).
@@ -18,12 +20,12 @@
 #include <unistd.h>
 
 static double deadline;
-static int use_syscalls;
+static int use_syscalls, use_cputime;
 volatile unsigned long sink;
 
 static double now(void) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(use_cputime ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -89,6 +91,12 @@ int main(int argc, char **argv) {
     sink += r;
     return 0;
   }
+  if (argc >= 3 && !strcmp(argv[1], "cold")) {
+    use_cputime = 1;
+    deadline = now() + atof(argv[2]);
+    sink += chain_a(1);
+    return 0;
+  }
   if (argc >= 4 && !strcmp(argv[1], "deep")) {
     deadline = now() + atof(argv[3]);
     sink += recurse(atoi(argv[2]), 1);
@@ -111,6 +119,6 @@ int main(int argc, char **argv) {
     }
     return 0;
   }
-  fprintf(stderr, "usage: workload cpu|sys SECONDS | spawn N MS | deep D SECONDS\n");
+  fprintf(stderr, "usage: workload cpu|sys|cold SECONDS | spawn N MS | deep D SECONDS\n");
   return 2;
 }

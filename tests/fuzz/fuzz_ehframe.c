@@ -2,9 +2,11 @@
  * (receivers/ebpf_profiler/ehframe.c) and its program-header reader on arbitrary ELF images. It
  * reads files of every process on the node, so a malformed file must be skipped, never read out of
  * bounds. Checks the table's invariants: rows strictly sorted by pc, no two neighbours alike,
- * lookups inside the table. */
+ * lookups inside the table. Then walks the input as a stack copy (another process's bytes) with
+ * those rows: the walk must stay inside the copy and the frame array. */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../../receivers/ebpf_profiler/ehframe.c"
 
@@ -22,6 +24,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (r && r != &t.rows[i]) abort();
       if (t.rows[i].pc) (void)uw_table_find(&t, t.rows[i].pc - 1);
     }
+  }
+  if (rc == 0 && size >= 24) {
+    struct sonde_uw_row *rows = t.n ? malloc(t.n * sizeof(*rows)) : NULL;
+    for (size_t i = 0; rows && i < t.n; i++)
+      rows[i] = uw_bpf_row(&t.rows[i]);
+    uint64_t regs[3];
+    memcpy(regs, data, sizeof(regs));
+    const uint64_t base = 0x7ff000000000ull;
+    /* [0, 2^46): the file, with its rows; above it a file without rows yet (need). */
+    uw_walk_map maps[2] = {
+        {.start = 0, .end = 1ull << 46, .rows = rows, .n_rows = rows ? (uint32_t)t.n : 0},
+        {.start = 1ull << 46, .end = 1ull << 47, .need = 1}};
+    uint64_t frames[SONDE_PROF_USTACK_MAX];
+    size_t n = 1;
+    frames[0] = regs[0];
+    int w = uw_walk(maps, 2, regs[0], base + (regs[1] & 0xfff), base + (regs[2] & 0x1fff),
+                    (int)(regs[1] >> 63), data, size, base, (int)(regs[2] >> 63), frames, &n,
+                    SONDE_PROF_USTACK_MAX);
+    if (n > SONDE_PROF_USTACK_MAX || w < UW_WALK_END || w > UW_WALK_DEPTH) abort();
+    free(rows);
   }
   uw_table_free(&t);
   uw_load loads[8];
