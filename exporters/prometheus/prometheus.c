@@ -1,0 +1,425 @@
+/* The `prometheus` exporter: otelcol-contrib's prometheusexporter. A pull endpoint, served by the
+ * host's HTTP server on every path, exposing the latest value of every series it was given
+ * (prom_state.c) in the Prometheus text format 0.0.4, or in OpenMetrics 1.0.0 when
+ * enable_open_metrics is set and the scraper's Accept header prefers it (as promhttp
+ * negotiates). Bodies are gzipped when the scraper accepts it. Everything runs on the loop:
+ * consume updates the state, a scrape renders it, a timer drops expired series.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <zlib.h>
+
+#include "prom_names.h"
+#include "prom_state.h"
+#include "sonde/sonde.h"
+
+typedef struct r2t_cfg {
+  bool enabled;
+  bool exclude_service_attributes;
+} r2t_cfg;
+
+typedef struct prom_config {
+  char *endpoint;
+  char *namespace_;
+  sonde_strmap const_labels;
+  bool send_timestamps;
+  int64_t metric_expiration;
+  r2t_cfg resource_to_telemetry_conversion;
+  bool enable_open_metrics;
+  bool add_metric_suffixes;
+  bool without_scope_info;
+  char *translation_strategy;
+} prom_config;
+
+static const sonde_option r2t_options[] = {
+    SONDE_OPT("enabled", SONDE_OPT_BOOL, r2t_cfg, enabled, "false",
+              "resource attributes become labels of every series"),
+    SONDE_OPT("exclude_service_attributes", SONDE_OPT_BOOL, r2t_cfg, exclude_service_attributes,
+              "false", "but not service.name/namespace/instance.id (already job and instance)"),
+    SONDE_OPT_END,
+};
+
+static const sonde_option prom_options[] = {
+    {.name = "endpoint",
+     .type = SONDE_OPT_STRING,
+     .offset = offsetof(prom_config, endpoint),
+     .doc = "host:port serving the metrics (every path answers)",
+     .flags = SONDE_OPT_REQUIRED},
+    SONDE_OPT("namespace", SONDE_OPT_STRING, prom_config, namespace_, NULL,
+              "prefix of every metric name (namespace_name)"),
+    SONDE_OPT("const_labels", SONDE_OPT_STRMAP, prom_config, const_labels, NULL,
+              "labels added to every series"),
+    SONDE_OPT("send_timestamps", SONDE_OPT_BOOL, prom_config, send_timestamps, "false",
+              "each sample carries its point's timestamp"),
+    SONDE_OPT_RANGE("metric_expiration", SONDE_OPT_DURATION, prom_config, metric_expiration, "5m",
+                    1e6, 0, "how long a series stays exposed without updates"),
+    SONDE_OPT_NESTED("resource_to_telemetry_conversion", prom_config,
+                     resource_to_telemetry_conversion, r2t_options,
+                     "resource attributes as labels of every series"),
+    SONDE_OPT("enable_open_metrics", SONDE_OPT_BOOL, prom_config, enable_open_metrics, "false",
+              "answer in OpenMetrics when the scraper asks for it"),
+    SONDE_OPT("add_metric_suffixes", SONDE_OPT_BOOL, prom_config, add_metric_suffixes, "true",
+              "unit and type suffixes (_seconds, _total, _ratio) in names"),
+    SONDE_OPT("without_scope_info", SONDE_OPT_BOOL, prom_config, without_scope_info, "false",
+              "no otel_scope_* labels"),
+    SONDE_OPT("translation_strategy", SONDE_OPT_STRING, prom_config, translation_strategy, NULL,
+              "UnderscoreEscapingWithSuffixes or UnderscoreEscapingWithoutSuffixes (wins over "
+              "add_metric_suffixes)"),
+    SONDE_OPT_END,
+};
+
+static int prom_validate(const void *config, char *err, size_t errlen) {
+  const prom_config *c = config;
+  if (!c->endpoint || !c->endpoint[0]) {
+    snprintf(err, errlen, "endpoint must be set (host:port)");
+    return SONDE_ECONFIG;
+  }
+  const char *ts = c->translation_strategy;
+  if (ts && ts[0] && strcmp(ts, "UnderscoreEscapingWithSuffixes") != 0 &&
+      strcmp(ts, "UnderscoreEscapingWithoutSuffixes") != 0) {
+    if (strcmp(ts, "NoUTF8EscapingWithSuffixes") == 0 || strcmp(ts, "NoTranslation") == 0)
+      snprintf(err, errlen,
+               "translation_strategy %s is not supported: UTF-8 names need the quoted syntax of "
+               "text format 1.0.0, this exporter serves 0.0.4 and OpenMetrics 1.0.0",
+               ts);
+    else
+      snprintf(err, errlen,
+               "invalid translation_strategy %s (valid: UnderscoreEscapingWithSuffixes, "
+               "UnderscoreEscapingWithoutSuffixes)",
+               ts);
+    return SONDE_ECONFIG;
+  }
+  for (size_t i = 0; i < c->const_labels.n; i++) {
+    bool empty;
+    char *n = prom_label_name(c->const_labels.keys[i], &empty);
+    free(n);
+    if (empty) {
+      snprintf(err, errlen, "const_labels: \"%s\" is not a usable label name",
+               c->const_labels.keys[i]);
+      return SONDE_ECONFIG;
+    }
+  }
+  return 0;
+}
+
+enum { DROP_STALE, DROP_CONFLICT, DROP_INVALID, DROP_MISALIGNED, DROP_NOMEM, DROP_N };
+static const char *const drop_reasons[DROP_N] = {"stale", "type_conflict", "invalid", "misaligned",
+                                                 "out_of_memory"};
+
+typedef struct promexp {
+  const sonde_host *h;
+  const prom_config *cfg;
+  prom_state *st;
+  sonde_http_server *srv;
+  sonde_timer *sweep;
+  int64_t last_warn;
+  sonde_metric *m_series, *m_expired, *m_scrapes, *m_points;
+  sonde_metric *m_dropped[DROP_N];
+} promexp;
+
+static int64_t mono_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static void metric_add(promexp *p, sonde_metric *m, double d) {
+  if (m && d) p->h->api->metric_add(m, d);
+}
+
+static void expire(promexp *p, int64_t now) {
+  size_t n = prom_state_expire(p->st, now);
+  metric_add(p, p->m_expired, (double)n);
+  if (p->m_series) p->h->api->metric_set(p->m_series, (double)prom_state_series(p->st));
+}
+
+static void on_sweep(void *arg) {
+  expire(arg, mono_ns());
+}
+
+/* ---- content negotiation (promhttp / expfmt.NegotiateIncludingOpenMetrics) ------------------ */
+
+typedef struct media {
+  char type[64];
+  char version[16];
+  double q;
+  int order;
+} media;
+
+static void trim(char *s) {
+  size_t l = strlen(s), b = 0;
+  while (b < l && (s[b] == ' ' || s[b] == '\t'))
+    b++;
+  while (l > b && (s[l - 1] == ' ' || s[l - 1] == '\t'))
+    l--;
+  memmove(s, s + b, l - b);
+  s[l - b] = 0;
+}
+
+static int cmp_media(const void *a, const void *b) {
+  const media *x = a, *y = b;
+  if (x->q != y->q) return x->q > y->q ? -1 : 1;
+  return x->order - y->order;
+}
+
+/* true: OpenMetrics (*om_version "1.0.0" or "0.0.1"); false: text 0.0.4. */
+static bool negotiate(const char *accept, bool om_enabled, const char **om_version) {
+  *om_version = "1.0.0";
+  if (!accept || !om_enabled) return false;
+  media m[16];
+  int n = 0;
+  char buf[1024];
+  snprintf(buf, sizeof(buf), "%s", accept);
+  char *save = NULL;
+  for (char *part = strtok_r(buf, ",", &save); part && n < 16; part = strtok_r(NULL, ",", &save)) {
+    media *e = &m[n];
+    memset(e, 0, sizeof(*e));
+    e->q = 1;
+    e->order = n;
+    char *s2 = NULL, *tok = strtok_r(part, ";", &s2);
+    if (!tok) continue;
+    snprintf(e->type, sizeof(e->type), "%s", tok);
+    trim(e->type);
+    for (char *p = strtok_r(NULL, ";", &s2); p; p = strtok_r(NULL, ";", &s2)) {
+      char *eq = strchr(p, '=');
+      if (!eq) continue;
+      *eq = 0;
+      trim(p);
+      char *v = eq + 1;
+      trim(v);
+      if (strcasecmp(p, "q") == 0)
+        e->q = strtod(v, NULL);
+      else if (strcasecmp(p, "version") == 0)
+        snprintf(e->version, sizeof(e->version), "%s", v);
+    }
+    n++;
+  }
+  qsort(m, (size_t)n, sizeof(media), cmp_media);
+  for (int i = 0; i < n; i++) {
+    if (m[i].q <= 0) continue;
+    if (strcasecmp(m[i].type, "text/plain") == 0 &&
+        (!m[i].version[0] || strcmp(m[i].version, "0.0.4") == 0))
+      return false;
+    if (strcasecmp(m[i].type, "application/openmetrics-text") == 0 &&
+        (!m[i].version[0] || strcmp(m[i].version, "1.0.0") == 0 ||
+         strcmp(m[i].version, "0.0.1") == 0)) {
+      if (strcmp(m[i].version, "0.0.1") == 0) *om_version = "0.0.1";
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Whether Accept-Encoding allows gzip (a q of 0 refuses it). */
+static bool accepts_gzip(const char *ae) {
+  if (!ae) return false;
+  char buf[512];
+  snprintf(buf, sizeof(buf), "%s", ae);
+  char *save = NULL;
+  for (char *part = strtok_r(buf, ",", &save); part; part = strtok_r(NULL, ",", &save)) {
+    char *semi = strchr(part, ';');
+    double q = 1;
+    if (semi) {
+      *semi = 0;
+      char *qp = strstr(semi + 1, "q=");
+      if (qp) q = strtod(qp + 2, NULL);
+    }
+    trim(part);
+    if (strcasecmp(part, "gzip") == 0) return q > 0;
+  }
+  return false;
+}
+
+static int gzip_body(const sonde_buf *in, sonde_buf *out) {
+  z_stream z;
+  memset(&z, 0, sizeof(z));
+  /* Level 1: the body is rebuilt on every scrape, so speed matters more than the last bytes. */
+  if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return SONDE_ENOMEM;
+  size_t bound = deflateBound(&z, in->len);
+  if (sonde_buf_reserve(out, bound)) {
+    deflateEnd(&z);
+    return SONDE_ENOMEM;
+  }
+  z.next_in = in->data;
+  z.avail_in = (uInt)in->len;
+  z.next_out = out->data;
+  z.avail_out = (uInt)bound;
+  int rc = deflate(&z, Z_FINISH);
+  out->len = bound - z.avail_out;
+  deflateEnd(&z);
+  return rc == Z_STREAM_END ? 0 : SONDE_EIO;
+}
+
+static void handle(void *arg, sonde_http_request *req) {
+  promexp *p = arg;
+  const sonde_host_api *api = p->h->api;
+  expire(p, mono_ns());
+  const char *om_version;
+  bool om = negotiate(api->http_header(req, "Accept"), p->cfg->enable_open_metrics, &om_version);
+  sonde_buf body = {0}, gz = {0};
+  if (prom_state_render(p->st, om, &body)) {
+    sonde_buf_free(&body);
+    static const char msg[] = "out of memory rendering the metrics\n";
+    api->http_respond(req, 500, "text/plain; charset=utf-8", NULL, msg, sizeof(msg) - 1);
+    return;
+  }
+  metric_add(p, p->m_scrapes, 1);
+  char ctype[96];
+  if (om)
+    snprintf(ctype, sizeof(ctype), "application/openmetrics-text; version=%s; charset=utf-8",
+             om_version);
+  else
+    snprintf(ctype, sizeof(ctype), "text/plain; version=0.0.4; charset=utf-8");
+  const sonde_buf *send = &body;
+  const char *headers = NULL;
+  if (body.len && accepts_gzip(api->http_header(req, "Accept-Encoding")) &&
+      gzip_body(&body, &gz) == 0) {
+    send = &gz;
+    headers = "Content-Encoding: gzip\r\n";
+  }
+  api->http_respond(req, 200, ctype, headers, send->data, send->len);
+  sonde_buf_free(&body);
+  sonde_buf_free(&gz);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------- */
+
+static void log_problem(promexp *p, const char *err, const prom_stats *st) {
+  int64_t now = mono_ns();
+  if (!err[0] || now - p->last_warn < 10 * (int64_t)1000000000) return;
+  p->last_warn = now; /* at most one warning in 10 s; the counters have every drop */
+  sonde_log(p->h, SONDE_LOG_WARN, "%s (dropped so far in this batch: %llu)", err,
+            (unsigned long long)(st->conflicts + st->invalid + st->misaligned + st->nomem));
+}
+
+static int prom_consume(void *inst, sonde_batch *b) {
+  promexp *p = inst;
+  const sonde_metrics *req = sonde_batch_metrics(b);
+  if (!req) return 0;
+  prom_stats st = {0};
+  char err[256] = "";
+  prom_state_consume(p->st, req, mono_ns(), &st, err, sizeof(err));
+  metric_add(p, p->m_points, (double)st.stored);
+  metric_add(p, p->m_dropped[DROP_STALE], (double)st.stale);
+  metric_add(p, p->m_dropped[DROP_CONFLICT], (double)st.conflicts);
+  metric_add(p, p->m_dropped[DROP_INVALID], (double)st.invalid);
+  metric_add(p, p->m_dropped[DROP_MISALIGNED], (double)st.misaligned);
+  metric_add(p, p->m_dropped[DROP_NOMEM], (double)st.nomem);
+  if (p->m_series) p->h->api->metric_set(p->m_series, (double)prom_state_series(p->st));
+  log_problem(p, err, &st);
+  /* What could not be exposed is counted, as otelcol drops it and accepts the rest. */
+  return 0;
+}
+
+static int prom_create(const sonde_host *h, const void *config, uint32_t signals, void **inst) {
+  const prom_config *c = config;
+  promexp *p = calloc(1, sizeof(*p));
+  if (!p) return SONDE_ENOMEM;
+  p->h = h;
+  p->cfg = c;
+  bool empty;
+  char *ns = c->namespace_ && c->namespace_[0] ? prom_label_name(c->namespace_, &empty) : NULL;
+  bool suffixes = c->add_metric_suffixes;
+  if (c->translation_strategy && c->translation_strategy[0])
+    suffixes = strcmp(c->translation_strategy, "UnderscoreEscapingWithSuffixes") == 0;
+  prom_opts o = {
+      .namespace_ = ns,
+      .add_suffixes = suffixes,
+      .send_timestamps = c->send_timestamps,
+      .without_scope_info = c->without_scope_info,
+      .resource_to_telemetry = c->resource_to_telemetry_conversion.enabled,
+      .resource_exclude_service_attrs =
+          c->resource_to_telemetry_conversion.exclude_service_attributes,
+      .const_keys = c->const_labels.keys,
+      .const_values = c->const_labels.values,
+      .n_const = c->const_labels.n,
+      .expiration_ns = c->metric_expiration,
+  };
+  int rc = prom_state_new(&o, &p->st);
+  free(ns);
+  if (rc) {
+    free(p);
+    return rc;
+  }
+  /* Self-metrics are best effort: a missing one does not stop the exporter. */
+  h->api->metric(h, SONDE_METRIC_GAUGE, "sonde_exporter_prometheus_series",
+                 "Series the prometheus exporter exposes.", NULL, &p->m_series);
+  h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_prometheus_points",
+                 "Data points that updated an exposed series.", NULL, &p->m_points);
+  h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_prometheus_expired_series",
+                 "Series dropped after metric_expiration without updates.", NULL, &p->m_expired);
+  h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_prometheus_scrapes", "Scrapes answered.",
+                 NULL, &p->m_scrapes);
+  for (int i = 0; i < DROP_N; i++) {
+    char labels[64];
+    snprintf(labels, sizeof(labels), "reason=%s", drop_reasons[i]);
+    h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_prometheus_dropped_points",
+                   "Data points not exposed, by reason.", labels, &p->m_dropped[i]);
+  }
+  *inst = p;
+  return 0;
+}
+
+static int prom_start(void *inst) {
+  promexp *p = inst;
+  const sonde_host_api *api = p->h->api;
+  int rc = api->http_listen(p->h, p->cfg->endpoint, NULL, handle, p, &p->srv);
+  if (rc) {
+    p->srv = NULL;
+    sonde_log(p->h, SONDE_LOG_ERROR, "cannot listen on %s: %s", p->cfg->endpoint,
+              sonde_strerror(rc));
+    return rc;
+  }
+  /* Series also expire between scrapes, so memory follows what is live. */
+  int64_t every = p->cfg->metric_expiration / 2;
+  if (every < 100000000) every = 100000000;
+  if (every > 30 * (int64_t)1000000000) every = 30 * (int64_t)1000000000;
+  rc = api->timer_start(p->h, every, every, on_sweep, p, &p->sweep);
+  if (rc) {
+    api->http_close(p->srv);
+    p->srv = NULL;
+    return rc;
+  }
+  sonde_log(p->h, SONDE_LOG_INFO, "serving metrics on http://%s/metrics", p->cfg->endpoint);
+  return 0;
+}
+
+static void prom_shutdown(void *inst, void (*done)(void *arg), void *arg) {
+  promexp *p = inst;
+  if (p->srv) p->h->api->http_close(p->srv);
+  if (p->sweep) p->h->api->timer_stop(p->sweep);
+  p->srv = NULL;
+  p->sweep = NULL;
+  done(arg);
+}
+
+static void prom_destroy(void *inst) {
+  promexp *p = inst;
+  if (!p) return;
+  if (p->srv) p->h->api->http_close(p->srv);
+  if (p->sweep) p->h->api->timer_stop(p->sweep);
+  prom_state_free(p->st);
+  free(p);
+}
+
+static const sonde_component prom_component = {
+    .struct_size = sizeof(sonde_component),
+    .kind = SONDE_KIND_EXPORTER,
+    .type = "prometheus",
+    .doc = "Prometheus pull endpoint with the latest value of every series",
+    .signals = SONDE_SIGNAL_METRICS,
+    .options = prom_options,
+    .config_size = sizeof(prom_config),
+    .validate = prom_validate,
+    .create = prom_create,
+    .start = prom_start,
+    .consume = prom_consume,
+    .shutdown = prom_shutdown,
+    .destroy = prom_destroy,
+};
+
+SONDE_PLUGIN_DEFINE("sonde-prometheus", "1.0", &prom_component);
