@@ -279,6 +279,8 @@ static void on_header(hx_h2 *h, int dir, const nghttp2_nv *nv) {
 /* Inflates `n` bytes of the header block fragment; `final`: they end the block. */
 static int inflate(hx_h2 *h, int dir, const uint8_t *p, size_t n, bool final) {
   h2_dir *d = &h->d[dir];
+  static const uint8_t none[1];
+  if (!p) p = none; /* an empty final call */
   for (;;) {
     nghttp2_nv nv;
     int fl = 0;

@@ -623,6 +623,13 @@ static void test_garbage(void **state) {
     assert_int_equal(g->e[i].ex.status, 0);
   }
   assert_true(errors > 150);
+  /* an empty header block after a pad length of 0: valid, decodes to nothing */
+  h = hx_h2_new(true, on_ex, g);
+  uint8_t empty[24 + 10];
+  memcpy(empty, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+  memcpy(empty + 24, (uint8_t[]){0, 0, 1, 1, 0xC, 0, 0, 0, 1, 0}, 10);
+  assert_int_equal(hx_h2_feed(h, HX_INGRESS, empty, sizeof(empty), sizeof(empty), 1), 0);
+  hx_h2_free(h);
   /* CONTINUATION without a HEADERS before it */
   h = hx_h2_new(false, on_ex, g);
   uint8_t cont[9] = {0, 0, 0, 9, 0x4, 0, 0, 0, 1};
