@@ -192,12 +192,14 @@ static bool is_uuid(const char *s, size_t n) {
 /* Whether a path segment is an identifier rather than a word of the API. */
 static bool is_id(const char *s, size_t n) {
   if (n == 0) return false;
-  size_t digits = 0, hex = 0, token = 0, switches = 0;
+  size_t digits = 0, hex = 0, token = 0, switches = 0, numeric = 0;
   int prev = 0; /* 1 letter, 2 digit */
   for (size_t i = 0; i < n; i++) {
     char c = s[i];
     if (is_digit(c)) digits++;
     if (is_hex(c)) hex++;
+    if (is_digit(c) || c == '-' || c == '.' || c == ':' || c == '_' || c == ',' || c == '+')
+      numeric++;
     if (is_digit(c) || is_alpha(c) || c == '-' || c == '_' || c == '=' || c == '+' || c == '.' ||
         c == '~')
       token++;
@@ -205,8 +207,9 @@ static bool is_id(const char *s, size_t n) {
     if (cls && prev && cls != prev) switches++;
     if (cls) prev = cls;
   }
-  if (digits == n) return true;                                     /* 42 */
-  if (is_uuid(s, n)) return true;                                   /* 123e4567-e89b-12d3-... */
+  if (digits == n) return true;                     /* 42 */
+  if (numeric == n && digits * 2 >= n) return true; /* 2024-01-15, 10.0.0.1, 12:30, -1.5 */
+  if (is_uuid(s, n)) return true;                   /* 123e4567-e89b-12d3-... */
   if (hex == n && ((n >= 8 && digits > 0) || n >= 16)) return true; /* 9f8e7d6c, sha256 */
   /* base64 / random tokens: long, letters and digits interleaved (slugs like
    * "release-notes-2024" switch once or twice) */
