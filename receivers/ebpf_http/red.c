@@ -404,7 +404,11 @@ static int proc_metrics(sonde_batch *b, const red_proc *p, uint64_t now, rm_t **
   opentelemetry__proto__resource__v1__resource__init(res);
   opentelemetry__proto__common__v1__instrumentation_scope__init(scope);
   size_t n = 0;
-  if (add_res_str(b, ra, &n, "service.name", p->service_name ? p->service_name : p->exe_name) ||
+  /* the SDKs' fallback when nothing names the service */
+  const char *svc = p->service_name ? p->service_name
+                    : p->exe_name   ? p->exe_name
+                                    : "unknown_service";
+  if (add_res_str(b, ra, &n, "service.name", svc) ||
       add_res_str(b, ra, &n, "service.namespace", p->service_namespace) ||
       !(ra[n++] = sonde_batch_kv_int(b, "process.pid", p->pid)) ||
       add_res_str(b, ra, &n, "process.executable.name", p->exe_name) ||

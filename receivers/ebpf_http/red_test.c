@@ -269,6 +269,17 @@ static void test_client_and_grpc(void **state) {
   assert_null(metric(resource(b, 100), "http.server.request.duration"));
   sonde_batch_unref(b);
 
+  /* nothing names the process: unknown_service, as the SDKs say */
+  hx_resource anon = {.pid = 300};
+  hx_red_record(r, &anon, &c404, NULL, NULL, 0);
+  b = collect(r);
+  const rm_t *ra = resource(b, 300);
+  assert_string_equal(kv_s(ra->resource->attributes, ra->resource->n_attributes, "service.name"),
+                      "unknown_service");
+  assert_null(kv(ra->resource->attributes, ra->resource->n_attributes, "host.name"));
+  sonde_batch_unref(b);
+  hx_red_forget(r, 300);
+
   /* a process that exited is forgotten */
   hx_red_forget(r, 200);
   b = collect(r);
