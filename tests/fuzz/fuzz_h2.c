@@ -1,6 +1,7 @@
 /* libFuzzer target: the ebpf_http receiver's HTTP/2 + gRPC decoder (receivers/ebpf_http/h2.c) on
  * both directions of one connection as a process read and wrote them, with every reported path
- * folded into a route (routes.c). The decoder sees whatever bytes any traced process exchanges.
+ * folded into a route (routes.c) and every exchange recorded into RED metrics (red.c). The decoder
+ * sees whatever bytes any traced process exchanges.
  *
  * Input: byte 0 = mode (bit 0: the traced process is the server; bits 1-3: feed size, 0 and 7 =
  * whole records), then records: flags (bit 0: written by the server, bit 1: uncaptured bytes
@@ -19,6 +20,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static hx_routes *g_routes;
+static hx_red *g_red;
 
 static void on_ex(void *ud, const hx_exchange *ex) {
   size_t *n = ud;
@@ -32,6 +34,8 @@ static void on_ex(void *ud, const hx_exchange *ex) {
   hx_routes_match(g_routes, ex->authority, ex->path, route, sizeof(route));
   if (route[0] != '/' && route[0] != '*') abort();
   if (!memchr(route, '\0', sizeof(route))) abort();
+  hx_resource res = {.pid = 7, .exe_name = "fuzz", .host_name = "h"};
+  hx_red_record(g_red, &res, ex, route, ex->authority, 443);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -39,6 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static const char *const pats[] = {"/users/{id}", "/static/**", "/api/*/x"};
     if (hx_routes_new(pats, 3, 50, &g_routes)) abort();
   }
+  if (!g_red && hx_red_new(&g_red)) abort();
   if (size < 1) return 0;
   static const size_t steps[8] = {0, 1, 2, 3, 5, 16, 100, 0};
   bool server = data[0] & 1;
@@ -81,5 +86,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (getenv("FUZZ_H2_VERBOSE"))          /* to check that the seeds decode */
     fprintf(stderr, "%zu exchanges, %zu more at close, error %d\n", before, reported - before, err);
   hx_h2_free(h);
+  /* the RED batch of what was reported must encode */
+  sonde_batch *b = NULL;
+  if (hx_red_collect(g_red, 1, &b) == 0 && b) {
+    uint8_t *buf = malloc(sonde_batch_packed_size(b) + 1);
+    if (buf && sonde_batch_pack(b, buf) != sonde_batch_packed_size(b)) abort();
+    free(buf);
+    sonde_batch_unref(b);
+  }
+  hx_red_forget(g_red, 7);
   return 0;
 }
