@@ -210,6 +210,8 @@ typedef struct proc {
   struct pend *pending; /* stack-copy samples waiting for this process's maps and tables */
   struct pend **pend_tail;
   unsigned npend;
+  uint64_t (*held)[2]; /* (dev, ino) of the files whose refs this process holds */
+  size_t nheld;
 } proc;
 
 /* A sample whose walk BPF left to user space (struct sonde_prof_sample_stack, stack trimmed to
@@ -238,9 +240,16 @@ typedef struct uw_newfile {
 typedef struct uw_file {
   uint64_t dev, ino;
   uint32_t first, n;
+  uint32_t refs;  /* processes whose published mappings use it; 0: freed at the next report */
+  uint32_t batch; /* the registration batch that brought it (kept while that batch is published) */
   uw_load loads[UW_MAX_LOADS];
   size_t nloads;
 } uw_file;
+
+/* A range of free rows of the BPF array. */
+typedef struct uw_range {
+  uint32_t first, n;
+} uw_range;
 
 typedef struct load_job {
   prof *p;
@@ -274,7 +283,11 @@ struct prof {
   pthread_mutex_t uw_mu;
   uw_file *uwf;
   size_t nuwf, capuwf;
-  uint32_t uw_next;            /* first free row of the BPF array */
+  uint32_t uw_next;  /* rows from here on were never used */
+  uint32_t uw_used;  /* rows held by files */
+  uint32_t uw_batch; /* registrations so far */
+  uw_range *uw_free; /* freed ranges below uw_next, sorted, coalesced */
+  size_t nfree, capfree;
   struct sonde_uw_row *uw_mem; /* the BPF array, mmap'ed */
   bool uw_full_logged;
   uv_poll_t *poll; /* freed in its close callback */
@@ -317,12 +330,15 @@ static proc *proc_find(prof *p, uint32_t pid) {
   return NULL;
 }
 
+static void proc_release(prof *p, proc *q);
+
 static void proc_unlink_free(prof *p, proc *q) {
   proc **pp = &p->buckets[q->pid % PROC_BUCKETS];
   while (*pp && *pp != q)
     pp = &(*pp)->next;
   if (*pp) *pp = q->next;
   if (p->skel) bpf_map__delete_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), 0);
+  proc_release(p, q);
   for (pend *x = q->pending, *nx; x; x = nx) {
     nx = x->next;
     free(x);
@@ -337,13 +353,14 @@ static void proc_unlink_free(prof *p, proc *q) {
 
 /* ---- process selection ----------------------------------------------------------------------- */
 
-static bool select_match(const prof_select *s, const proc *q) {
+/* pi: NULL when the process is not read yet. Reads only the configuration: pool threads call it
+ * too. */
+static bool select_match_info(const prof_select *s, uint32_t qpid, const prof_procinfo *pi) {
   for (size_t i = 0; i < s->pids.n; i++) {
     uint32_t pid;
-    if (!parse_pid(s->pids.v[i], &pid) && pid == q->pid) return true;
+    if (!parse_pid(s->pids.v[i], &pid) && pid == qpid) return true;
   }
-  if (!q->have_info) return false;
-  const prof_procinfo *pi = &q->info;
+  if (!pi) return false;
   for (size_t i = 0; i < s->executables.n; i++) {
     const char *g = s->executables.v[i];
     const char *subject = strchr(g, '/') ? pi->exe_path : pi->exe_name;
@@ -359,6 +376,11 @@ static bool select_match(const prof_select *s, const proc *q) {
   return false;
 }
 
+static bool select_keep(const prof_config *c, uint32_t pid, const prof_procinfo *pi) {
+  return (select_empty(&c->include) || select_match_info(&c->include, pid, pi)) &&
+         !select_match_info(&c->exclude, pid, pi);
+}
+
 /* Decides once the process is known; a dropped pid goes to the BPF filter so its samples stop. */
 static void proc_decide(prof *p, proc *q) {
   const prof_config *c = p->cfg;
@@ -366,8 +388,7 @@ static void proc_decide(prof *p, proc *q) {
                    !c->include.container_ids.n && !c->exclude.executables.n &&
                    !c->exclude.cgroups.n && !c->exclude.container_ids.n;
   if (!q->have_info && !only_pids) return;
-  bool keep =
-      (select_empty(&c->include) || select_match(&c->include, q)) && !select_match(&c->exclude, q);
+  bool keep = select_keep(c, q->pid, q->have_info ? &q->info : NULL);
   q->verdict = keep ? 1 : -1;
   if (!keep) {
     uint32_t v = SONDE_PROF_PID_EXCLUDE;
@@ -395,6 +416,17 @@ static bool map_key(const prof_mapping *m, uint64_t *dev, uint64_t *ino) {
     return true;
   }
   return false;
+}
+
+/* The registered file (dev, ino), or NULL (loop thread: no lock, only it writes). */
+static const uw_file *uw_find(prof *p, uint64_t dev, uint64_t ino) {
+  for (size_t k = 0; k < p->nuwf; k++)
+    if (p->uwf[k].dev == dev && p->uwf[k].ino == ino) return &p->uwf[k];
+  return NULL;
+}
+
+static uw_file *uw_find_mut(prof *p, uint64_t dev, uint64_t ino) {
+  return (uw_file *)uw_find(p, dev, ino);
 }
 
 static bool uw_known(prof *p, uint64_t dev, uint64_t ino) {
@@ -452,6 +484,7 @@ static void load_work(void *arg) {
   prof *p = j->p;
   j->rc = prof_procinfo_read((int)j->pid, p->bids, &j->info);
   if (j->rc) return;
+  if (!select_keep(p->cfg, j->pid, &j->info)) return; /* not profiled: no tables */
   /* Unwind tables of the files this process maps that no process brought yet. */
   size_t cap = j->info.n_maps;
   if (!cap || !(j->newfiles = calloc(cap, sizeof(*j->newfiles)))) return;
@@ -474,6 +507,81 @@ static void load_work(void *arg) {
   }
 }
 
+/* Row ranges of the BPF array (loop thread): first fit among the freed ranges, else the untouched
+ * end. */
+static bool rows_alloc(prof *p, uint32_t n, uint32_t *first) {
+  for (size_t i = 0; i < p->nfree; i++) {
+    if (p->uw_free[i].n < n) continue;
+    *first = p->uw_free[i].first;
+    p->uw_free[i].first += n;
+    p->uw_free[i].n -= n;
+    if (!p->uw_free[i].n)
+      memmove(&p->uw_free[i], &p->uw_free[i + 1], (--p->nfree - i) * sizeof(uw_range));
+    return true;
+  }
+  if (n > SONDE_UW_ROWS - p->uw_next) return false;
+  *first = p->uw_next;
+  p->uw_next += n;
+  return true;
+}
+
+static void rows_free(prof *p, uint32_t first, uint32_t n) {
+  if (!n) return;
+  size_t i = 0;
+  while (i < p->nfree && p->uw_free[i].first < first)
+    i++;
+  bool prev = i > 0 && p->uw_free[i - 1].first + p->uw_free[i - 1].n == first;
+  bool next = i < p->nfree && first + n == p->uw_free[i].first;
+  if (prev && next) {
+    p->uw_free[i - 1].n += n + p->uw_free[i].n;
+    memmove(&p->uw_free[i], &p->uw_free[i + 1], (--p->nfree - i) * sizeof(uw_range));
+  } else if (prev) {
+    p->uw_free[i - 1].n += n;
+  } else if (next) {
+    p->uw_free[i].first = first;
+    p->uw_free[i].n += n;
+  } else {
+    if (p->nfree == p->capfree) {
+      size_t nc = p->capfree ? p->capfree * 2 : 32;
+      uw_range *v = realloc(p->uw_free, nc * sizeof(*v));
+      if (!v) return; /* the rows leak until sonde restarts: only on out of memory */
+      p->uw_free = v;
+      p->capfree = nc;
+    }
+    memmove(&p->uw_free[i + 1], &p->uw_free[i], (p->nfree - i) * sizeof(uw_range));
+    p->uw_free[i] = (uw_range){first, n};
+    p->nfree++;
+  }
+  /* A free range at the end goes back to the untouched part. */
+  if (p->nfree && p->uw_free[p->nfree - 1].first + p->uw_free[p->nfree - 1].n == p->uw_next) {
+    p->uw_next = p->uw_free[p->nfree - 1].first;
+    p->nfree--;
+  }
+}
+
+static void uw_gauges(prof *p) {
+  if (p->m_uw_rows) p->h->api->metric_set(p->m_uw_rows, p->uw_used);
+  if (p->m_uw_files) p->h->api->metric_set(p->m_uw_files, (double)p->nuwf);
+}
+
+/* Frees the files no process uses any more (loop thread). No uw_procs entry points at them: an
+ * entry is rewritten or deleted before its process drops its references. */
+static void uw_sweep(prof *p) {
+  for (size_t i = 0; i < p->nuwf;) {
+    uw_file *f = &p->uwf[i];
+    if (f->refs || f->batch == p->uw_batch) {
+      i++;
+      continue;
+    }
+    rows_free(p, f->first, f->n);
+    p->uw_used -= f->n;
+    pthread_mutex_lock(&p->uw_mu);
+    p->uwf[i] = p->uwf[--p->nuwf];
+    pthread_mutex_unlock(&p->uw_mu);
+  }
+  uw_gauges(p);
+}
+
 /* Loop thread: copies a new file's rows into the BPF array and registers it. */
 static void uw_add(prof *p, const uw_newfile *nf) {
   {
@@ -489,19 +597,22 @@ static void uw_add(prof *p, const uw_newfile *nf) {
       pthread_mutex_unlock(&p->uw_mu);
       if (!v) return;
     }
-    uw_file f = {.dev = nf->dev, .ino = nf->ino, .nloads = nf->nloads};
+    uw_file f = {.dev = nf->dev, .ino = nf->ino, .nloads = nf->nloads, .batch = p->uw_batch};
     memcpy(f.loads, nf->loads, sizeof(f.loads));
+    uint32_t first;
+    if (nf->rows && p->uw_mem && nf->n > SONDE_UW_ROWS - p->uw_used) {
+      uw_sweep(p); /* make room from the files nobody maps any more */
+    }
     if (nf->rows && p->uw_mem) {
-      if (nf->n <= SONDE_UW_ROWS - p->uw_next) {
-        memcpy(p->uw_mem + p->uw_next, nf->rows, nf->n * sizeof(*nf->rows));
-        f.first = p->uw_next;
+      if (nf->n <= SONDE_UW_ROWS && rows_alloc(p, (uint32_t)nf->n, &first)) {
+        memcpy(p->uw_mem + first, nf->rows, nf->n * sizeof(*nf->rows));
+        f.first = first;
         f.n = (uint32_t)nf->n;
-        p->uw_next += (uint32_t)nf->n;
-        if (p->m_uw_rows) p->h->api->metric_set(p->m_uw_rows, p->uw_next);
+        p->uw_used += f.n;
       } else if (!p->uw_full_logged) {
         p->uw_full_logged = true;
         sonde_log(p->h, SONDE_LOG_WARN,
-                  "unwind tables full (%u rows): files loaded from now on are walked with frame "
+                  "unwind tables full (%u rows): files that do not fit are walked with frame "
                   "pointers",
                   SONDE_UW_ROWS);
       }
@@ -509,11 +620,12 @@ static void uw_add(prof *p, const uw_newfile *nf) {
     pthread_mutex_lock(&p->uw_mu);
     p->uwf[p->nuwf++] = f;
     pthread_mutex_unlock(&p->uw_mu);
-    if (p->m_uw_files) p->h->api->metric_set(p->m_uw_files, (double)p->nuwf);
+    uw_gauges(p);
   }
 }
 
 static void uw_register(prof *p, load_job *j) {
+  p->uw_batch++;
   for (size_t i = 0; i < j->nnew; i++)
     uw_add(p, &j->newfiles[i]);
 }
@@ -548,12 +660,8 @@ static void uw_add_vdso(prof *p) {
   uw_table_free(&t);
   uw_add(p, &nf);
   free(rows);
-}
-
-static const uw_file *uw_find(prof *p, uint64_t dev, uint64_t ino) {
-  for (size_t k = 0; k < p->nuwf; k++)
-    if (p->uwf[k].dev == dev && p->uwf[k].ino == ino) return &p->uwf[k];
-  return NULL;
+  uw_file *vf = uw_find_mut(p, VDSO_DEV, VDSO_INO);
+  if (vf) vf->refs = 1; /* for good */
 }
 
 /* The walker's view of mapping m: rows and bias when its file has rows, frame pointers when it
@@ -581,6 +689,38 @@ static uw_walk_map uw_view(prof *p, const prof_mapping *m) {
   return v;
 }
 
+/* q drops its references to files (loop thread). */
+static void proc_release(prof *p, proc *q) {
+  for (size_t i = 0; i < q->nheld; i++) {
+    uw_file *f = uw_find_mut(p, q->held[i][0], q->held[i][1]);
+    if (f && f->refs) f->refs--;
+  }
+  free(q->held);
+  q->held = NULL;
+  q->nheld = 0;
+}
+
+/* q takes references to the registered files it maps, then drops the ones it held before. */
+static void proc_hold(prof *p, proc *q) {
+  uint64_t(*nh)[2] = q->info.n_maps ? malloc(q->info.n_maps * sizeof(*nh)) : NULL;
+  size_t nn = 0;
+  for (size_t i = 0; nh && i < q->info.n_maps; i++) {
+    uint64_t dev, ino;
+    if (!map_key(&q->info.maps[i], &dev, &ino)) continue;
+    uw_file *f = uw_find_mut(p, dev, ino);
+    bool dup = false;
+    for (size_t k = 0; k < nn && !dup; k++)
+      dup = nh[k][0] == dev && nh[k][1] == ino;
+    if (!f || dup) continue;
+    f->refs++;
+    nh[nn][0] = dev;
+    nh[nn++][1] = ino;
+  }
+  proc_release(p, q);
+  q->held = nh;
+  q->nheld = nn;
+}
+
 /* Loop thread: tells BPF q's executable mappings: with rows, frame pointers (anonymous, no
  * table), and leaves out the files whose rows were never built so that BPF stops there and sends
  * a stack copy (which asks for them). */
@@ -605,6 +745,7 @@ static void uw_publish(prof *p, proc *q) {
     um->n_rows = v.n_rows;
   }
   bpf_map__update_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), &up, sizeof(up), BPF_ANY);
+  proc_hold(p, q);
 }
 
 static void job_free(load_job *j) {
@@ -1416,6 +1557,8 @@ static void on_report(void *arg) {
       }
     }
   }
+  p->uw_batch++; /* nothing is being published now */
+  uw_sweep(p);
   char err[256];
   if (attach_cpus(p, err, sizeof(err))) sonde_log(p->h, SONDE_LOG_WARN, "%s", err);
 }
@@ -1679,6 +1822,11 @@ static void prof_destroy(void *inst) {
     for (proc *q = p->buckets[i], *next; q; q = next) {
       next = q->next;
       prof_procinfo_free(&q->info);
+      for (pend *x = q->pending, *nx; x; x = nx) {
+        nx = x->next;
+        free(x);
+      }
+      free(q->held);
       free(q);
     }
   }
@@ -1687,6 +1835,7 @@ static void prof_destroy(void *inst) {
   prof_bidcache_free(p->bids);
   pthread_mutex_destroy(&p->uw_mu);
   free(p->uwf);
+  free(p->uw_free);
   free(p);
 }
 

@@ -158,7 +158,7 @@ def sample_attrs(d, sample):
 
 
 class Sonde:
-    def __init__(self, tmp, port, interval="1s"):
+    def __init__(self, tmp, port, interval="1s", extra=""):
         self.tmp = tmp
         self.out = os.path.join(tmp, "profiles.json")
         self.port = port
@@ -167,7 +167,7 @@ class Sonde:
             f.write("""receivers:
   ebpf_profiler:
     reporter_interval: %s
-exporters:
+%sexporters:
   file:
     path: %s
     flush_interval: 100ms
@@ -179,7 +179,7 @@ service:
     profiles:
       receivers: [ebpf_profiler]
       exporters: [file]
-""" % (interval, self.out, port))
+""" % (interval, extra, self.out, port))
         self.bin = os.path.join(build_dir(), "bin", "sonde")
         self.log_path = os.path.join(tmp, "sonde.log")
         self.proc = None

@@ -1,0 +1,97 @@
+"""ebpf_profiler: unwind tables are freed when no process maps their file any more.
+
+A sonde that profiles only executables named evict* sees 24 distinct files (fresh copies of the
+-fomit-frame-pointer workload, a new inode each) start, run straight into their call chain and
+exit. Checks, from sonde's own self-metrics and the profile it writes:
+  * tables were built while they ran (sonde_ebpf_profiler_unwind_rows above its start value);
+  * once they are gone, rows and files in use return to the start value (only the vdso's);
+  * their stacks were complete all the same (>= 99% down to main).
+
+Needs root and a BPF-capable kernel: otherwise exits 77 (skipped), or fails when
+SONDE_REQUIRE_BPF=1.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_ebpf_profiler as t  # noqa: E402  (the harness of the profiler test)
+
+FILES = 24
+
+
+def wait_for(cond, timeout, what):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
+
+
+def main():
+    workload = os.path.realpath(sys.argv[1])
+    if os.geteuid() != 0:
+        t.skip_or_fail("needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)")
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        t.skip_or_fail("kernel without BTF (/sys/kernel/btf/vmlinux)")
+    tmp = tempfile.mkdtemp(prefix="sonde-bpf-evict-")
+    s = t.Sonde(tmp, t.free_port(), extra="    include:\n      executables: [\"evict*\"]\n")
+    rc, out = s.validate()
+    if rc != 0:
+        t.skip_or_fail("sonde validate: " + out.strip())
+    s.start()
+    paths, pids = [], []
+    try:
+        base_rows = wait_for(lambda: s.metric("sonde_ebpf_profiler_unwind_rows"), 10,
+                             "the unwind_rows gauge")
+        base_files = s.metric("sonde_ebpf_profiler_unwind_files")
+        peak = base_rows
+        for i in range(0, FILES, 2):
+            procs = []
+            for k in (i, i + 1):
+                path = os.path.join(tmp, "evict%d" % k)
+                shutil.copy(workload, path)
+                paths.append(path)
+                procs.append(subprocess.Popen([path, "cold", "0.3"]))
+            for p in procs:
+                p.wait()
+                pids.append(p.pid)
+            peak = max(peak, s.metric("sonde_ebpf_profiler_unwind_rows"))
+        # Exited processes leave at the report after their last samples, their files at the
+        # report after that (reports every second; later on a loaded machine).
+        wait_for(lambda: s.metric("sonde_ebpf_profiler_unwind_rows") == base_rows and
+                 s.metric("sonde_ebpf_profiler_unwind_files") == base_files, 30,
+                 "rows and files back to %d / %d (now %s / %s)" % (
+                     base_rows, base_files, s.metric("sonde_ebpf_profiler_unwind_rows"),
+                     s.metric("sonde_ebpf_profiler_unwind_files")))
+        evicted = s.metric("sonde_ebpf_profiler_processes_evicted_total")
+    finally:
+        s.stop()
+
+    by_pid = {}
+    for d, rp in t.load_profiles(s.out):
+        ra = t.attrs_of(rp.get("resource", {}).get("attributes"))
+        for sp in rp.get("scopeProfiles", []):
+            for prof in sp.get("profiles", []):
+                for smp in prof.get("samples", []):
+                    by_pid.setdefault(int(ra["process.pid"]), []).append((d, smp))
+    tot = in_chain = complete = 0
+    for pid, path in zip(pids, paths):
+        n, i, c, _bad = t.chain_counts(path, by_pid.get(pid, []))
+        tot, in_chain, complete = tot + n, in_chain + i, complete + c
+    print("%d files: rows in use %d at start, %d at the peak, back to %d; %d processes evicted; "
+          "%d samples, %d in the chain, %d complete" % (FILES, base_rows, peak, base_rows, evicted,
+                                                         tot, in_chain, complete))
+    assert peak > base_rows, "no tables were built for the workloads"
+    assert in_chain >= 20, "too few chain samples: %d of %d" % (in_chain, tot)
+    assert complete >= 0.99 * in_chain, "incomplete stacks: %d/%d" % (complete, in_chain)
+    print("OK")
+
+
+if __name__ == "__main__":
+    main()
