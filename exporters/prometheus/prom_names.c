@@ -343,7 +343,9 @@ char *prom_label_name(const char *key, bool *empty) {
 static int shortest_digits(double v, char digs[20], int *exp10) {
   char tmp[40];
   double a = fabs(v);
-  for (int prec = 1; prec <= 17; prec++) {
+  /* If any decimal of 15 digits or fewer reads back as v, rounding v to 15 digits gives it
+   * (a double's half-ulp is below 15 digits' rounding), so 15, 16, 17 are the only tries. */
+  for (int prec = 15; prec <= 17; prec++) {
     snprintf(tmp, sizeof(tmp), "%.*e", prec - 1, a);
     if (strtod(tmp, NULL) == a) break;
   }
@@ -411,6 +413,8 @@ static int fmt_special(char *out, double v) {
 int prom_fmt_float(char *out, double v) {
   int r = fmt_special(out, v);
   if (r >= 0) return r;
+  if (v == (double)(int64_t)v && fabs(v) < 1e6) /* counts: the common case, without strtod */
+    return sprintf(out, "%" PRId64, (int64_t)v);
   char digs[20];
   int e, n = shortest_digits(v, digs, &e);
   /* 'g' with the shortest precision switches to %e below 1e-4 and from 1e+06 (eprec 6). */

@@ -244,7 +244,7 @@ static int cmp_lbl(const void *a, const void *b) {
 /* Sorted and rendered as `a="x",b="y"`; NULL when out of memory. */
 static char *lbls_render(lbls *l) {
   if (l->oom) return NULL;
-  qsort(l->v, l->n, sizeof(lbl), cmp_lbl);
+  if (l->n) qsort(l->v, l->n, sizeof(lbl), cmp_lbl);
   sonde_buf b = {0};
   int rc = 0;
   for (size_t i = 0; !rc && i < l->n; i++) {
@@ -311,7 +311,7 @@ static int attrs_add(attrs *a, kv_t *const *kvs, size_t n, const char *const *sk
       a->n++;
     }
   }
-  qsort(a->v, a->n, sizeof(attr), cmp_attr);
+  if (a->n) qsort(a->v, a->n, sizeof(attr), cmp_attr);
   return 0;
 }
 
@@ -534,7 +534,7 @@ static series *series_get(prom_state *s, const mctx *mc, const sctx *sc, const r
       pa.n++;
     }
   }
-  qsort(pa.v, pa.n, sizeof(attr), cmp_attr);
+  if (pa.n) qsort(pa.v, pa.n, sizeof(attr), cmp_attr);
   if (sonde_buf_printf(&sig, "%s\x1e%d\x1e%s\x1e%s\x1e%s\x1e", mc->m->name ? mc->m->name : "",
                        mc->kind, sc->name, sc->version, sc->schema) ||
       put_attrs_sig(&sig, &sc->attrs) || put_attrs_sig(&sig, &pa) ||
@@ -1137,25 +1137,37 @@ static void fmt_uint(const rend *r, char *out, uint64_t v) {
     prom_fmt_float(out, (double)v);
 }
 
+static void put(rend *r, const char *s) {
+  if (!r->rc) r->rc = sonde_buf_append(r->o, s, strlen(s));
+}
+
 /* One sample line: name+suffix{labels[,extra="ev"]} value[ timestamp]. */
 static void sample(rend *r, const char *name, const char *suffix, const char *labels,
                    const char *extra, const char *ev, const char *value, uint64_t ts) {
-  if (r->rc) return;
   bool any = labels[0] || extra;
-  r->rc = sonde_buf_printf(r->o, "%s%s%s%s%s", name, suffix, any ? "{" : "", labels,
-                           extra && labels[0] ? "," : "");
-  if (!r->rc && extra) r->rc = sonde_buf_printf(r->o, "%s=\"%s\"", extra, ev);
-  if (!r->rc) r->rc = sonde_buf_printf(r->o, "%s %s", any ? "}" : "", value);
-  if (!r->rc && r->ts) {
-    if (r->om) {
-      char t[40];
-      prom_fmt_om_float(t, (double)ts / 1e9);
-      r->rc = sonde_buf_printf(r->o, " %s", t);
-    } else {
-      r->rc = sonde_buf_printf(r->o, " %" PRIu64, ts / 1000000);
-    }
+  put(r, name);
+  put(r, suffix);
+  if (any) put(r, "{");
+  put(r, labels);
+  if (extra) {
+    if (labels[0]) put(r, ",");
+    put(r, extra);
+    put(r, "=\"");
+    put(r, ev);
+    put(r, "\"");
   }
-  if (!r->rc) r->rc = sonde_buf_append(r->o, "\n", 1);
+  put(r, any ? "} " : " ");
+  put(r, value);
+  if (r->ts) {
+    char t[40];
+    if (r->om)
+      prom_fmt_om_float(t, (double)ts / 1e9);
+    else
+      snprintf(t, sizeof(t), "%" PRIu64, ts / 1000000);
+    put(r, " ");
+    put(r, t);
+  }
+  put(r, "\n");
 }
 
 static void header(rend *r, const char *name, const char *help, const char *type) {
@@ -1204,7 +1216,7 @@ static void render_hist(rend *r, const char *name, const series *x) {
     size_t n = 0;
     for (size_t i = 0; i < x->nb; i++)
       if (!isnan(x->bounds[i])) b[n++] = (bkt){x->bounds[i], i};
-    qsort(b, n, sizeof(*b), cmp_bkt);
+    if (n) qsort(b, n, sizeof(*b), cmp_bkt);
     for (size_t i = 0; i < n; i++) {
       if (i && b[i].le == b[i - 1].le) continue; /* the first of equal bounds counts */
       cum += x->counts[b[i].idx];
@@ -1295,7 +1307,7 @@ int prom_state_render(prom_state *s, bool openmetrics, sonde_buf *out) {
   for (size_t i = 0; i < s->series.nb; i++)
     for (hentry *e = s->series.b[i]; e; e = e->next)
       v[n++] = (series *)e;
-  qsort(v, n, sizeof(*v), cmp_series);
+  if (n) qsort(v, n, sizeof(*v), cmp_series);
   bool targets_done = ht_get(&s->families, s->target_name, fnv1a(s->target_name)) != NULL;
   char omname[512];
   for (size_t i = 0; i < n && !r.rc; i++) {

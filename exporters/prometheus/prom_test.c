@@ -12,6 +12,7 @@
 
 #include "prom_names.h"
 #include "prom_state.h"
+#include "sonde/errors.h"
 
 /* ---- names ----------------------------------------------------------------------------------- */
 
@@ -212,31 +213,33 @@ static const char every_type[] = ONE(
     "\"timeUnixNano\":\"1000000000\",\"count\":\"3\",\"sum\":4,\"quantileValues\":["
     "{\"quantile\":0.5,\"value\":1},{\"quantile\":0.9,\"value\":2}]}]}}");
 
+#define EVERY_TEXT                                                                                 \
+  "# HELP http_requests_total Requests.\n"                                                         \
+  "# TYPE http_requests_total counter\n"                                                           \
+  "http_requests_total{http_method=\"GET\"," L "} 5\n"                                             \
+  "# HELP lat_seconds Latency.\n"                                                                  \
+  "# TYPE lat_seconds summary\n"                                                                   \
+  "lat_seconds{" L ",quantile=\"0.5\"} 1\n"                                                        \
+  "lat_seconds{" L ",quantile=\"0.9\"} 2\n"                                                        \
+  "lat_seconds_sum{" L "} 4\n"                                                                     \
+  "lat_seconds_count{" L "} 3\n"                                                                   \
+  "# HELP mem_usage_bytes Memory\\nin use.\n"                                                      \
+  "# TYPE mem_usage_bytes gauge\n"                                                                 \
+  "mem_usage_bytes{" L "} 1024.5\n"                                                                \
+  "# HELP rpc_duration_milliseconds RPC time.\n"                                                   \
+  "# TYPE rpc_duration_milliseconds histogram\n"                                                   \
+  "rpc_duration_milliseconds_bucket{" L ",le=\"1\"} 1\n"                                           \
+  "rpc_duration_milliseconds_bucket{" L ",le=\"5\"} 3\n"                                           \
+  "rpc_duration_milliseconds_bucket{" L ",le=\"+Inf\"} 6\n"                                        \
+  "rpc_duration_milliseconds_sum{" L "} 20\n"                                                      \
+  "rpc_duration_milliseconds_count{" L "} 6\n" TARGET
+
 static void test_every_type(void **state) {
   (void)state;
   prom_state *s = new_state(NULL);
   prom_stats st = feed(s, 0, every_type);
   assert_int_equal(st.stored, 4);
-  expect(s, false,
-         "# HELP http_requests_total Requests.\n"
-         "# TYPE http_requests_total counter\n"
-         "http_requests_total{http_method=\"GET\"," L "} 5\n"
-         "# HELP lat_seconds Latency.\n"
-         "# TYPE lat_seconds summary\n"
-         "lat_seconds{" L ",quantile=\"0.5\"} 1\n"
-         "lat_seconds{" L ",quantile=\"0.9\"} 2\n"
-         "lat_seconds_sum{" L "} 4\n"
-         "lat_seconds_count{" L "} 3\n"
-         "# HELP mem_usage_bytes Memory\\nin use.\n"
-         "# TYPE mem_usage_bytes gauge\n"
-         "mem_usage_bytes{" L "} 1024.5\n"
-         "# HELP rpc_duration_milliseconds RPC time.\n"
-         "# TYPE rpc_duration_milliseconds histogram\n"
-         "rpc_duration_milliseconds_bucket{" L ",le=\"1\"} 1\n"
-         "rpc_duration_milliseconds_bucket{" L ",le=\"5\"} 3\n"
-         "rpc_duration_milliseconds_bucket{" L ",le=\"+Inf\"} 6\n"
-         "rpc_duration_milliseconds_sum{" L "} 20\n"
-         "rpc_duration_milliseconds_count{" L "} 6\n" TARGET);
+  expect(s, false, EVERY_TEXT);
   expect(s, true,
          "# HELP http_requests Requests.\n"
          "# TYPE http_requests counter\n"
@@ -425,6 +428,64 @@ static void test_options(void **state) {
   prom_state_free(s);
 }
 
+/* ---- allocation failures --------------------------------------------------------------------- */
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t m);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+char *__real_strndup(const char *s, size_t n);
+static long alloc_count, fail_at = -1;
+static bool fail_now(void) {
+  return fail_at >= 0 && alloc_count++ == fail_at;
+}
+void *__wrap_malloc(size_t n) {
+  return fail_now() ? NULL : __real_malloc(n);
+}
+void *__wrap_calloc(size_t n, size_t m) {
+  return fail_now() ? NULL : __real_calloc(n, m);
+}
+void *__wrap_realloc(void *p, size_t n) {
+  return fail_now() ? NULL : __real_realloc(p, n);
+}
+char *__wrap_strdup(const char *s) {
+  return fail_now() ? NULL : __real_strdup(s);
+}
+char *__wrap_strndup(const char *s, size_t n) {
+  return fail_now() ? NULL : __real_strndup(s, n);
+}
+
+/* Every allocation of the exporter's code fails in turn, during creation, consume and render:
+ * no crash or leak (ASan), and the same input given again afterwards gives the full exposition,
+ * so a failure never leaves a half-made series behind. */
+static void test_alloc_failures(void **state) {
+  (void)state;
+  prom_opts o = {.add_suffixes = true, .expiration_ns = 300 * S};
+  long n;
+  for (n = 0;; n++) {
+    prom_state *s;
+    alloc_count = 0;
+    fail_at = n;
+    int rc = prom_state_new(&o, &s);
+    if (rc) {
+      fail_at = -1;
+      continue;
+    }
+    feed(s, 0, every_type);
+    sonde_buf out = {0};
+    rc = prom_state_render(s, false, &out);
+    assert_true(rc == 0 || rc == SONDE_ENOMEM);
+    sonde_buf_free(&out);
+    bool hit = alloc_count > n;
+    fail_at = -1;
+    feed(s, 0, every_type);
+    expect(s, false, EVERY_TEXT);
+    prom_state_free(s);
+    if (!hit) break;
+  }
+  assert_true(n > 50);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_metric_names),
@@ -438,6 +499,7 @@ int main(void) {
       cmocka_unit_test(test_conflicts_and_removal),
       cmocka_unit_test(test_expiration),
       cmocka_unit_test(test_options),
+      cmocka_unit_test(test_alloc_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
