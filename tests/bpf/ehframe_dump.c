@@ -72,9 +72,15 @@ int main(int argc, char **argv) {
     rule(ra, sizeof(ra), r->ra_rule, r->ra_off);
     printf("%016" PRIx64 " %s %s %s\n", r->pc, cfa, rbp, ra);
   }
+  size_t plt = 0, sig = 0;
+  for (size_t i = 0; i < t.n; i++) {
+    plt += t.rows[i].cfa_type == UW_CFA_PLT;
+    sig += t.rows[i].cfa_type == UW_CFA_SIGNAL;
+  }
   double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
-  fprintf(stderr, "%s: %lld bytes, %zu FDEs (%zu skipped), %zu rows in %.2f ms\n", argv[1],
-          (long long)st.st_size, t.fdes, t.skipped, t.n, ms);
+  fprintf(stderr,
+          "%s: %lld bytes, %zu FDEs (%zu skipped), %zu rows in %.2f ms; %zu PLT, %zu signal\n",
+          argv[1], (long long)st.st_size, t.fdes, t.skipped, t.n, ms, plt, sig);
   uw_table_free(&t);
   munmap((void *)buf, (size_t)st.st_size);
   close(fd);

@@ -115,6 +115,14 @@ def main():
                 checked += 1
                 if mine(pc) != theirs(pc) and len(bad) < 5:
                     bad.append("%x: ours %s, readelf %s" % (pc, mine(pc), theirs(pc)))
+        # The two CFA expressions the walker follows: gcc's PLT stubs (every dynamically linked
+        # file here has a .plt FDE) and glibc's signal trampoline __restore_rt.
+        m = re.search(r"(\d+) PLT, (\d+) signal", info)
+        assert m, info
+        if path == os.path.realpath(sys.argv[2]):
+            assert int(m.group(1)) >= 1, "no PLT row recognised in %s" % path
+        if os.path.basename(path) == "libc.so.6":
+            assert int(m.group(2)) >= 1, "__restore_rt's signal frame not recognised in libc"
         print("  %d addresses compared" % checked)
         assert checked > 0, "nothing compared in %s" % path
         assert not bad, "%s differs from readelf:\n  %s" % (path, "\n  ".join(bad))
