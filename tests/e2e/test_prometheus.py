@@ -60,6 +60,17 @@ HIST = {"name": "http.server.request.duration", "unit": "s", "description": "Req
             "count": "100", "sum": 31.5, "bucketCounts": ["10", "80", "10", "0"],
             "explicitBounds": [0.1, 0.5, 1]}]}}
 
+# Exponential, scale 0: 50 values in (1, 2] s and 50 in (2, 4] s; p75 is 3 s.
+EXP = {"name": "rpc.server.duration", "unit": "s", "description": "RPC time.",
+       "exponentialHistogram": {"aggregationTemporality": 2, "dataPoints": [{
+           "startTimeUnixNano": str(NOW - 10**9), "timeUnixNano": str(NOW), "count": "100",
+           "sum": 250, "scale": 0, "zeroCount": "0",
+           "positive": {"offset": 0, "bucketCounts": ["50", "50"]}}]}}
+SUMMARY = {"name": "rpc.latency", "unit": "s", "description": "RPC latency.",
+           "summary": {"dataPoints": [{"timeUnixNano": str(NOW), "count": "10", "sum": 3,
+                                       "quantileValues": [{"quantile": 0.5, "value": 0.2},
+                                                          {"quantile": 0.99, "value": 0.9}]}]}}
+
 
 def post(port, body):
     data = json.dumps(body).encode()
@@ -161,7 +172,7 @@ service:
     prom = None
     try:
         s.wait_log(r"Starting HTTP server")
-        post(hport, request([counter(42, NOW), GAUGE, HIST]))
+        post(hport, request([counter(42, NOW), GAUGE, HIST, EXP, SUMMARY]))
         post(hport, request([delta(3, NOW - 2 * 10**9, NOW - 10**9)]))
         post(hport, request([delta(4, NOW - 10**9, NOW)]))  # starts where the last ended: added
 
@@ -193,6 +204,8 @@ service:
             'histogram_quantile(0.5, sum by (le) (http_server_request_duration_seconds_bucket))',
             0.3)
         prom.wait_value("http_server_request_duration_seconds_count", 100)
+        prom.wait_value('histogram_quantile(0.75, rpc_server_duration_seconds_bucket)', 3)
+        prom.wait_value('rpc_latency_seconds{quantile="0.99"}', 0.9)
         t = prom.wait_value('target_info{job="checkout"}', 1)
         assert t["deployment_environment"] == "e2e" and "region" not in t, t
         # The OpenMetrics endpoint, scraped the same way.
@@ -200,7 +213,8 @@ service:
         prom.wait_value('histogram_quantile(0.5, sum by (le) (om_http_server_request_duration_seconds_bucket))', 0.3)
         for job in ("sonde_text", "sonde_om"):
             prom.wait_value('up{job="%s"}' % job, 1)
-        print("prometheus: counter 42, gauge 7.5, delta sum 7, p50 0.3 s, target_info, both formats")
+        print("prometheus: counter 42, gauge 7.5, delta sum 7, p50 0.3 s, exponential p75 3 s, "
+              "summary, target_info, both formats")
 
         # A newer cumulative point replaces the value; an older one is ignored.
         post(hport, request([counter(50, NOW + 10**9)]))
