@@ -143,7 +143,7 @@ static int parse_time(const char *query, const char *key, int64_t now_ns, int64_
   if (!fg_query_get(query, key, v, sizeof v) || !v[0]) return 0;
   char *end;
   long long ms = strtoll(v, &end, 10);
-  if (*end || ms > 100000000000000LL || ms < -100000000000000LL) {
+  if (*end || end == v || ms > 4000000000000LL || ms < -4000000000000LL) {
     snprintf(err, errlen, "%s: not a time in milliseconds: %s", key, v);
     return SONDE_EINVAL;
   }
