@@ -16,8 +16,10 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
+# default.yaml profiles every process (root needed for BPF) and serves the flame graph page.
 run: build
 	@mkdir -p $(BUILD)/data
+	@echo "sonde: flame graph on http://localhost:7070/ (data under $(BUILD)/data; Ctrl-C stops)"
 	SONDE_DATA_DIR=$(BUILD)/data $(BUILD)/bin/sonde --config $(CONFIG)
 
 test: build
