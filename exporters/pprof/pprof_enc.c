@@ -370,9 +370,14 @@ static int add_profile(builder *bd, const oprof_t *op, int64_t *t0, int64_t *t1)
       if (cpu == -1) return SONDE_ENOMEM;
     }
   }
-  int64_t ts = (int64_t)op->time_unix_nano;
-  if (ts && (!*t0 || ts < *t0)) *t0 = ts;
-  if (ts && ts + (int64_t)op->duration_nano > *t1) *t1 = ts + (int64_t)op->duration_nano;
+  /* Times past 2^62 ns (year 2116) are garbage and left out rather than overflowing. */
+  const uint64_t lim = (uint64_t)1 << 62;
+  if (op->time_unix_nano && op->time_unix_nano < lim) {
+    int64_t ts = (int64_t)op->time_unix_nano;
+    int64_t end = ts + (op->duration_nano < lim ? (int64_t)op->duration_nano : 0);
+    if (!*t0 || ts < *t0) *t0 = ts;
+    if (end > *t1) *t1 = end;
+  }
   for (size_t i = 0; i < op->n_samples; i++) {
     const Opentelemetry__Proto__Profiles__V1development__Sample *os = op->samples[i];
     if (!os) continue;
@@ -468,7 +473,8 @@ static int finish(builder *bd, int64_t t0, int64_t t1) {
     if (!(s->value = ar_alloc(&bd->a, nt * sizeof(int64_t)))) return SONDE_ENOMEM;
     s->n_value = nt;
     s->value[v->col] = v->v;
-    if (v->cpu >= 0) s->value[v->cpu] = v->v * v->period;
+    /* wraps rather than overflowing on absurd inputs */
+    if (v->cpu >= 0) s->value[v->cpu] = (int64_t)((uint64_t)v->v * (uint64_t)v->period);
   }
   bd->p.sample = bd->samples;
   bd->p.n_sample = bd->n_samples;
