@@ -134,22 +134,28 @@ typedef struct cie {
 } cie;
 
 /* Parses the CIE whose length field is at sec + off. */
-static bool parse_cie(const uint8_t *sec, size_t size, uint64_t off, uint64_t sec_vaddr, cie *c) {
+static bool parse_cie(const uint8_t *sec, size_t size, uint64_t off, uint64_t sec_vaddr, bool debug,
+                      cie *c) {
   if (off >= size) return false;
   rd r = {sec + off, sec + size, false};
   uint64_t len = rd_n(&r, 4);
-  if (len == 0xffffffffu) len = rd_n(&r, 8);
+  bool dw64 = len == 0xffffffffu;
+  if (dw64) len = rd_n(&r, 8);
   if (r.bad || len > (uint64_t)(r.end - r.p)) return false;
   r.end = r.p + len;
-  if (rd_n(&r, 4) != 0) return false; /* CIE id is 0 in .eh_frame */
+  /* CIE id: 0 in .eh_frame, all ones in .debug_frame (8 bytes in 64-bit DWARF there). */
+  uint64_t id = rd_n(&r, debug && dw64 ? 8 : 4);
+  if (debug ? id != (dw64 ? UINT64_MAX : 0xffffffffu) : id != 0) return false;
   uint8_t version = (uint8_t)rd_n(&r, 1);
-  if (version != 1 && version != 3) return false;
+  if (version != 1 && version != 3 && !(debug && version == 4)) return false;
   const uint8_t *aug = r.p;
   while (r.p < r.end && *r.p)
     r.p++;
   if (r.p >= r.end) return false;
   size_t aug_len = (size_t)(r.p - aug);
   r.p++;
+  /* DWARF 4 .debug_frame: address size (8 here) and segment selector size (0). */
+  if (version == 4 && (rd_n(&r, 1) != 8 || rd_n(&r, 1) != 0)) return false;
   memset(c, 0, sizeof(*c));
   c->code_align = rd_uleb(&r);
   c->data_align = rd_sleb(&r);
@@ -426,8 +432,10 @@ static int run_cfa(const uint8_t *p, const uint8_t *end, const cie *c, cfa_state
 /* ---- ELF and the section walk -----------------------------------------------------------------
  */
 
-static bool find_eh_frame(const uint8_t *buf, size_t len, const uint8_t **sec, size_t *size,
-                          uint64_t *vaddr, int *err) {
+/* The section called name (SHT_PROGBITS) of an ELF64 x86-64 image. *err: SONDE_EPROTO when the
+ * image is not one, SONDE_ENOTFOUND when it has no such section. */
+static bool find_section(const uint8_t *buf, size_t len, const char *want, const uint8_t **sec,
+                         size_t *size, uint64_t *vaddr, int *err) {
   *err = SONDE_EPROTO;
   if (len < 64 ||
       memcmp(buf,
@@ -459,7 +467,8 @@ static bool find_eh_frame(const uint8_t *buf, size_t len, const uint8_t **sec, s
     if (x.bad || type != 1 /* SHT_PROGBITS */ || name >= str_size) continue;
     const char *nm = (const char *)buf + str_off + name;
     size_t maxn = (size_t)(str_size - name);
-    if (strnlen(nm, maxn) != 9 || memcmp(nm, ".eh_frame", 9)) continue;
+    size_t wl = strlen(want);
+    if (strnlen(nm, maxn) != wl || memcmp(nm, want, wl)) continue;
     if (off > len || sz > len - off) return false;
     *sec = buf + off;
     *size = (size_t)sz;
@@ -481,28 +490,29 @@ static bool same_rule(const uw_row *a, const uw_row *b) {
          a->rbp_off == b->rbp_off && a->ra_rule == b->ra_rule && a->ra_off == b->ra_off;
 }
 
-int uw_table_build(const uint8_t *buf, size_t len, uw_table *t) {
-  const uint8_t *sec;
-  size_t size;
-  uint64_t sec_vaddr;
-  int err;
-  if (!find_eh_frame(buf, len, &sec, &size, &sec_vaddr, &err)) return err;
-
+/* Rows of every FDE of one section (.eh_frame, or .debug_frame when debug). */
+static int walk_section(const uint8_t *sec, size_t size, uint64_t sec_vaddr, bool debug,
+                        uw_table *t) {
   for (size_t off = 0; off + 4 <= size;) {
     rd r = {sec + off, sec + size, false};
     uint64_t elen = rd_n(&r, 4);
     if (elen == 0) break; /* terminator */
-    if (elen == 0xffffffffu) elen = rd_n(&r, 8);
+    bool dw64 = elen == 0xffffffffu;
+    if (dw64) elen = rd_n(&r, 8);
     if (r.bad || elen > (uint64_t)(r.end - r.p) || elen < 4) break;
     size_t next = (size_t)(r.p - sec) + (size_t)elen;
     const uint8_t *id_at = r.p;
-    uint64_t id = rd_n(&r, 4);
+    uint64_t id = rd_n(&r, debug && dw64 ? 8 : 4);
     r.end = sec + next;
-    if (id != 0) { /* an FDE; id is the distance back to its CIE */
+    bool is_cie = debug ? id == (dw64 ? UINT64_MAX : 0xffffffffu) : id == 0;
+    if (!is_cie) {
+      /* An FDE. Its CIE: .eh_frame gives the distance back from this field, .debug_frame the
+       * offset from the section's start. */
       cie c;
       uint64_t cie_off = (uint64_t)(id_at - sec);
       uint64_t pc_begin, pc_range;
-      if (id > cie_off || !parse_cie(sec, size, cie_off - id, sec_vaddr, &c) ||
+      if ((debug ? id >= size : id > cie_off) ||
+          !parse_cie(sec, size, debug ? id : cie_off - id, sec_vaddr, debug, &c) ||
           !rd_encoded(&r, c.fde_enc, sec_vaddr + (uint64_t)(r.p - sec), &pc_begin) ||
           !rd_encoded(&r, c.fde_enc & 0x0f, 0, &pc_range)) {
         t->skipped++;
@@ -545,6 +555,22 @@ int uw_table_build(const uint8_t *buf, size_t len, uw_table *t) {
     }
     off = next;
   }
+  return 0;
+}
+
+int uw_table_build(const uint8_t *buf, size_t len, uw_table *t) {
+  const uint8_t *sec;
+  size_t size;
+  uint64_t sec_vaddr;
+  int err, derr;
+  bool eh = find_section(buf, len, ".eh_frame", &sec, &size, &sec_vaddr, &err);
+  if (eh && (err = walk_section(sec, size, sec_vaddr, false, t))) return err;
+  /* .debug_frame too: code built without unwind tables has only that, next to the few .eh_frame
+   * FDEs of the C runtime's objects. Where both cover a pc the sort below keeps one row. */
+  bool dbg =
+      err != SONDE_EPROTO && find_section(buf, len, ".debug_frame", &sec, &size, &sec_vaddr, &derr);
+  if (dbg && (err = walk_section(sec, size, 0, true, t))) return err;
+  if (!eh && !dbg) return err;
 
   if (t->n) {
     qsort(t->rows, t->n, sizeof(*t->rows), cmp_row);

@@ -282,6 +282,7 @@ def chain_counts(workload, samples):
 def main():
     workload = os.path.realpath(sys.argv[1])
     workload_nofp = os.path.realpath(sys.argv[2])
+    workload_dbg = os.path.realpath(sys.argv[3])
     if os.geteuid() != 0:
         skip_or_fail("needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)")
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
@@ -300,6 +301,8 @@ def main():
         nofp = subprocess.Popen([workload_nofp, "cpu", "8"])
         cpu.wait()
         nofp.wait()
+        dbg = subprocess.Popen([workload_dbg, "cold", "2"])
+        dbg.wait()
         # Cold start: fresh copies of the -fomit-frame-pointer workload (a new file each, so no
         # table exists yet) go straight into the chain; their stacks must be complete from the
         # first sample (BPF sends a stack copy until the tables are loaded).
@@ -374,6 +377,11 @@ def main():
     assert ra["process.executable.path"] == workload_nofp, ra
     chain_check("no frame pointers (.eh_frame)", workload_nofp, samples)
 
+    # -- .debug_frame only -------------------------------------------------------------------------
+    ra, samples = by_pid.get(dbg.pid, (None, []))
+    assert samples, "no samples of the .debug_frame workload (pid %d)" % dbg.pid
+    chain_check("no frame pointers, .debug_frame only", workload_dbg, samples)
+
     # -- cold start: 12 new files, 0.3 s of CPU each, straight into the chain -------------------
     tot = in_chain = complete = 0
     bad = []
@@ -412,7 +420,7 @@ def main():
     # child that was profiled was evicted, and the table is no larger than what is alive.
     children = [p for p, (ra, _) in by_pid.items()
                 if ra.get("process.executable.path") == workload
-                and p not in (cpu.pid, sysw.pid, spawn.pid, nofp.pid)]
+                and p not in (cpu.pid, sysw.pid, spawn.pid, nofp.pid, dbg.pid)]
     print("400 short-lived children: %d profiled, %d processes evicted since; %d tracked at the "
           "end with %d alive; %d /proc reads in all" % (len(children), evicted, procs_after, live,
                                                           reads))
