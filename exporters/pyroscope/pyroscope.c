@@ -157,6 +157,22 @@ static void key_value(const char *s, char *out, size_t len) {
   out[o] = 0;
 }
 
+/* Whether configured label k (its name sanitized into name) is left out: the resource has one of
+ * that name, an earlier configured one sanitized the same, or the name is reserved. Pyroscope
+ * refuses duplicate label names. */
+static bool cfg_label_dup(const pyexp *e, size_t k, const char *name, const pprof_enc_label *rl,
+                          size_t nr) {
+  if (!strcmp(name, "service_name") || !strncmp(name, "__", 2)) return true;
+  for (size_t i = 0; i < nr; i++)
+    if (!strcmp(rl[i].name, name)) return true;
+  for (size_t i = 0; i < k; i++) {
+    char other[128];
+    pprof_enc_label_name(e->cfg->labels.keys[i], other, sizeof other);
+    if (!strcmp(other, name)) return true;
+  }
+  return false;
+}
+
 /* name{labels} for the ingest API. */
 static int ingest_key(const pyexp *e, const pprof_enc_svc *s, sonde_buf *k) {
   char ty[64], v[256];
@@ -174,6 +190,7 @@ static int ingest_key(const pyexp *e, const pprof_enc_svc *s, sonde_buf *k) {
       val = l[i].value;
     } else {
       pprof_enc_label_name(e->cfg->labels.keys[i - n], name, sizeof name);
+      if (cfg_label_dup(e, i - n, name, l, n)) continue;
       val = e->cfg->labels.values[i - n] ? e->cfg->labels.values[i - n] : "";
     }
     key_value(val, v, sizeof v);
@@ -271,6 +288,7 @@ static int build_push(job *j, const pprof_enc_svc *v, size_t n, preq *r) {
       L[m++].value = rl[k].value;
     }
     for (size_t k = 0; k < e->cfg->labels.n; k++) {
+      if (cfg_label_dup(e, k, extra[k], rl, nr)) continue;
       types__v1__label_pair__init(&L[m]);
       L[m].name = extra[k];
       L[m++].value = e->cfg->labels.values[k] ? e->cfg->labels.values[k] : "";

@@ -170,7 +170,7 @@ pyroscope:
   basic_auth: {username: alice, password: "s3cret:x"}
   tenant_id: tenant-a
   headers: {X-Extra: "yes"}
-  labels: {env: prod}
+  labels: {env: prod, host.name: other}
 """ % ref.port)
         ts.post(s.hport, body)
         recs = ref.wait(2, what="ingest")
@@ -185,7 +185,9 @@ pyroscope:
     ck = by["checkout.cpu"]
     q = ck["query"]
     assert q["name"] == "checkout.cpu{host_name=node-1,k8s_pod_name=pod-1,env=prod}", q
-    assert by["cart_api.cpu"]["query"]["name"] == "cart_api.cpu{env=prod}", by["cart_api.cpu"]
+    # a configured label does not repeat one of the resource's
+    assert by["cart_api.cpu"]["query"]["name"] == "cart_api.cpu{env=prod,host_name=other}", \
+        by["cart_api.cpu"]
     assert q["format"] == "pprof" and q["spyName"] == "ebpfspy" and q["sampleRate"] == "19", q
     assert int(q["from"]) == t_ns // 10**9, (q, t_ns)
     assert int(q["until"]) == -(-(t_ns + 10 * 10**9) // 10**9), (q, t_ns)
