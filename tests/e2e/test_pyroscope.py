@@ -279,6 +279,28 @@ pyroscope:
         ref.stop()
 
 
+def case_ingest_partial(tmp, body):
+    """One service's request fails with 503, the other's is accepted: the batch is retried whole."""
+    ref = Reference(tmp, "pyroscope_reference.js", "--fail-status", "503", "--fail-count", "1")
+    try:
+        s = run_sonde("pyroscope-partial", """
+pyroscope:
+  endpoint: http://127.0.0.1:%d
+  retry_on_failure: {initial_interval: 100ms, max_interval: 200ms}
+""" % ref.port)
+        ts.post(s.hport, body)
+        assert wait_metric(s, "otelcol_exporter_sent_profiles_total", ITEMS) == ITEMS
+        recs = ref.records()
+        s.stop_ok()
+    finally:
+        ref.stop()
+    assert len(recs) == 4 and recs[0].get("failed") == 503, recs
+    names = sorted(r["query"]["name"] for r in recs[1:])
+    # the service accepted the first time is sent again with the retried batch
+    assert names.count("checkout.cpu{host_name=node-1,k8s_pod_name=pod-1}") + \
+        names.count("cart_api.cpu{}") == 3, names
+
+
 def test():
     if not shutil.which("node"):
         raise AssertionError("node is needed (tests/e2e/node)")
@@ -287,6 +309,7 @@ def test():
     body, _, _ = profiles_body(tmpd, t_ns)
     case_ingest(tmpd, body, t_ns)
     case_push_tls(tmpd, body, t_ns)
+    case_ingest_partial(tmpd, body)
     case_retry(tmpd, body, 503, "push")
     case_retry(tmpd, body, 400, "push")
     print("pyroscope: ingest and push decoded by the reference; 503 retried, 400 dropped")
