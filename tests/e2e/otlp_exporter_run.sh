@@ -10,7 +10,8 @@ command -v node >/dev/null 2>&1 || { echo "node not found: skipped"; exit 77; }
   flock 9
   if [ ! -d "$here/node/node_modules/fzstd" ] || [ ! -d "$here/node/node_modules/otlp-schema" ] ||
      [ ! -d "$here/node/node_modules/@grpc/grpc-js" ] ||
-     [ ! -d "$here/node/node_modules/@opentelemetry/sdk-trace-base" ]; then
+     [ ! -d "$here/node/node_modules/@opentelemetry/sdk-trace-base" ] ||
+     [ ! -d "$here/node/node_modules/@parca/client" ]; then
     npm ci --prefix "$here/node" --no-audit --no-fund
   fi
 ) 9>"${TMPDIR:-/tmp}/sonde-e2e-npm.lock"
