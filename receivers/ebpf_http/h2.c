@@ -50,7 +50,6 @@ typedef struct h2_stream {
   uint32_t id;
   uint64_t start_ns;
   int status, grpc_status;
-  bool resp_headers; /* a final (non-1xx) response header block came */
   uint64_t req_bytes, resp_bytes;
   int32_t off[V_N];
   char *buf;
@@ -266,10 +265,7 @@ static void on_header(hx_h2 *h, int dir, const nghttp2_nv *nv) {
   } else {
     if (name_is(nv, ":status")) {
       int st = parse_int(nv->value, nv->valuelen, 999);
-      if (st >= 200) {
-        s->status = st;
-        s->resp_headers = true;
-      }
+      if (st >= 200) s->status = st; /* 1xx are interim */
     } else if (name_is(nv, "grpc-status")) {
       s->grpc_status = parse_int(nv->value, nv->valuelen, 999);
     }
@@ -607,6 +603,10 @@ int hx_h2_feed(hx_h2 *h, enum hx_dir dir, const uint8_t *p, size_t n, size_t tot
   if (!rc && total > n) rc = feed(h, dir, NULL, total - n, ts_ns);
   if (rc) h->err = rc;
   return rc;
+}
+
+uint32_t hx_h2_refused(const hx_h2 *h) {
+  return h ? h->refused : 0;
 }
 
 void hx_h2_close(hx_h2 *h, uint64_t ts_ns) {

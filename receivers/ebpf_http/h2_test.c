@@ -653,6 +653,7 @@ static void test_stream_cap(void **state) {
   got *g = calloc(1, sizeof(*g));
   hx_h2 *h = hx_h2_new(true, on_ex, g);
   assert_int_equal(hx_h2_feed(h, HX_INGRESS, pr->w.c2s.data, pr->w.c2s.len, pr->w.c2s.len, 1), 0);
+  assert_int_equal(hx_h2_refused(h), 1100 - 1024);
   hx_h2_close(h, 2);
   assert_int_equal(g->n, 1024);
   hx_h2_free(h);

@@ -50,6 +50,8 @@ hx_h2 *hx_h2_new(bool server, hx_exchange_cb cb, void *ud);
 int hx_h2_feed(hx_h2 *h, enum hx_dir dir, const uint8_t *p, size_t n, size_t total, uint64_t ts_ns);
 /* The connection closed at ts_ns: streams still open are reported with reset = true. */
 void hx_h2_close(hx_h2 *h, uint64_t ts_ns);
+/* Streams not tracked because 1024 were already open on the connection (for self-metrics). */
+uint32_t hx_h2_refused(const hx_h2 *h);
 void hx_h2_free(hx_h2 *h);
 /* Whether the first bytes one side of a new connection sent look like HTTP/2: the client connection
  * preface "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" (or a prefix of it when n is short). */
