@@ -429,7 +429,15 @@ static void encode_done(void *arg, int status) {
     j->pending = j->nreqs + 1; /* +1 until every call is queued */
     for (size_t i = 0; i < j->nreqs; i++) {
       preq *r = &j->reqs[i];
-      otlp_call c = {.path = r->path, .content_type = r->ctype, .body = r->body};
+      /* connect's unary protocol version (servers that require it refuse calls without) */
+      static const char *const hn[] = {"Connect-Protocol-Version"}, *const hv[] = {"1"};
+      bool push = e->cfg->api == API_PUSH;
+      otlp_call c = {.path = r->path,
+                     .content_type = r->ctype,
+                     .header_names = hn,
+                     .header_values = hv,
+                     .n_headers = push ? 1 : 0,
+                     .body = r->body};
       memset(&r->body, 0, sizeof r->body); /* taken by the call */
       int rc = otlp_http_call(e->client, &c, call_done, j);
       if (rc) call_done(j, rc == SONDE_ENOMEM || rc == SONDE_ESHUTDOWN ? SONDE_ERETRY : rc, 0);

@@ -196,6 +196,7 @@ pyroscope:
     assert h["orgid"] == "tenant-a" and h["extra"] == "yes", h
     assert h["contentType"].startswith("multipart/form-data; boundary="), h
     assert h["userAgent"].startswith("sonde-pyroscope-exporter/"), h
+    assert h["connect"] is None, h
     stacks = check_profile(ck["profile"], "checkout")
     assert stacks[tuple(CHAIN)] == [5, 5 * PERIOD], stacks
     assert stacks[tuple(CHAIN[2:])] == [2, 2 * PERIOD], stacks
@@ -228,6 +229,7 @@ pyroscope:
     r = recs[0]
     assert r["path"] == "/push.v1.PusherService/Push", r
     assert r["headers"]["contentType"] == "application/proto", r
+    assert r["headers"]["connect"] == "1", r
     assert r["headers"]["orgid"] == "tenant-b" and r["headers"]["authorization"] is None, r
     series = {x["labels"]["service_name"]: x for x in r["series"]}
     assert set(series) == {"checkout", "cart_api"}, series.keys()

@@ -45,6 +45,7 @@ async function handle(req, body) {
       contentType: req.headers['content-type'] || null,
       userAgent: req.headers['user-agent'] || null,
       extra: req.headers['x-extra'] || null,
+      connect: req.headers['connect-protocol-version'] || null,
     },
   };
   if (url.pathname === '/ingest') {
