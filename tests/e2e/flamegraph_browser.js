@@ -157,6 +157,28 @@ async function main() {
     colours: ${frames}.map((e) => [e.dataset.name, e.style.background])})`);
   await shot('flamegraph-diff.png');
 
+  // timeline: drag over the oldest slot only (the batch of 6 minutes ago), then shift+drag over
+  // the newest as the baseline
+  await evaluate(`(() => { const sel = document.getElementById('service'); sel.value = '';
+    sel.dispatchEvent(new Event('change')); })()`);
+  const tb = await evaluate(`document.getElementById('timeline').getBoundingClientRect().toJSON()`);
+  const drag = async (x0, x1, shift) => {
+    const y = tb.top + tb.height / 2, modifiers = shift ? 8 : 0;
+    await s('Input.dispatchMouseEvent', { type: 'mouseMoved', x: x0, y, modifiers });
+    await s('Input.dispatchMouseEvent', { type: 'mousePressed', x: x0, y, button: 'left', clickCount: 1, modifiers });
+    await s('Input.dispatchMouseEvent', { type: 'mouseMoved', x: x1, y, button: 'left', modifiers });
+    await s('Input.dispatchMouseEvent', { type: 'mouseReleased', x: x1, y, button: 'left', clickCount: 1, modifiers });
+  };
+  await drag(tb.left + 1, tb.left + tb.width * 0.05, false);
+  await waitFor(`sondeFlame.custom && sondeFlame.view.total === 10`, 'the window picked on the timeline');
+  await drag(tb.right - tb.width * 0.05, tb.right - 1, true);
+  await waitFor(`sondeFlame.base && sondeFlame.view.base === 12`, 'the baseline picked on the timeline');
+  out.timeline = await evaluate(`({view: sondeFlame.view, window: document.getElementById('window').value,
+    status: document.getElementById('status').textContent,
+    sel: [...document.querySelectorAll('#timeline .sel')].map((e) => e.className),
+    colours: Object.fromEntries(${frames}.map((e) => [e.dataset.name, e.style.background]))})`);
+  await shot('flamegraph-timeline.png');
+
   // snapshot button, then the snapshot file on its own (file://, no server)
   await clickSel('#snap');
   const sp = await waitFor(`(/snapshot written to (.*)/.exec(document.getElementById('status').textContent) || [])[1]`, 'snapshot');

@@ -190,6 +190,21 @@ service:
     # diff against the 5 minutes before: baseline of the filtered service is empty, so all grew
     assert "baseline 0" in out["diff"]["status"], out["diff"]
     assert all(c.startswith("rgb(244, 37, 37)") for _, c in out["diff"]["colours"]), out["diff"]
+    # a window picked on the timeline (the old batch: checkout 1 + 9) against a baseline picked
+    # there too (the recent one: checkout 7 of 12): the root is the same (grey), checkout grew from
+    # 58 % to 100 % (red), leaf_work shrank from 9 of 12 to 1 of 10 (blue)
+    tl = out["timeline"]
+    assert tl["view"]["total"] == 10 and tl["view"]["base"] == 12, tl
+    assert tl["window"] == "custom" and tl["sel"] == ["sel", "sel base"], tl
+
+    def rgb(c):
+        return [int(x) for x in c[4:-1].split(",")]
+    col = tl["colours"]
+    assert col["all"] == "rgb(217, 217, 217)", col
+    r, g, b = rgb(col["app [100]"])
+    assert r > b + 50, col
+    r, g, b = rgb(col["leaf_work"])
+    assert b > r + 50, col
     # snapshot through the button, read back from file:// (no server)
     sp = out["snapshot"]["path"]
     assert sp.startswith(snapdir) and os.path.exists(sp), sp
