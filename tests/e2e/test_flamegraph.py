@@ -153,8 +153,11 @@ service:
     # ---- the page in Chromium
     shots = os.path.join(harness.build_dir(), "e2e-flamegraph")
     os.makedirs(shots, exist_ok=True)
-    node = subprocess.run(["node", "--experimental-websocket",
-                           os.path.join(HERE, "flamegraph_browser.js"), base + "/", shots,
+    # Node 22 has WebSocket built in; Node 20 behind a flag
+    has_ws = subprocess.run(["node", "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"
+                             ]).returncode == 0
+    node = subprocess.run(["node"] + ([] if has_ws else ["--experimental-websocket"]) +
+                          [os.path.join(HERE, "flamegraph_browser.js"), base + "/", shots,
                            "outer_entry", "leaf", "cart"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=90,
                           env=dict(os.environ, CHROMIUM=chromium))
