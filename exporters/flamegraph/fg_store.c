@@ -96,7 +96,7 @@ struct fg_store {
   fg_limits lim;
   slot **slots; /* by start, oldest first */
   size_t n, cap;
-  uint64_t dropped;
+  uint64_t dropped, dropped_samples;
   char unit[64];
 };
 
@@ -180,6 +180,10 @@ size_t fg_store_slots(const fg_store *s) {
 
 uint64_t fg_store_dropped_slots(const fg_store *s) {
   return s->dropped;
+}
+
+uint64_t fg_store_dropped_samples(const fg_store *s) {
+  return s->dropped_samples;
 }
 
 static void drop_oldest(fg_store *s) {
@@ -332,7 +336,13 @@ static int add_profile(fg_store *s, const dict_t *d, const res_t *r, const oprof
   const char *svc = res_str(r, "service.name");
   if (!*svc) svc = *exe ? exe : "unknown_service";
   slot *sl = slot_for(s, t);
-  series *x = sl ? series_for(sl, svc, res_str(r, "container.id"), proc) : NULL;
+  if (!sl) return SONDE_ENOMEM;
+  /* Older slots go first (prune); a slot that alone fills the budget takes no more. */
+  if (s->lim.max_bytes && slot_bytes(sl) >= s->lim.max_bytes) {
+    s->dropped_samples += op->n_samples;
+    return 0;
+  }
+  series *x = series_for(sl, svc, res_str(r, "container.id"), proc);
   if (!x) return SONDE_ENOMEM;
   char names[64][256];
   for (size_t i = 0; i < op->n_samples; i++) {

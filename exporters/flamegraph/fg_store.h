@@ -34,6 +34,8 @@ void fg_store_prune(fg_store *s, int64_t now_ns);
 uint64_t fg_store_bytes(const fg_store *s);
 size_t fg_store_slots(const fg_store *s);
 uint64_t fg_store_dropped_slots(const fg_store *s);
+/* Samples not kept because their slot alone had reached max_bytes. */
+uint64_t fg_store_dropped_samples(const fg_store *s);
 
 typedef struct fg_query {
   int64_t from_ns, to_ns;                    /* slots overlapping [from, to); 0 / 0: everything */

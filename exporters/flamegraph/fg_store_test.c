@@ -201,6 +201,32 @@ static void test_history_bounded_by_bytes(void **state) {
   fg_store_free(st);
 }
 
+static void test_one_slot_bounded(void **state) {
+  (void)state;
+  uint64_t max = 64 * 1024;
+  fg_store *st = store(3600, max);
+  smp a[] = {{1, 1}};
+  uint64_t kept = 0;
+  for (int i = 0; i < 3000; i++) {
+    uint64_t n = 0;
+    sonde_batch *b = req("s", i, "", T0, a, 1);
+    assert_int_equal(fg_store_add(st, sonde_batch_profiles(b), T0, &n), 0);
+    sonde_batch_unref(b);
+    kept += n;
+  }
+  assert_int_equal(fg_store_slots(st), 1);
+  assert_true(kept > 100 && kept < 3000);
+  assert_int_equal(fg_store_dropped_samples(st), 3000 - kept);
+  /* over by at most what one profile and one table growth add */
+  assert_true(fg_store_bytes(st) < max + 32 * 1024);
+  fg_query q = {.group = 3};
+  char *j = query(st, &q);
+  assert_non_null(strstr(j, "\"app [0]\""));
+  assert_null(strstr(j, "\"app [2999]\""));
+  free(j);
+  fg_store_free(st);
+}
+
 static void test_escaping(void **state) {
   (void)state;
   fg_store *st = store(3600, 0);
@@ -251,6 +277,7 @@ int main(void) {
       cmocka_unit_test(test_windows_and_diff),
       cmocka_unit_test(test_history_bounded_by_time),
       cmocka_unit_test(test_history_bounded_by_bytes),
+      cmocka_unit_test(test_one_slot_bounded),
       cmocka_unit_test(test_escaping),
       cmocka_unit_test(test_query_parse),
   };

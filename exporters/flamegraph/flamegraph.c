@@ -63,8 +63,8 @@ typedef struct fgexp {
   unsigned seq;
   void (*done)(void *);
   void *done_arg;
-  sonde_metric *m_samples, *m_bytes, *m_slots, *m_dropped, *m_snapshots;
-  uint64_t dropped_seen;
+  sonde_metric *m_samples, *m_bytes, *m_slots, *m_dropped, *m_snapshots, *m_dropped_samples;
+  uint64_t dropped_seen, dropped_samples_seen;
 } fgexp;
 
 static int64_t now_ns(void) {
@@ -81,6 +81,10 @@ static void update_gauges(fgexp *e) {
   if (e->m_dropped && d > e->dropped_seen)
     a->metric_add(e->m_dropped, (double)(d - e->dropped_seen));
   e->dropped_seen = d;
+  d = fg_store_dropped_samples(e->store);
+  if (e->m_dropped_samples && d > e->dropped_samples_seen)
+    a->metric_add(e->m_dropped_samples, (double)(d - e->dropped_samples_seen));
+  e->dropped_samples_seen = d;
 }
 
 /* ---- snapshots ------------------------------------------------------------------------------ */
@@ -323,6 +327,9 @@ static int fg_create(const sonde_host *h, const void *config, uint32_t signals, 
             "Time slots in the flame graph history.", NULL, &e->m_slots);
   a->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_flamegraph_dropped_slots",
             "Slots dropped from the history (too old or over max_bytes).", NULL, &e->m_dropped);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_flamegraph_dropped_samples",
+            "Samples not kept: their slot alone had reached max_bytes.", NULL,
+            &e->m_dropped_samples);
   a->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_flamegraph_snapshots",
             "Static HTML snapshots written.", NULL, &e->m_snapshots);
   *inst = e;
