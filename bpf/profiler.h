@@ -11,9 +11,9 @@
 #endif
 
 /* Frames kept per stack. Kernel: the kernel's own default perf_event_max_stack is 127. User: the
- * frame-pointer walk stops at this depth (and the DWARF walk will too). */
+ * walk stops at this depth (a 200-deep recursion fits). */
 #define SONDE_PROF_KSTACK_MAX 128
-#define SONDE_PROF_USTACK_MAX 128
+#define SONDE_PROF_USTACK_MAX 256
 
 enum sonde_prof_rec_type {
   SONDE_PROF_REC_SAMPLE = 1, /* struct sonde_prof_sample */

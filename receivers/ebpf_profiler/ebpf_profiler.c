@@ -60,7 +60,10 @@
 
 #define NS_PER_S 1000000000ll
 _Static_assert(SONDE_UW_ROWS == 524288, "the unwind_rows metric's help names the size");
-#define RELOAD_MIN_NS NS_PER_S   /* re-read a process's maps at most this often */
+#define RELOAD_MIN_NS NS_PER_S /* re-read a process's maps at most this often */
+/* ... but at most this often when BPF stopped at a pc in no known mapping (dlopen, new JIT code),
+ * the stack copy waiting for the read */
+#define STOP_RELOAD_NS (200 * 1000000ull)
 #define QUIET_CHECK_INTERVALS 12 /* intervals without samples before kill(pid, 0) */
 #define PROC_BUCKETS 4096
 
@@ -314,7 +317,8 @@ struct prof {
   size_t kernel_build_id_len;
   uint32_t self_pid;
   uint64_t lost_seen;
-  unsigned npend; /* pending stack-copy samples, all processes */
+  unsigned npend;   /* pending stack-copy samples, all processes */
+  unsigned nwanted; /* processes with reload_wanted */
 
   sonde_metric *m_samples, *m_lost, *m_procs, *m_batches, *m_refused, *m_proc_reads, *m_uw_rows,
       *m_uw_files, *m_evicted, *m_copied, *m_truncated;
@@ -339,6 +343,7 @@ static void proc_unlink_free(prof *p, proc *q) {
   if (*pp) *pp = q->next;
   if (p->skel) bpf_map__delete_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), 0);
   proc_release(p, q);
+  if (q->reload_wanted) p->nwanted--;
   for (pend *x = q->pending, *nx; x; x = nx) {
     nx = x->next;
     free(x);
@@ -811,6 +816,10 @@ static void proc_queue_read(prof *p, proc *q, const void *addrs, size_t naddrs) 
   }
   q->loading = true;
   p->jobs++;
+  if (q->reload_wanted) {
+    q->reload_wanted = false;
+    p->nwanted--;
+  }
 }
 
 /* The process of pid, created (without a read queued yet: *created) when new. */
@@ -887,7 +896,7 @@ static bool pend_walk(prof *p, proc *q, const struct sonde_prof_sample_stack *r,
       maps[i] = uw_view(p, &q->info.maps[i]);
     rc = uw_walk(maps, nm, s->pc, s->sp, s->fp, !!(s->flags & SONDE_PROF_F_EXACT_PC), r->stack,
                  r->stack_len <= SONDE_PROF_STACK_COPY ? r->stack_len : SONDE_PROF_STACK_COPY,
-                 r->stack_addr, r->stack_len < SONDE_PROF_STACK_COPY, frames, &n,
+                 r->stack_addr, r->stack_len < SONDE_PROF_STACK_COPY, may_wait, frames, &n,
                  SONDE_PROF_USTACK_MAX);
     free(maps);
     if (rc == UW_WALK_NEED && may_wait) return false;
@@ -899,6 +908,18 @@ static bool pend_walk(prof *p, proc *q, const struct sonde_prof_sample_stack *r,
   }
   agg_add(p, q, s, frames, (uint32_t)n);
   return true;
+}
+
+/* A read of q's maps for a stack copy that stopped at an unknown pc: now, or from the drain timer
+ * when the last read is too recent. */
+static void proc_reread_soon(prof *p, proc *q) {
+  if (q->loading) return;
+  if (!q->have_info || uv_hrtime() - q->loaded_at >= STOP_RELOAD_NS) {
+    proc_queue_read(p, q, NULL, 0);
+  } else if (!q->reload_wanted) {
+    q->reload_wanted = true;
+    p->nwanted++;
+  }
 }
 
 /* Walks q's waiting stack copies with what is known now. One that stops at a file without rows
@@ -922,7 +943,7 @@ static void pend_run(prof *p, proc *q, bool force) {
     p->npend--;
   }
   q->pend_tail = pp;
-  if (want) proc_queue_read(p, q, NULL, 0);
+  if (want) proc_reread_soon(p, q);
 }
 
 static int on_sample(prof *p, const struct sonde_prof_sample *s) {
@@ -968,7 +989,10 @@ static int on_sample(prof *p, const struct sonde_prof_sample *s) {
       q->npend++;
       p->npend++;
     }
-    if (!q->loading) proc_queue_read(p, q, s->ustack, nu);
+    if (read)
+      proc_queue_read(p, q, s->ustack, nu);
+    else
+      proc_reread_soon(p, q);
     return 0;
   }
   if (read) proc_queue_read(p, q, s->ustack, nu);
@@ -1026,6 +1050,14 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 
 static void on_drain(void *arg) {
   prof *p = arg;
+  uint64_t now = uv_hrtime();
+  for (size_t i = 0; i < PROC_BUCKETS && p->nwanted; i++)
+    for (proc *q = p->buckets[i]; q; q = q->next)
+      if (q->reload_wanted && !q->loading && now - q->loaded_at >= STOP_RELOAD_NS) {
+        q->reload_wanted = false;
+        p->nwanted--;
+        proc_queue_read(p, q, NULL, 0);
+      }
   if (p->rb) {
     int n = ring_buffer__consume(p->rb);
     if (n < 0) sonde_log(p->h, SONDE_LOG_WARN, "ring buffer: %s", strerror(-n));

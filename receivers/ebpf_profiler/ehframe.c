@@ -690,8 +690,8 @@ static bool walk_read(walk_mem *m, uint64_t a, uint64_t *out) {
 }
 
 int uw_walk(const uw_walk_map *maps, size_t nmaps, uint64_t pc, uint64_t sp, uint64_t fp, int exact,
-            const uint8_t *stack, size_t len, uint64_t stack_addr, int whole, uint64_t *frames,
-            size_t *n, size_t max) {
+            const uint8_t *stack, size_t len, uint64_t stack_addr, int whole, int unknown_need,
+            uint64_t *frames, size_t *n, size_t max) {
   walk_mem mem = {stack, len, stack_addr, whole, 0};
   while (*n < max) {
     uint64_t at = exact ? pc : pc - 1;
@@ -705,7 +705,7 @@ int uw_walk(const uw_walk_map *maps, size_t nmaps, uint64_t pc, uint64_t sp, uin
         hi = mid;
     }
     if (lo && at < maps[lo - 1].end) m = &maps[lo - 1];
-    if (m && m->need) return UW_WALK_NEED;
+    if (m ? m->need : unknown_need) return UW_WALK_NEED;
     struct sonde_uw_row row = {0};
     if (m && m->n_rows && at >= m->bias) {
       uint64_t va = at - m->bias;

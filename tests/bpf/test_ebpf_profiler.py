@@ -28,7 +28,7 @@ import urllib.request
 
 SKIP = 77
 CHAIN = ["chain_e", "chain_d", "chain_c", "chain_b", "chain_a", "main"]
-COLD_RUNS = 12
+COLD_RUNS = 8
 
 
 def skip_or_fail(why):
@@ -310,11 +310,11 @@ def main():
         for i in range(COLD_RUNS):
             path = os.path.join(tmp, "cold%d" % i)
             shutil.copy(workload_nofp, path)
-            c = subprocess.Popen([path, "cold", "0.3"])
+            c = subprocess.Popen([path, "cold", "0.4"])
             c.wait()
             cold.append((c.pid, path))
         copied = s.metric("sonde_ebpf_profiler_samples_stack_copied_total")
-        sysw = subprocess.Popen([workload, "sys", "6"])
+        sysw = subprocess.Popen([workload, "sys", "4"])
         sysw.wait()
         time.sleep(1.5)  # one report after they exited: their processes are evicted
         evicted_before = s.metric("sonde_ebpf_profiler_processes_evicted_total")
@@ -382,7 +382,7 @@ def main():
     assert samples, "no samples of the .debug_frame workload (pid %d)" % dbg.pid
     chain_check("no frame pointers, .debug_frame only", workload_dbg, samples)
 
-    # -- cold start: 12 new files, 0.3 s of CPU each, straight into the chain -------------------
+    # -- cold start: 8 new files, 0.4 s of CPU each, straight into the chain -------------------
     tot = in_chain = complete = 0
     bad = []
     for pid, path in cold:

@@ -40,8 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = 1;
     frames[0] = regs[0];
     int w = uw_walk(maps, 2, regs[0], base + (regs[1] & 0xfff), base + (regs[2] & 0x1fff),
-                    (int)(regs[1] >> 63), data, size, base, (int)(regs[2] >> 63), frames, &n,
-                    SONDE_PROF_USTACK_MAX);
+                    (int)(regs[1] >> 63), data, size, base, (int)(regs[2] >> 63),
+                    (int)(regs[0] & 1), frames, &n, SONDE_PROF_USTACK_MAX);
     if (n > SONDE_PROF_USTACK_MAX || w < UW_WALK_END || w > UW_WALK_DEPTH) abort();
     free(rows);
   }
