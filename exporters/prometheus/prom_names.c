@@ -413,7 +413,7 @@ static int fmt_special(char *out, double v) {
 int prom_fmt_float(char *out, double v) {
   int r = fmt_special(out, v);
   if (r >= 0) return r;
-  if (v == (double)(int64_t)v && fabs(v) < 1e6) /* counts: the common case, without strtod */
+  if (fabs(v) < 1e6 && v == (double)(int64_t)v) /* counts: the common case, without strtod */
     return sprintf(out, "%" PRId64, (int64_t)v);
   char digs[20];
   int e, n = shortest_digits(v, digs, &e);

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "prom_http.h"
 #include "prom_names.h"
 #include "prom_state.h"
 #include "sonde/errors.h"
@@ -149,6 +150,34 @@ static void test_any_string(void **state) {
   check_any("{\"kvlistValue\":{\"values\":[{\"key\":\"b\",\"value\":{\"intValue\":2}},"
             "{\"key\":\"a\",\"value\":{\"stringValue\":\"<\"}}]}}",
             "{\"a\":\"\\u003c\",\"b\":2}");
+}
+
+/* ---- content negotiation --------------------------------------------------------------------- */
+
+static void test_negotiation(void **state) {
+  (void)state;
+  const char *v;
+  /* What Prometheus 2.x sends. */
+  const char *prom = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+                     "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+  assert_true(prom_negotiate(prom, true, &v));
+  assert_string_equal(v, "1.0.0");
+  assert_false(prom_negotiate(prom, false, &v)); /* not enabled */
+  assert_false(prom_negotiate(NULL, true, &v));
+  assert_false(prom_negotiate("*/*", true, &v));
+  assert_false(prom_negotiate("text/plain;version=0.0.4;q=0.9, application/openmetrics-text;q=0.5",
+                              true, &v));
+  assert_true(
+      prom_negotiate("text/plain;q=0.4 , Application/OpenMetrics-Text ; version=0.0.1", true, &v));
+  assert_string_equal(v, "0.0.1");
+  /* Unknown versions are skipped, q=0 refuses. */
+  assert_false(prom_negotiate("application/openmetrics-text;version=2.0.0", true, &v));
+  assert_false(prom_negotiate("application/openmetrics-text;q=0", true, &v));
+  assert_true(prom_accepts_gzip("gzip"));
+  assert_true(prom_accepts_gzip("deflate, gzip;q=0.5"));
+  assert_false(prom_accepts_gzip("gzip;q=0"));
+  assert_false(prom_accepts_gzip("identity"));
+  assert_false(prom_accepts_gzip(NULL));
 }
 
 /* ---- state ----------------------------------------------------------------------------------- */
@@ -492,6 +521,7 @@ int main(void) {
       cmocka_unit_test(test_label_names),
       cmocka_unit_test(test_floats),
       cmocka_unit_test(test_any_string),
+      cmocka_unit_test(test_negotiation),
       cmocka_unit_test(test_every_type),
       cmocka_unit_test(test_delta_sums),
       cmocka_unit_test(test_delta_histograms),
