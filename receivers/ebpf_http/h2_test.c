@@ -662,6 +662,121 @@ static void test_stream_cap(void **state) {
   free(pr);
 }
 
+/* ---- sessions of real peers: the fuzz seeds recorded by tests/fuzz/corpus/h2/.record.py ---- */
+
+typedef struct want {
+  uint32_t sid;
+  const char *method, *path, *query;
+  int status, grpc_status;
+  uint64_t req, resp;
+  bool traceparent;
+} want;
+
+/* Replays a seed (the fuzz target's record format) and returns the first error. */
+static int replay_seed(const char *name, got *g) {
+  char path[4096];
+  const char *src = __FILE__; /* .../receivers/ebpf_http/h2_test.c */
+  const char *cut = strstr(src, "receivers/ebpf_http/");
+  assert_non_null(cut);
+  snprintf(path, sizeof(path), "%.*stests/fuzz/corpus/h2/%s", (int)(cut - src), src, name);
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  static uint8_t d[1 << 20];
+  size_t size = fread(d, 1, sizeof(d), f);
+  fclose(f);
+  assert_true(size > 1);
+  bool server = d[0] & 1;
+  hx_h2 *h = hx_h2_new(server, on_ex, g);
+  size_t o = 1;
+  int rc = 0;
+  while (o + 3 <= size && !rc) {
+    int fl = d[o];
+    size_t len = (size_t)d[o + 1] << 8 | d[o + 2], lost = 0;
+    o += 3;
+    if (fl & 2) {
+      lost = (size_t)d[o] << 8 | d[o + 1];
+      o += 2;
+    }
+    assert_true(o + len <= size);
+    enum hx_dir dir = ((fl & 1) == server) ? HX_EGRESS : HX_INGRESS;
+    rc = hx_h2_feed(h, dir, d + o, len, len + lost, o);
+    o += len;
+  }
+  if (!rc) hx_h2_close(h, 0);
+  hx_h2_free(h);
+  return rc;
+}
+
+static void check_seed(const char *name, const want *w, size_t n, size_t total) {
+  got *g = calloc(1, sizeof(*g));
+  assert_int_equal(replay_seed(name, g), 0);
+  assert_int_equal(g->n, total);
+  for (size_t i = 0; i < n; i++) {
+    int k = find(g, w[i].sid);
+    assert_true(k >= 0);
+    assert_false(g->e[k].ex.reset);
+    assert_string_equal(g->e[k].method, w[i].method);
+    assert_string_equal(g->e[k].path, w[i].path);
+    assert_string_equal(g->e[k].query, w[i].query ? w[i].query : "-");
+    assert_int_equal(g->e[k].ex.status, w[i].status);
+    assert_int_equal(g->e[k].ex.grpc_status, w[i].grpc_status);
+    assert_int_equal(g->e[k].ex.req_body_bytes, w[i].req);
+    assert_int_equal(g->e[k].ex.resp_body_bytes, w[i].resp);
+    assert_int_equal(strcmp(g->e[k].tp, "-") != 0, w[i].traceparent);
+    assert_int_equal(g->e[k].ex.proto, w[i].grpc_status >= 0 ? HX_GRPC : HX_HTTP2);
+  }
+  free(g);
+}
+
+/* grpcio client and server (python3-grpcio): unary calls answered OK, UNAVAILABLE (abort) and
+ * UNIMPLEMENTED (trailers-only), a server stream of three messages; bodies are the gRPC
+ * length-prefixed messages. nghttp against nghttpd: multiplexed GETs (a 404 with a query),
+ * a 40 kB upload, padding with a 16 KiB header table, a 30 kB cookie in CONTINUATION; h2load
+ * with 5 requests in flight. Each from the server's side, the client's and in 1-byte feeds. */
+static void test_real_sessions(void **state) {
+  (void)state;
+  static const want grpc[] = {
+      {1, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 0, 10, 16, false},
+      {3, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 0, 10, 16, true},
+      {5, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 14, 9, 0, false},
+      {7, "POST", "/helloworld.Greeter/Stream", NULL, 200, 0, 6, 33, false},
+      {9, "POST", "/helloworld.Greeter/Missing", NULL, 200, 12, 6, 0, false},
+  };
+  static const want mux[] = {
+      {13, "GET", "/small", NULL, 200, -1, 0, 12, false},
+      {15, "GET", "/big", NULL, 200, -1, 0, 40000, false},
+      {17, "GET", "/index.html", NULL, 200, -1, 0, 700, false},
+      {19, "GET", "/missing", "q=1", 404, -1, 0, 148, false},
+  };
+  static const want upload[] = {{13, "POST", "/small", NULL, 200, -1, 40000, 12, false}};
+  static const want padded[] = {{13, "GET", "/small", NULL, 200, -1, 0, 12, true},
+                                {15, "GET", "/index.html", NULL, 200, -1, 0, 700, true}};
+  static const want cont[] = {{13, "GET", "/small", NULL, 200, -1, 0, 12, false}};
+  static const want h2load[] = {{1, "GET", "/small", NULL, 200, -1, 0, 12, false},
+                                {39, "GET", "/small", NULL, 200, -1, 0, 12, false}};
+  static const char *const sides[] = {"server", "client", "server-1byte"};
+  char name[64];
+  for (int i = 0; i < 3; i++) {
+#define SEED(prefix, w, total)                                                                     \
+  snprintf(name, sizeof(name), "%s-%s", prefix, sides[i]);                                         \
+  check_seed(name, w, sizeof(w) / sizeof(w[0]), total)
+    SEED("grpc", grpc, 5);
+    SEED("nghttp-multiplexed", mux, 4);
+    SEED("nghttp-upload", upload, 1);
+    SEED("nghttp-padded-table", padded, 2);
+    SEED("nghttp-continuation", cont, 1);
+    SEED("h2load", h2load, 20);
+#undef SEED
+  }
+  /* reads and writes cut to 4 KiB: the exchanges before the first lost frame header, then an
+   * error */
+  got *g = calloc(1, sizeof(*g));
+  assert_int_equal(replay_seed("nghttp-multiplexed-truncated", g), SONDE_EPROTO);
+  for (size_t i = 0; i < g->n; i++)
+    assert_false(g->e[i].ex.reset);
+  free(g);
+}
+
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -721,6 +836,7 @@ int main(void) {
       cmocka_unit_test(test_truncation),
       cmocka_unit_test(test_garbage),
       cmocka_unit_test(test_stream_cap),
+      cmocka_unit_test(test_real_sessions),
       cmocka_unit_test(test_bench),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
