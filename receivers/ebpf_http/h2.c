@@ -73,7 +73,6 @@ typedef struct h2_dir {
   /* header block in progress (HEADERS/PUSH_PROMISE then CONTINUATION) */
   bool in_block, block_end_stream, block_discard;
   uint32_t block_sid;
-  uint64_t block_ts;
   uint8_t settings[6]; /* a SETTINGS entry being reassembled */
   size_t settings_have;
   uint32_t table_size; /* HEADER_TABLE_SIZE of the SETTINGS frame being read; UINT32_MAX: none */
@@ -309,7 +308,6 @@ static int block_start(hx_h2 *h, int dir) {
   if (d->sid == 0) return SONDE_EPROTO;
   d->in_block = true;
   d->block_sid = d->sid;
-  d->block_ts = d->frame_ts;
   d->block_end_stream = d->type == F_HEADERS && (d->flags & FL_END_STREAM);
   d->block_discard = d->type == F_PUSH; /* pushed requests are decoded for HPACK, not kept */
   if (d->type == F_HEADERS && dir == client_dir(h) && !stream_find(h, d->sid) && (d->sid & 1))
