@@ -730,9 +730,10 @@ static void check_seed(const char *name, const want *w, size_t n, size_t total) 
 
 /* grpcio client and server (python3-grpcio): unary calls answered OK, UNAVAILABLE (abort) and
  * UNIMPLEMENTED (trailers-only), a server stream of three messages; bodies are the gRPC
- * length-prefixed messages. nghttp against nghttpd: multiplexed GETs (a 404 with a query),
- * a 40 kB upload, padding with a 16 KiB header table, a 30 kB cookie in CONTINUATION; h2load
- * with 5 requests in flight. Each from the server's side, the client's and in 1-byte feeds. */
+ * length-prefixed messages (grpc-js below). nghttp against nghttpd: multiplexed GETs (a 404 with a
+ * query), a 40 kB upload, padding with a 16 KiB header table, a 30 kB cookie in CONTINUATION;
+ * h2load with 5 requests in flight. Each from the server's side, the client's and in 1-byte feeds.
+ */
 static void test_real_sessions(void **state) {
   (void)state;
   static const want grpc[] = {
@@ -754,6 +755,14 @@ static void test_real_sessions(void **state) {
   static const want cont[] = {{13, "GET", "/small", NULL, 200, -1, 0, 12, false}};
   static const want h2load[] = {{1, "GET", "/small", NULL, 200, -1, 0, 12, false},
                                 {39, "GET", "/small", NULL, 200, -1, 0, 12, false}};
+  /* @grpc/grpc-js (Node's HTTP/2): 10 concurrent unary calls, one answered NOT_FOUND, and a
+   * bidirectional stream of 3 messages each way */
+  static const want grpcjs[] = {
+      {1, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 0, 7, 10, false},
+      {7, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 5, 9, 0, false},
+      {19, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 0, 7, 10, false},
+      {21, "POST", "/helloworld.Greeter/Chat", NULL, 200, 0, 21, 27, false},
+  };
   static const char *const sides[] = {"server", "client", "server-1byte"};
   char name[64];
   for (int i = 0; i < 3; i++) {
@@ -761,6 +770,7 @@ static void test_real_sessions(void **state) {
   snprintf(name, sizeof(name), "%s-%s", prefix, sides[i]);                                         \
   check_seed(name, w, sizeof(w) / sizeof(w[0]), total)
     SEED("grpc", grpc, 5);
+    SEED("grpc-js", grpcjs, 11);
     SEED("nghttp-multiplexed", mux, 4);
     SEED("nghttp-upload", upload, 1);
     SEED("nghttp-padded-table", padded, 2);

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Records the seeds of tests/fuzz/fuzz_h2.c: real HTTP/2 sessions between nghttp and nghttpd
-(Debian nghttp2-client, nghttp2-server) and gRPC calls with grpcio (python3-grpcio), through a
+(Debian nghttp2-client, nghttp2-server) and gRPC calls with grpcio (python3-grpcio) and
+@grpc/grpc-js (tests/e2e/node, after npm ci), through a
 TCP proxy that writes each connection's bytes, in the order they crossed, in the fuzz target's
 record format. Run from anywhere: /usr/bin/python3 tests/fuzz/corpus/h2/.record.py"""
 import asyncio
@@ -166,6 +167,55 @@ def grpc_sessions():
     server.stop(0)
 
 
+GRPC_JS = r"""
+const grpc = require('@grpc/grpc-js');
+const id = (b) => b;
+const def = {
+  SayHello: {path: '/helloworld.Greeter/SayHello', requestStream: false, responseStream: false,
+             requestSerialize: id, requestDeserialize: id, responseSerialize: id,
+             responseDeserialize: id},
+  Chat: {path: '/helloworld.Greeter/Chat', requestStream: true, responseStream: true,
+         requestSerialize: id, requestDeserialize: id, responseSerialize: id,
+         responseDeserialize: id},
+};
+const [mode, port] = process.argv.slice(1);
+if (mode === 'server') {
+  const s = new grpc.Server();
+  s.addService(def, {
+    SayHello: (call, cb) => call.request.toString() === 'fail'
+        ? cb({code: grpc.status.NOT_FOUND, details: 'no'}) : cb(null, Buffer.from('hi ' + call.request)),
+    Chat: (call) => { call.on('data', (m) => call.write(Buffer.concat([m, m]))); call.on('end', () => call.end()); },
+  });
+  s.bindAsync('127.0.0.1:' + port, grpc.ServerCredentials.createInsecure(), () => console.log('ready'));
+} else {
+  const C = grpc.makeGenericClientConstructor(def);
+  const c = new C('127.0.0.1:' + port, grpc.credentials.createInsecure());
+  const calls = [];
+  for (let i = 0; i < 10; i++)
+    calls.push(new Promise((res) => c.SayHello(Buffer.from(i === 3 ? 'fail' : 'n' + i), () => res())));
+  calls.push(new Promise((res) => {
+    const st = c.Chat(); st.on('data', () => {}); st.on('end', res); st.on('error', res);
+    for (let i = 0; i < 3; i++) st.write(Buffer.from('m' + i)); st.end();
+  }));
+  Promise.all(calls).then(() => { c.close(); });
+}
+"""
+
+
+def grpc_js_sessions():
+    env = dict(os.environ, NODE_PATH=os.path.join(OUT, "../../../e2e/node/node_modules"))
+    srv = subprocess.Popen(["node", "-e", GRPC_JS, "server", "18094"], env=env,
+                           stdout=subprocess.PIPE)
+    srv.stdout.readline()
+    p = start_proxy(18095, 18094)
+    subprocess.run(["node", "-e", GRPC_JS, "client", "18095"], env=env, check=True, timeout=60)
+    wait_sessions(p, 1)
+    save("grpc-js", p.sessions[0])
+    srv.terminate()
+    srv.wait()
+
+
 if __name__ == "__main__":
     nghttp_sessions()
     grpc_sessions()
+    grpc_js_sessions()
