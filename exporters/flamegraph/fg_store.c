@@ -33,8 +33,9 @@ typedef struct arena {
   uint64_t bytes;
 } arena;
 
+/* 8-byte granularity: a trie node is 40 bytes, not 48 */
 static void *ar_alloc(arena *a, size_t n) {
-  n = (n + 15) & ~(size_t)15;
+  n = (n + 7) & ~(size_t)7;
   if (!a->c || a->c->cap - a->c->used < n) {
     size_t cap = n > 16384 ? n : 16384;
     chunk *c = malloc(sizeof(chunk) + cap);
@@ -70,7 +71,7 @@ static uint64_t hash_bytes(const char *s, size_t n, uint64_t seed) {
 /* ---- slots ---------------------------------------------------------------------------------- */
 
 typedef struct fnode {
-  const char *name;
+  const char *name; /* interned: its hash is stored just before it (name_hash) */
   uint64_t v;
   struct fnode *child, *next;
 } fnode;
@@ -112,6 +113,13 @@ static void slot_free(slot *sl) {
   free(sl);
 }
 
+/* The hash of an interned string, kept in front of it so merging never hashes strings. */
+static uint64_t name_hash(const char *interned) {
+  uint64_t h;
+  memcpy(&h, interned - sizeof(h), sizeof(h));
+  return h;
+}
+
 static const char *intern(slot *sl, const char *s, size_t n) {
   if ((sl->hn + 1) * 4 > sl->hcap * 3) {
     size_t nc = sl->hcap ? sl->hcap * 2 : 64;
@@ -140,8 +148,10 @@ static const char *intern(slot *sl, const char *s, size_t n) {
   size_t i = h & (sl->hcap - 1);
   for (; sl->hh[i]; i = (i + 1) & (sl->hcap - 1))
     if (sl->hh[i] == h && !strncmp(sl->hs[i], s, n) && !sl->hs[i][n]) return sl->hs[i];
-  char *d = ar_alloc(&sl->mem, n + 1);
+  char *d = ar_alloc(&sl->mem, sizeof(h) + n + 1);
   if (!d) return NULL;
+  memcpy(d, &h, sizeof(h));
+  d += sizeof(h);
   memcpy(d, s, n);
   d[n] = 0;
   sl->hs[i] = d;
@@ -401,7 +411,7 @@ int fg_store_add(
 
 typedef struct mnode {
   const char *name;
-  uint64_t v, b;
+  uint64_t h, v, b;
   char kind;
   uint32_t nchild;
   struct mnode *child, *next;
@@ -415,8 +425,11 @@ typedef struct merge {
   size_t hcap, hn;
 } merge;
 
-static uint64_t mkey(const mnode *p, const char *name, char kind) {
-  return hash_bytes(name, strlen(name), (uint64_t)(uintptr_t)p * 31 + (uint64_t)kind);
+static uint64_t mkey(const mnode *p, uint64_t name_hash, char kind) {
+  uint64_t k = name_hash ^ ((uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ull) ^ (uint64_t)kind;
+  k ^= k >> 29;
+  k *= 0xbf58476d1ce4e5b9ull;
+  return (k ^ (k >> 32)) | 1;
 }
 
 static int m_grow(merge *m) {
@@ -450,18 +463,20 @@ typedef struct mnode_p {
   const mnode *parent;
 } mnode_p;
 
-static mnode *m_child(merge *m, mnode *p, const char *name, char kind) {
+static mnode *m_child(merge *m, mnode *p, const char *name, uint64_t nh, char kind) {
   if ((m->hn + 1) * 4 > m->hcap * 3 && m_grow(m)) return NULL;
-  uint64_t h = mkey(p, name, kind);
+  uint64_t h = mkey(p, nh, kind);
   size_t i = h & (m->hcap - 1);
   for (; m->hh[i]; i = (i + 1) & (m->hcap - 1)) {
     mnode_p *c = (mnode_p *)m->ht[i];
-    if (m->hh[i] == h && c->parent == p && c->n.kind == kind && !strcmp(c->n.name, name))
+    if (m->hh[i] == h && c->parent == p && c->n.kind == kind && c->n.h == nh &&
+        (c->n.name == name || !strcmp(c->n.name, name)))
       return &c->n;
   }
   mnode_p *c = ar_alloc(&m->mem, sizeof(*c));
   if (!c) return NULL;
   c->n.name = name; /* points into a slot, which outlives the merge */
+  c->n.h = nh;
   c->n.kind = kind;
   c->parent = p;
   c->n.next = p->child;
@@ -475,7 +490,7 @@ static mnode *m_child(merge *m, mnode *p, const char *name, char kind) {
 
 static int m_add(merge *m, mnode *dst, const fnode *src, bool base) {
   for (const fnode *c = src->child; c; c = c->next) {
-    mnode *d = m_child(m, dst, c->name, 0);
+    mnode *d = m_child(m, dst, c->name, name_hash(c->name), 0);
     if (!d) return SONDE_ENOMEM;
     if (base)
       d->b += c->v;
@@ -509,7 +524,7 @@ static int m_window(fg_store *s, merge *m, const fg_query *q, int64_t from, int6
       static const char kinds[3] = {'s', 'c', 'p'};
       for (int l = 0; l < 3; l++) {
         if (q->group != 4 && q->group != l + 1) continue;
-        at = m_child(m, at, lv[l], kinds[l]);
+        at = m_child(m, at, lv[l], name_hash(lv[l]), kinds[l]);
         if (!at) return SONDE_ENOMEM;
         if (base)
           at->b += x->root.v;
