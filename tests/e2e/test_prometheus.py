@@ -7,6 +7,7 @@ negotiation; config errors."""
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -231,6 +232,75 @@ service:
     assert rc == 0, "sonde exited %d:\n%s" % (rc, s.log())
 
 
+def parse(text):
+    """Samples of an exposition: [(name, {label: value}, float)]."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
+        assert m, line
+        labels = dict((k, v.encode().decode("unicode_escape")) for k, v in
+                      re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+def value(samples, name, **want):
+    got = [v for n, l, v in samples if n == name and all(l.get(k) == w for k, w in want.items())]
+    assert len(got) == 1, "%s %s: %s" % (name, want, got)
+    return got[0]
+
+
+def test_sdk_producer():
+    """The OpenTelemetry JS metrics SDK exports three collections as deltas or cumulatives: the
+    exposition must show the same totals either way (deltas added up at their aligned starts)."""
+    hport, pport = harness.free_port(), harness.free_port()
+    cfg = """
+receivers:
+  otlp:
+    protocols:
+      http: {endpoint: "127.0.0.1:%d"}
+exporters:
+  prometheus: {endpoint: "127.0.0.1:%d"}
+service:
+%s  pipelines:
+    metrics: {receivers: [otlp], exporters: [prometheus]}
+""" % (hport, pport, harness.telemetry(harness.free_port()))
+    s = harness.Sonde(cfg, "prometheus-sdk").start()
+    try:
+        s.wait_log(r"Starting HTTP server")
+        here = os.path.dirname(os.path.abspath(__file__))
+        for temporality in ("delta", "cumulative"):
+            job = "sdk-" + temporality
+            p = subprocess.run(["sh", os.path.join(here, "otlp_exporter_run.sh"),
+                                "node/prometheus_sdk_send.js", "http://127.0.0.1:%d" % hport,
+                                temporality, job], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=120)
+            assert p.returncode == 0, p.stdout.decode()
+            total = json.loads(p.stdout.decode().strip().splitlines()[-1])
+            samples = parse(scrape(pport)[2])
+            route = {"job": job, "http_route": "/users/{id}"}
+            assert value(samples, "http_requests_total", **route) == total["requests"]
+            assert value(samples, "http_duration_seconds_count", **route) == total["count"]
+            assert abs(value(samples, "http_duration_seconds_sum", **route) - total["sum"]) < 1e-9
+            assert value(samples, "http_duration_seconds_bucket", le="0.1",
+                         **route) == total["under_0_1"]
+            assert value(samples, "http_duration_seconds_bucket", le="+Inf",
+                         **route) == total["count"]
+            assert value(samples, "http_inflight", job=job) == total["inflight"]
+            assert value(samples, "exp_latency_seconds_count", job=job) == total["exp_count"]
+            # The exponential buckets, read back cumulative: the last one holds everything.
+            buckets = sorted((float(l["le"]), v) for n, l, v in samples
+                             if n == "exp_latency_seconds_bucket" and l.get("job") == job)
+            assert buckets[-1] == (float("inf"), total["exp_count"]), buckets
+            assert [v for _, v in buckets] == sorted(v for _, v in buckets), buckets
+            print("JS SDK %s: %s" % (temporality, total))
+    finally:
+        rc = s.stop()
+    assert rc == 0, s.log()
+
+
 def test_expiration_and_errors():
     hport, pport, tport = harness.free_port(), harness.free_port(), harness.free_port()
     cfg = """
@@ -291,6 +361,7 @@ def test():
         raise AssertionError("prometheus and promtool are needed (Debian package prometheus; "
                              "scripts/deps.sh installs it)")
     test_expiration_and_errors()
+    test_sdk_producer()
     test_scraped_by_prometheus()
 
 
