@@ -377,7 +377,8 @@ static bool streams_open(const ogrpc *g) {
 }
 
 static void session_send(ogrpc *g) {
-  if (!g->sess || !g->conn) return;
+  /* Inside nghttp2 (a send completed from a stream callback): conn_data sends once it is out. */
+  if (!g->sess || !g->conn || g->in_nghttp2) return;
   g->in_nghttp2++;
   int rv = nghttp2_session_send(g->sess);
   g->in_nghttp2--;
@@ -602,6 +603,7 @@ static void conn_data(void *arg, otlp_conn *c, const uint8_t *p, size_t n) {
     return;
   }
   session_send(g);
+  maybe_stopped(g);
 }
 
 static void conn_closed(void *arg, otlp_conn *c, const char *why) {
@@ -894,6 +896,10 @@ static void on_timer_closed(uv_handle_t *hd) {
  * when libuv has closed their socket, which the tick polls), the timers close and done runs. */
 static void maybe_stopped(ogrpc *g) {
   if (!g->stopping || g->all || g->in_work || !g->stop_done) return;
+  /* The last completion can come from a stream callback, and the core may shut down from its
+   * send callback: the session must outlive nghttp2_session_mem_recv. conn_data (or the tick)
+   * comes back here. */
+  if (g->in_nghttp2) return;
   if (g->conn || g->sess) drop_connection(g, NULL, false);
   if (g->live_conns || !g->timers_open) return;
   g->timers_open = false;

@@ -143,7 +143,7 @@ static void encode_work(void *arg) {
   const paexp *e = j->e;
   pprof_enc_svc *v;
   size_t n;
-  int rc = pprof_enc_batch(sonde_batch_profiles(j->b), (int)e->cfg->gzip_level, &v, &n);
+  int rc = pprof_enc_batch(sonde_batch_profiles(j->b), (int)e->cfg->gzip_level, true, &v, &n);
   if (rc || !n) {
     j->enc_status = rc;
     return;

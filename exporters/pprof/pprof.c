@@ -116,7 +116,7 @@ static void job_work(void *arg) {
   job *j = arg;
   pprof_enc_svc *v;
   size_t n;
-  int rc = pprof_enc_batch(sonde_batch_profiles(j->b), (int)j->e->cfg->gzip_level, &v, &n);
+  int rc = pprof_enc_batch(sonde_batch_profiles(j->b), (int)j->e->cfg->gzip_level, false, &v, &n);
   if (rc) {
     snprintf(j->err, sizeof j->err, "cannot encode: %s", sonde_strerror(rc));
     j->status = SONDE_ERETRY;

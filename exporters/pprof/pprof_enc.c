@@ -517,8 +517,27 @@ static void copy_str(char *dst, size_t cap, const char *s) {
 }
 
 /* One service's profile: every resource of the batch with that service not used yet. */
-static int encode_service(const sonde_profiles *req, int gzip_level, bool *used,
-                          pprof_enc_svc *out) {
+/* A resource's labels (pprof_enc_res_labels), for grouping by label set. */
+typedef struct lblset {
+  pprof_enc_label *l;
+  size_t n;
+} lblset;
+
+static bool same_labels(const lblset *a, const lblset *b) {
+  if (a->n != b->n) return false;
+  for (size_t i = 0; i < a->n; i++) {
+    size_t k = 0;
+    while (k < b->n && (strcmp(a->l[i].name, b->l[k].name) || strcmp(a->l[i].value, b->l[k].value)))
+      k++;
+    if (k == b->n) return false;
+  }
+  return true;
+}
+
+/* ls: NULL to group by service only, else every resource's labels; seed: the resource that
+ * starts this group. */
+static int encode_service(const sonde_profiles *req, int gzip_level, bool *used, const lblset *ls,
+                          size_t seed, pprof_enc_svc *out) {
   static const dict_t empty =
       OPENTELEMETRY__PROTO__PROFILES__V1DEVELOPMENT__PROFILES_DICTIONARY__INIT;
   const dict_t *d = req->dictionary ? req->dictionary : &empty;
@@ -532,7 +551,7 @@ static int encode_service(const sonde_profiles *req, int gzip_level, bool *used,
     const rprof_t *rp = req->resource_profiles[i];
     if (used[i] || !rp) continue;
     service_of(rp, svc, sizeof svc);
-    if (strcmp(svc, out->service)) continue;
+    if (strcmp(svc, out->service) || (ls && !same_labels(&ls[i], &ls[seed]))) continue;
     used[i] = true;
     if (!out->resource) out->resource = rp->resource;
     for (size_t s = 0; !rc && s < rp->n_scope_profiles; s++) {
@@ -585,24 +604,33 @@ out:
   return rc;
 }
 
-int pprof_enc_batch(const sonde_profiles *req, int gzip_level, pprof_enc_svc **out, size_t *n) {
+#define MAX_GROUP_LABELS 64
+
+int pprof_enc_batch(const sonde_profiles *req, int gzip_level, bool by_labels, pprof_enc_svc **out,
+                    size_t *n) {
   *out = NULL;
   *n = 0;
   if (!req || !req->n_resource_profiles) return 0;
-  bool *used = calloc(req->n_resource_profiles, sizeof(bool));
-  pprof_enc_svc *v = calloc(req->n_resource_profiles, sizeof(*v));
-  if (!used || !v) {
-    free(used);
-    free(v);
-    return SONDE_ENOMEM;
+  size_t nr = req->n_resource_profiles;
+  bool *used = calloc(nr, sizeof(bool));
+  pprof_enc_svc *v = calloc(nr, sizeof(*v));
+  lblset *ls = by_labels ? calloc(nr, sizeof(*ls)) : NULL;
+  pprof_enc_label *tmp = by_labels ? malloc(MAX_GROUP_LABELS * sizeof(*tmp)) : NULL;
+  int rc = !used || !v || (by_labels && (!ls || !tmp)) ? SONDE_ENOMEM : 0;
+  for (size_t i = 0; by_labels && !rc && i < nr; i++) {
+    const rprof_t *rp = req->resource_profiles[i];
+    ls[i].n = pprof_enc_res_labels(rp ? rp->resource : NULL, tmp, MAX_GROUP_LABELS);
+    if (ls[i].n && !(ls[i].l = malloc(ls[i].n * sizeof(*tmp))))
+      rc = SONDE_ENOMEM;
+    else if (ls[i].n)
+      memcpy(ls[i].l, tmp, ls[i].n * sizeof(*tmp));
   }
   size_t nv = 0;
-  int rc = 0;
   for (size_t i = 0; i < req->n_resource_profiles && !rc; i++) {
     if (used[i] || !req->resource_profiles[i]) continue;
     pprof_enc_svc *s = &v[nv];
     service_of(req->resource_profiles[i], s->service, sizeof s->service);
-    rc = encode_service(req, gzip_level, used, s);
+    rc = encode_service(req, gzip_level, used, ls, i, s);
     if (!rc && s->n_samples) {
       nv++;
     } else {
@@ -611,6 +639,10 @@ int pprof_enc_batch(const sonde_profiles *req, int gzip_level, pprof_enc_svc **o
     }
   }
   free(used);
+  for (size_t i = 0; ls && i < nr; i++)
+    free(ls[i].l);
+  free(ls);
+  free(tmp);
   if (rc || !nv) {
     pprof_enc_free(v, nv);
     return rc;

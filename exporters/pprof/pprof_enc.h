@@ -26,7 +26,7 @@
 
 typedef struct pprof_enc_svc {
   char service[128]; /* sanitized as above */
-  /* The first resource of the service (borrowed from the batch: valid while it is referenced). */
+  /* The first resource of the group (borrowed from the batch: valid while it is referenced). */
   const Opentelemetry__Proto__Resource__V1__Resource *resource;
   int64_t time_ns, duration_ns; /* the span covered by its profiles */
   int64_t period;               /* of the first profile with a period type, else 0 */
@@ -36,10 +36,14 @@ typedef struct pprof_enc_svc {
   sonde_buf pprof; /* packed Profile, gzipped when asked */
 } pprof_enc_svc;
 
-/* Encodes every service of req with at least one sample. gzip_level 0: plain protobuf, else gzip
- * at that level (1-9). *out is an array of *n results (NULL, 0 when nothing was sampled); free it
- * with pprof_enc_free. Returns 0, SONDE_ENOMEM or SONDE_EIO (gzip). */
-int pprof_enc_batch(const sonde_profiles *req, int gzip_level, pprof_enc_svc **out, size_t *n);
+/* Encodes every service of req with at least one sample; with by_labels, every distinct (service,
+ * resource labels as pprof_enc_res_labels gives them) pair instead, so that each result is one
+ * series of a labelled backend (Pyroscope, Parca) and its resource's labels are true of all its
+ * samples. gzip_level 0: plain protobuf, else gzip at that level (1-9). *out is an array of *n
+ * results (NULL, 0 when nothing was sampled); free it with pprof_enc_free. Returns 0,
+ * SONDE_ENOMEM or SONDE_EIO (gzip). */
+int pprof_enc_batch(const sonde_profiles *req, int gzip_level, bool by_labels, pprof_enc_svc **out,
+                    size_t *n);
 void pprof_enc_free(pprof_enc_svc *v, size_t n);
 
 /* A string resource attribute ("" values count as missing), or NULL. */

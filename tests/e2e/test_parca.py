@@ -20,10 +20,11 @@ ts = tp.ts
 
 
 def series_by_service(rec):
+    """Series by pod (checkout) or service (cart_api)."""
     out = {}
     for s in rec["series"]:
         labels = dict(s["labels"])
-        out[labels["service_name"]] = s
+        out[labels.get("k8s_pod_name", labels["service_name"])] = s
     return out
 
 
@@ -47,7 +48,7 @@ parca:
             f.write("tok-2")
         ts.post(s.hport, body)
         recs = ref.wait(2, what="second WriteRaw")
-        sent = tp.wait_metric(s, "sonde_exporter_parca_series_total", 4)
+        sent = tp.wait_metric(s, "sonde_exporter_parca_series_total", 6)
         s.stop_ok()
     finally:
         ref.stop()
@@ -58,8 +59,8 @@ parca:
     assert r["extra"] == "yes" and r["userAgent"].startswith("sonde-parca-exporter/"), r
     assert r["normalized"] is False and r["tenant"] == "", r
     by = series_by_service(r)
-    assert set(by) == {"checkout", "cart_api"}, by.keys()
-    ck = by["checkout"]
+    assert set(by) == {"pod-1", "pod-2", "cart_api"}, by.keys()
+    ck = by["pod-1"]
     assert ck["labels"] == [["__name__", "parca_agent_cpu"], ["env", "prod"],
                             ["host_name", "node-1"], ["k8s_pod_name", "pod-1"],
                             ["service_name", "checkout"]], ck["labels"]
@@ -72,7 +73,9 @@ parca:
     assert stacks[tuple(tp.CHAIN[2:])] == [2, 2 * tp.PERIOD], stacks
     assert p["timeNanos"] == str(t_ns) and p["durationNanos"] == "10000000000", p
     assert p["mappings"][0]["buildId"], p["mappings"]
-    assert sent == 4, sent
+    p2 = tp.check_profile(by["pod-2"]["samples"][0]["profile"], "parca pod-2")
+    assert p2[tuple(tp.CHAIN)] == [6, 6 * tp.PERIOD], p2  # two resources, one series
+    assert sent == 6, sent
 
 
 def case_tls(tmp, body):
@@ -94,7 +97,7 @@ parca:
     r = recs[0]
     assert r["authorization"] == "Bearer abc.def", r
     by = series_by_service(r)
-    assert by["checkout"]["labels"][0] == ["__name__", "custom_cpu"], by["checkout"]["labels"]
+    assert by["pod-1"]["labels"][0] == ["__name__", "custom_cpu"], by["pod-1"]["labels"]
 
 
 def case_status(tmp, body, code):

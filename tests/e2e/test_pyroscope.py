@@ -22,12 +22,15 @@ import test_symbolizer as ts
 
 PERIOD = 52631578  # 19 Hz
 NODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
-ITEMS = 4  # what the core counts for a batch: its samples (two per profile)
+ITEMS = 8  # what the core counts for a batch: its samples (two per profile)
+POD1 = "checkout.cpu{host_name=node-1,k8s_pod_name=pod-1}"
+POD2 = "checkout.cpu{host_name=node-1,k8s_pod_name=pod-2}"
 CHAIN = ["inner_step", "leaf_work", "middle_call", "outer_entry", "main"]
 
 
 def profiles_body(tmp, t_ns):
-    """Two services (checkout with host and pod attributes, cart/api), 5 + 2 and 3 + 1 samples."""
+    """Two services: checkout on pod-1 (5 + 2 samples), checkout on pod-2 in two resources with
+    the same attributes (4 + 1 and 2 + 2: one series), cart/api (3 + 1)."""
     full = ts.compile_c(tmp, "app", 11)
     bid = ts.build_id(full)
     syms = ts.symbols(full)
@@ -62,7 +65,11 @@ def profiles_body(tmp, t_ns):
     body["resourceProfiles"] = [
         {"resource": res("checkout", host_name="node-1", k8s_pod_name="pod-1"),
          "scopeProfiles": [{"profiles": [profile(5, 2)]}]},
-        {"resource": res("cart/api"), "scopeProfiles": [{"profiles": [profile(3, 1)]}]}]
+        {"resource": res("checkout", host_name="node-1", k8s_pod_name="pod-2"),
+         "scopeProfiles": [{"profiles": [profile(4, 1)]}]},
+        {"resource": res("cart/api"), "scopeProfiles": [{"profiles": [profile(3, 1)]}]},
+        {"resource": res("checkout", k8s_pod_name="pod-2", host_name="node-1"),
+         "scopeProfiles": [{"profiles": [profile(2, 2)]}]}]
     return body, full, bid
 
 
@@ -157,7 +164,10 @@ def check_profile(p, where):
     assert p["gzipped"], where
     assert p["sampleTypes"] == [["samples", "count"], ["cpu", "nanoseconds"]], (where, p)
     assert p["periodType"] == ["cpu", "nanoseconds"] and p["period"] == PERIOD, (where, p)
-    stacks = {tuple(n for loc in smp["stack"] for n in loc): smp["values"] for smp in p["samples"]}
+    stacks = {}
+    for smp in p["samples"]:  # values of equal stacks summed
+        k = tuple(n for loc in smp["stack"] for n in loc)
+        stacks[k] = [a + b for a, b in zip(stacks.get(k, [0, 0]), smp["values"])]
     return stacks
 
 
@@ -173,21 +183,19 @@ pyroscope:
   labels: {env: prod, host.name: other}
 """ % ref.port)
         ts.post(s.hport, body)
-        recs = ref.wait(2, what="ingest")
+        recs = ref.wait(3, what="ingest")
         s.stop_ok()
     finally:
         ref.stop()
     by = {}
     for r in recs:
         assert r["path"] == "/ingest", r
-        by[r["query"]["name"].split("{")[0]] = r
-    assert set(by) == {"checkout.cpu", "cart_api.cpu"}, list(by)
-    ck = by["checkout.cpu"]
-    q = ck["query"]
-    assert q["name"] == "checkout.cpu{host_name=node-1,k8s_pod_name=pod-1,env=prod}", q
+        by[r["query"]["name"]] = r
     # a configured label does not repeat one of the resource's
-    assert by["cart_api.cpu"]["query"]["name"] == "cart_api.cpu{env=prod,host_name=other}", \
-        by["cart_api.cpu"]
+    assert sorted(by) == ["cart_api.cpu{env=prod,host_name=other}", POD1[:-1] + ",env=prod}",
+                          POD2[:-1] + ",env=prod}"], list(by)
+    ck = by[POD1[:-1] + ",env=prod}"]
+    q = ck["query"]
     assert q["format"] == "pprof" and q["spyName"] == "ebpfspy" and q["sampleRate"] == "19", q
     assert int(q["from"]) == t_ns // 10**9, (q, t_ns)
     assert int(q["until"]) == -(-(t_ns + 10 * 10**9) // 10**9), (q, t_ns)
@@ -202,8 +210,12 @@ pyroscope:
     assert stacks[tuple(CHAIN[2:])] == [2, 2 * PERIOD], stacks
     assert ck["profile"]["timeNanos"] == str(t_ns), ck["profile"]
     assert ck["profile"]["durationNanos"] == "10000000000", ck["profile"]
-    stacks = check_profile(by["cart_api.cpu"]["profile"], "cart")
+    stacks = check_profile(by["cart_api.cpu{env=prod,host_name=other}"]["profile"], "cart")
     assert stacks[tuple(CHAIN)] == [3, 3 * PERIOD], stacks
+    # two resources with the same labels: one profile
+    stacks = check_profile(by[POD2[:-1] + ",env=prod}"]["profile"], "pod-2")
+    assert stacks[tuple(CHAIN)] == [6, 6 * PERIOD], stacks
+    assert stacks[tuple(CHAIN[2:])] == [3, 3 * PERIOD], stacks
 
 
 def case_push_tls(tmp, body, t_ns):
@@ -231,9 +243,9 @@ pyroscope:
     assert r["headers"]["contentType"] == "application/proto", r
     assert r["headers"]["connect"] == "1", r
     assert r["headers"]["orgid"] == "tenant-b" and r["headers"]["authorization"] is None, r
-    series = {x["labels"]["service_name"]: x for x in r["series"]}
-    assert set(series) == {"checkout", "cart_api"}, series.keys()
-    ck = series["checkout"]
+    series = {x["labels"].get("k8s_pod_name", x["labels"]["service_name"]): x for x in r["series"]}
+    assert set(series) == {"pod-1", "pod-2", "cart_api"}, series.keys()
+    ck = series["pod-1"]
     assert ck["labels"] == {"__name__": "process_cpu", "service_name": "checkout",
                             "host_name": "node-1", "k8s_pod_name": "pod-1"}, ck["labels"]
     assert series["cart_api"]["labels"] == {"__name__": "process_cpu",
@@ -244,7 +256,7 @@ pyroscope:
     stacks = check_profile(ck["profiles"][0], "push checkout")
     assert stacks[tuple(CHAIN)] == [5, 5 * PERIOD], stacks
     assert ck["profiles"][0]["timeNanos"] == str(t_ns), ck["profiles"][0]
-    assert sent == 2 and core_sent == ITEMS, (sent, core_sent)
+    assert sent == 3 and core_sent == ITEMS, (sent, core_sent)
 
 
 def case_retry(tmp, body, status, api):
@@ -296,11 +308,10 @@ pyroscope:
         s.stop_ok()
     finally:
         ref.stop()
-    assert len(recs) == 4 and recs[0].get("failed") == 503, recs
+    assert len(recs) == 6 and recs[0].get("failed") == 503, recs
     names = sorted(r["query"]["name"] for r in recs[1:])
-    # the service accepted the first time is sent again with the retried batch
-    assert names.count("checkout.cpu{host_name=node-1,k8s_pod_name=pod-1}") + \
-        names.count("cart_api.cpu{}") == 3, names
+    # the series accepted the first time are sent again with the retried batch
+    assert sorted(set(names)) == ["cart_api.cpu{}", POD1, POD2], names
 
 
 def test():

@@ -28,7 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   pprof_enc_svc *v;
   size_t n;
   /* plain protobuf for the checks; gzip is zlib's */
-  if (pprof_enc_batch(sonde_batch_profiles(b), 0, &v, &n)) abort();
+  /* grouped by label set on odd sizes, by service on even ones */
+  if (pprof_enc_batch(sonde_batch_profiles(b), 0, size & 1, &v, &n)) abort();
   for (size_t i = 0; i < n; i++) {
     Perftools__Profiles__Profile *p =
         perftools__profiles__profile__unpack(NULL, v[i].pprof.len, v[i].pprof.data);
