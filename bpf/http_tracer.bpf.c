@@ -1,0 +1,564 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The HTTP tracer's BPF side: the bytes processes read and write on TCP sockets, without kprobes.
+ *
+ * on_enter/on_exit: raw tracepoints sys_enter/sys_exit (one program each, a switch on the syscall
+ * number: no tracefs needed). At entry the arguments of the syscalls we care about are saved per
+ * thread; at exit, if the fd is a TCP socket (task->files->fdt->fd[fd] -> struct socket -> sock,
+ * read with CO-RE), one record goes to the ring buffer with the connection's addresses, the byte
+ * count and the first `capture` bytes (the first iovecs for readv/writev/recvmsg/sendmsg).
+ * accept/accept4/connect only note the connection's role; close() sends a close record for
+ * connections that sent data. A connection user space judged "not HTTP" (or TLS, whose bytes come
+ * from the uprobes instead) costs one map lookup per call.
+ *
+ * ssl_*: uprobes on SSL_read/SSL_write(_ex) in libssl and in executables with OpenSSL inside. The
+ * SSL object is bound to its socket by the socket syscall the thread makes inside the SSL call
+ * (libssl doing socket I/O itself), or else by the last socket the thread read (memory-BIO users
+ * like Node.js read the socket, then call SSL_read on the same thread).
+ *
+ * on_fork: raw tracepoint sched_process_fork, for processes that sent records: user space follows
+ * threads to parent client spans made by a worker thread to the server span it serves.
+ */
+#include "vmlinux.h"
+
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "http_tracer.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define EINPROGRESS 115
+#define MSG_PEEK 2
+
+#if defined(__TARGET_ARCH_x86)
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_CLOSE 3
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDFILE 40
+#define NR_CONNECT 42
+#define NR_ACCEPT 43
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+#define NR_ACCEPT4 288
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_READ 63
+#define NR_WRITE 64
+#define NR_CLOSE 57
+#define NR_READV 65
+#define NR_WRITEV 66
+#define NR_SENDFILE 71
+#define NR_CONNECT 203
+#define NR_ACCEPT 202
+#define NR_SENDTO 206
+#define NR_RECVFROM 207
+#define NR_SENDMSG 211
+#define NR_RECVMSG 212
+#define NR_ACCEPT4 242
+#else
+#error "http_tracer: syscall numbers for this architecture"
+#endif
+
+const volatile struct sonde_http_config cfg = {0};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, SONDE_HTTP_RINGBUF_BYTES);
+} events SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, SONDE_HTTP_CNT_N);
+  __type(key, __u32);
+  __type(value, __u64);
+} counters SEC(".maps");
+
+/* pid -> SONDE_HTTP_PID_EXCLUDE / SONDE_HTTP_PID_INCLUDE, written by user space. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u32);
+  __type(value, __u32);
+} pid_filter SEC(".maps");
+
+/* open_ports as a bitmap: bit (port & 63) of entry port >> 6. */
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1024);
+  __type(key, __u32);
+  __type(value, __u64);
+} ports SEC(".maps");
+
+/* struct sock address -> role and user space's verdict. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 65536);
+  __type(key, __u64);
+  __type(value, struct sonde_http_conn);
+} conns SEC(".maps");
+
+enum { K_BUF = 1, K_IOV, K_MSG, K_SENDFILE, K_CONNECT };
+
+struct args {
+  __u64 buf; /* buffer, iovec array or msghdr */
+  __u64 cnt; /* iovec count (K_IOV) */
+  __s32 fd;
+  __u8 kind, dir;
+  __u8 pad[2];
+};
+
+/* tid -> the arguments of the syscall it is in. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u32);
+  __type(value, struct args);
+} inflight SEC(".maps");
+
+struct ssl_call {
+  __u64 ssl, buf, outlen; /* outlen: SSL_*_ex's size_t * (0 for SSL_read/SSL_write) */
+  __u64 sock;             /* socket the thread touched inside the call */
+  __u8 dir;
+  __u8 pad[7];
+};
+
+/* tid -> the SSL_read/SSL_write it is in. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u32);
+  __type(value, struct ssl_call);
+} ssl_calls SEC(".maps");
+
+/* (pid, SSL *) -> struct sock address. The pid is part of the key: SSL * values of different
+ * processes collide. */
+struct ssl_key {
+  __u64 pid;
+  __u64 ssl;
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 65536);
+  __type(key, struct ssl_key);
+  __type(value, __u64);
+} ssl_sock SEC(".maps");
+
+/* tid -> the socket it read last (binding for memory-BIO TLS). */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u32);
+  __type(value, __u64);
+} last_read SEC(".maps");
+
+/* pids that sent records (for fork records). */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u32);
+  __type(value, __u8);
+} active SEC(".maps");
+
+struct scratch {
+  struct sonde_http_data h;
+  /* Twice the capture so the verifier can bound (offset + length) of each iovec's copy. */
+  char buf[2 * SONDE_HTTP_CAP_MAX];
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+static __always_inline void count(__u32 idx) {
+  __u64 *v = bpf_map_lookup_elem(&counters, &idx);
+  if (v) *v += 1;
+}
+
+static __always_inline bool pid_wanted(__u32 pid) {
+  __u32 *v = bpf_map_lookup_elem(&pid_filter, &pid);
+  if (v) return *v == SONDE_HTTP_PID_INCLUDE;
+  return !cfg.include_only;
+}
+
+/* The TCP sock behind fd in the current task, or NULL. */
+static __always_inline struct sock *fd_sock(int fd) {
+  struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+  struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+  if (fd < 0 || (unsigned)fd >= BPF_CORE_READ(fdt, max_fds)) return NULL;
+  struct file **fds = BPF_CORE_READ(fdt, fd);
+  struct file *f = NULL;
+  bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+  if (!f) return NULL;
+  if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK) return NULL;
+  struct socket *so = BPF_CORE_READ(f, private_data);
+  if (!so || BPF_CORE_READ(so, type) != 1 /* SOCK_STREAM */) return NULL;
+  struct sock *sk = BPF_CORE_READ(so, sk);
+  if (!sk) return NULL;
+  __u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+  if (fam != AF_INET && fam != AF_INET6) return NULL;
+  return sk;
+}
+
+static __always_inline bool port_set(__u16 port) {
+  __u32 k = port >> 6;
+  __u64 *v = bpf_map_lookup_elem(&ports, &k);
+  return v && (*v >> (port & 63)) & 1;
+}
+
+/* Fills the connection part of h from sk; false when the port filter rejects it. */
+static __always_inline bool fill_conn(struct sonde_http_data *h, struct sock *sk) {
+  h->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+  h->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+  h->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+  if (cfg.port_filter && !port_set(h->lport) && !port_set(h->rport)) return false;
+  if (h->family == AF_INET) {
+    __u32 l = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+    __u32 r = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+    __builtin_memset(h->laddr, 0, 16);
+    __builtin_memset(h->raddr, 0, 16);
+    __builtin_memcpy(h->laddr, &l, 4);
+    __builtin_memcpy(h->raddr, &r, 4);
+  } else {
+    bpf_core_read(h->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+    bpf_core_read(h->raddr, 16, &sk->__sk_common.skc_v6_daddr);
+  }
+  return true;
+}
+
+static __always_inline void submit(struct scratch *s, __u32 n, bool wake) {
+  /* n <= SONDE_HTTP_CAP_MAX already; the mask is what the verifier can follow. */
+  n &= 2 * SONDE_HTTP_CAP_MAX - 1;
+  s->h.captured = n;
+  /* Waking user space costs an IPI per record: it drains on a timer and is woken only when the
+   * ring fills up, or for a process's first record (so it reads /proc/PID while the process is
+   * still there). */
+  __u64 flags = wake || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > cfg.wakeup_bytes
+                    ? BPF_RB_FORCE_WAKEUP
+                    : BPF_RB_NO_WAKEUP;
+  if (bpf_ringbuf_output(&events, s, sizeof(s->h) + n, flags))
+    count(SONDE_HTTP_CNT_LOST);
+  else
+    count(SONDE_HTTP_CNT_EVENTS);
+}
+
+static __always_inline struct scratch *start_rec(__u32 type, __u64 id, int fd, struct sock *sk,
+                                                 __u8 dir, __u64 total) {
+  __u32 zero = 0;
+  struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+  if (!s) return NULL;
+  s->h.type = type;
+  s->h.pid = id >> 32;
+  s->h.tid = (__u32)id;
+  s->h.fd = fd;
+  s->h.ktime_ns = bpf_ktime_get_ns();
+  s->h.sock = (__u64)sk;
+  s->h.total = total;
+  s->h.captured = 0;
+  s->h.dir = dir;
+  s->h.flags = 0;
+  s->h.role = SONDE_HTTP_ROLE_UNKNOWN;
+  bpf_get_current_comm(s->h.comm, sizeof(s->h.comm));
+  if (!fill_conn(&s->h, sk)) return NULL;
+  return s;
+}
+
+/* Copies the first bytes of up to SONDE_HTTP_IOV_MAX iovecs; returns the bytes copied. */
+static __always_inline __u32 copy_iov(struct scratch *s, const struct iovec *iov, __u64 cnt,
+                                      __u64 want) {
+  __u32 n = 0;
+#pragma unroll
+  for (int i = 0; i < SONDE_HTTP_IOV_MAX; i++) {
+    if (i >= cnt || n >= want) break;
+    struct iovec v;
+    if (bpf_probe_read_user(&v, sizeof(v), &iov[i])) break;
+    __u64 chunk = v.iov_len;
+    if (chunk > want - n) chunk = want - n;
+    if (chunk > SONDE_HTTP_CAP_MAX) chunk = SONDE_HTTP_CAP_MAX;
+    __u32 off = n;
+    if (off > SONDE_HTTP_CAP_MAX) break;
+    if (bpf_probe_read_user(s->buf + off, chunk, v.iov_base)) break;
+    n += chunk;
+    if (chunk < v.iov_len) break; /* what follows is not contiguous with what we have */
+  }
+  return n;
+}
+
+static __always_inline void emit_data(__u64 id, struct args *a, long ret) {
+  struct sock *sk = fd_sock(a->fd);
+  if (!sk) return;
+  __u32 tid = (__u32)id;
+  __u64 skv = (__u64)sk;
+  if (a->dir == 0) bpf_map_update_elem(&last_read, &tid, &skv, BPF_ANY);
+  /* Inside SSL_read/SSL_write: these are TLS records; the uprobe sends the plaintext. */
+  struct ssl_call *sc = bpf_map_lookup_elem(&ssl_calls, &tid);
+  if (sc) {
+    sc->sock = skv;
+    return;
+  }
+  struct sonde_http_conn *c = bpf_map_lookup_elem(&conns, &skv);
+  if (c && c->verdict == SONDE_HTTP_VERDICT_SKIP) return;
+  struct scratch *s = start_rec(SONDE_HTTP_REC_DATA, id, a->fd, sk, a->dir, (__u64)ret);
+  if (!s) return;
+  if (c) {
+    s->h.role = c->role;
+  } else {
+    struct sonde_http_conn nc = {0};
+    bpf_map_update_elem(&conns, &skv, &nc, BPF_NOEXIST);
+  }
+  __u32 pid = id >> 32;
+  bool first = false;
+  if (!bpf_map_lookup_elem(&active, &pid)) {
+    __u8 one = 1;
+    bpf_map_update_elem(&active, &pid, &one, BPF_ANY);
+    first = true;
+  }
+  __u64 want = cfg.capture;
+  if (want > SONDE_HTTP_CAP_MAX) want = SONDE_HTTP_CAP_MAX;
+  if (want > (__u64)ret) want = ret;
+  __u32 n = 0;
+  if (a->kind == K_BUF) {
+    n = want;
+    if (n > SONDE_HTTP_CAP_MAX) n = SONDE_HTTP_CAP_MAX;
+    if (bpf_probe_read_user(s->buf, n, (const void *)a->buf)) n = 0;
+  } else if (a->kind == K_IOV) {
+    n = copy_iov(s, (const struct iovec *)a->buf, a->cnt, want);
+  } else if (a->kind == K_MSG) {
+    struct user_msghdr m;
+    if (!bpf_probe_read_user(&m, sizeof(m), (const void *)a->buf))
+      n = copy_iov(s, m.msg_iov, m.msg_iovlen, want);
+  }
+  submit(s, n, first);
+}
+
+static __always_inline void set_role(int fd, __u8 role) {
+  struct sock *sk = fd_sock(fd);
+  if (!sk) return;
+  __u64 skv = (__u64)sk;
+  struct sonde_http_conn c = {.role = role};
+  bpf_map_update_elem(&conns, &skv, &c, BPF_ANY);
+}
+
+SEC("raw_tp/sys_enter")
+int on_enter(struct bpf_raw_tracepoint_args *ctx) {
+  long nr = ctx->args[1];
+  struct args a = {0};
+  switch (nr) {
+  case NR_READ:
+  case NR_RECVFROM:
+    a.kind = K_BUF, a.dir = 0;
+    break;
+  case NR_WRITE:
+  case NR_SENDTO:
+    a.kind = K_BUF, a.dir = 1;
+    break;
+  case NR_READV:
+    a.kind = K_IOV, a.dir = 0;
+    break;
+  case NR_WRITEV:
+    a.kind = K_IOV, a.dir = 1;
+    break;
+  case NR_RECVMSG:
+    a.kind = K_MSG, a.dir = 0;
+    break;
+  case NR_SENDMSG:
+    a.kind = K_MSG, a.dir = 1;
+    break;
+  case NR_SENDFILE:
+    a.kind = K_SENDFILE, a.dir = 1;
+    break;
+  case NR_CONNECT:
+    a.kind = K_CONNECT;
+    break;
+  case NR_CLOSE:
+    break;
+  default:
+    return 0;
+  }
+  __u64 id = bpf_get_current_pid_tgid();
+  if (!pid_wanted(id >> 32)) return 0;
+  struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+  int fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
+  if (nr == NR_CLOSE) {
+    struct sock *sk = fd_sock(fd);
+    if (!sk) return 0;
+    __u64 skv = (__u64)sk;
+    struct sonde_http_conn *c = bpf_map_lookup_elem(&conns, &skv);
+    if (!c) return 0;
+    __u8 verdict = c->verdict;
+    bpf_map_delete_elem(&conns, &skv);
+    if (verdict == SONDE_HTTP_VERDICT_SKIP) return 0;
+    struct scratch *s = start_rec(SONDE_HTTP_REC_CLOSE, id, fd, sk, 0, 0);
+    if (s) submit(s, 0, false);
+    return 0;
+  }
+  if (nr == NR_RECVFROM && (PT_REGS_PARM4_CORE_SYSCALL(regs) & MSG_PEEK)) return 0;
+  if (nr == NR_RECVMSG && (PT_REGS_PARM3_CORE_SYSCALL(regs) & MSG_PEEK)) return 0;
+  if (nr == NR_SENDFILE) {
+    a.fd = fd; /* out_fd */
+  } else {
+    a.fd = fd;
+    a.buf = PT_REGS_PARM2_CORE_SYSCALL(regs);
+    a.cnt = PT_REGS_PARM3_CORE_SYSCALL(regs);
+  }
+  __u32 tid = (__u32)id;
+  bpf_map_update_elem(&inflight, &tid, &a, BPF_ANY);
+  return 0;
+}
+
+SEC("raw_tp/sys_exit")
+int on_exit(struct bpf_raw_tracepoint_args *ctx) {
+  /* The syscall number of the exiting call is in the saved registers (orig_ax on x86). */
+  long ret = ctx->args[1];
+  __u64 id = bpf_get_current_pid_tgid();
+  __u32 tid = (__u32)id;
+  struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+#if defined(__TARGET_ARCH_x86)
+  long nr = BPF_CORE_READ(regs, orig_ax);
+#else
+  long nr = BPF_CORE_READ((struct user_pt_regs *)regs, regs[8]);
+#endif
+  if (nr == NR_ACCEPT || nr == NR_ACCEPT4) {
+    if (ret >= 0 && pid_wanted(id >> 32)) set_role(ret, SONDE_HTTP_ROLE_SERVER);
+    return 0;
+  }
+  struct args *ap = bpf_map_lookup_elem(&inflight, &tid);
+  if (!ap) return 0;
+  struct args a = *ap;
+  bpf_map_delete_elem(&inflight, &tid);
+  if (a.kind == K_CONNECT) {
+    if (ret == 0 || ret == -EINPROGRESS) set_role(a.fd, SONDE_HTTP_ROLE_CLIENT);
+    return 0;
+  }
+  if (ret <= 0) return 0;
+  if (a.kind == K_SENDFILE) a.kind = 0; /* counted, nothing to copy */
+  emit_data(id, &a, ret);
+  return 0;
+}
+
+/* ---- TLS ---- */
+
+static __always_inline int ssl_enter(void *ssl, void *buf, void *outlen, __u8 dir) {
+  __u64 id = bpf_get_current_pid_tgid();
+  if (!pid_wanted(id >> 32)) return 0;
+  __u32 tid = (__u32)id;
+  struct ssl_call c = {.ssl = (__u64)ssl, .buf = (__u64)buf, .outlen = (__u64)outlen, .dir = dir};
+  bpf_map_update_elem(&ssl_calls, &tid, &c, BPF_ANY);
+  return 0;
+}
+
+static __always_inline int ssl_exit(long rc, bool ex) {
+  __u64 id = bpf_get_current_pid_tgid();
+  __u32 tid = (__u32)id;
+  struct ssl_call *cp = bpf_map_lookup_elem(&ssl_calls, &tid);
+  if (!cp) return 0;
+  struct ssl_call c = *cp;
+  bpf_map_delete_elem(&ssl_calls, &tid);
+  __u64 total = 0;
+  if (ex) {
+    if (rc != 1 || !c.outlen) return 0;
+    bpf_probe_read_user(&total, sizeof(total), (const void *)c.outlen);
+  } else if (rc > 0) {
+    total = rc;
+  }
+  if (!total) return 0;
+  __u64 skv = c.sock;
+  struct ssl_key sk = {.pid = id >> 32, .ssl = c.ssl};
+  if (skv) {
+    bpf_map_update_elem(&ssl_sock, &sk, &skv, BPF_ANY);
+  } else {
+    __u64 *b = bpf_map_lookup_elem(&ssl_sock, &sk);
+    if (!b) b = bpf_map_lookup_elem(&last_read, &tid);
+    if (!b) return 0;
+    skv = *b;
+    bpf_map_update_elem(&ssl_sock, &sk, &skv, BPF_ANY);
+  }
+  /* The socket's own bytes are TLS records from now on. */
+  struct sonde_http_conn *cn = bpf_map_lookup_elem(&conns, &skv);
+  __u8 role = 0;
+  if (cn) {
+    role = cn->role;
+    cn->verdict = SONDE_HTTP_VERDICT_SKIP;
+  } else {
+    struct sonde_http_conn nc = {.verdict = SONDE_HTTP_VERDICT_SKIP};
+    bpf_map_update_elem(&conns, &skv, &nc, BPF_ANY);
+  }
+  struct scratch *s = start_rec(SONDE_HTTP_REC_DATA, id, -1, (struct sock *)skv, c.dir, total);
+  if (!s) return 0;
+  s->h.role = role;
+  s->h.flags = SONDE_HTTP_F_TLS;
+  __u64 want = cfg.capture;
+  if (want > SONDE_HTTP_CAP_MAX) want = SONDE_HTTP_CAP_MAX;
+  if (want > total) want = total;
+  __u32 n = want;
+  if (n > SONDE_HTTP_CAP_MAX) n = SONDE_HTTP_CAP_MAX;
+  if (bpf_probe_read_user(s->buf, n, (const void *)c.buf)) n = 0;
+  submit(s, n, false);
+  return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(ssl_read_enter, void *ssl, void *buf, int num) {
+  return ssl_enter(ssl, buf, NULL, 0);
+}
+SEC("uretprobe")
+int BPF_KRETPROBE(ssl_read_exit, int rc) {
+  return ssl_exit(rc, false);
+}
+SEC("uprobe")
+int BPF_KPROBE(ssl_write_enter, void *ssl, void *buf, int num) {
+  return ssl_enter(ssl, buf, NULL, 1);
+}
+SEC("uretprobe")
+int BPF_KRETPROBE(ssl_write_exit, int rc) {
+  return ssl_exit(rc, false);
+}
+SEC("uprobe")
+int BPF_KPROBE(ssl_read_ex_enter, void *ssl, void *buf, __u64 num, void *readbytes) {
+  return ssl_enter(ssl, buf, readbytes, 0);
+}
+SEC("uretprobe")
+int BPF_KRETPROBE(ssl_read_ex_exit, int rc) {
+  return ssl_exit(rc, true);
+}
+SEC("uprobe")
+int BPF_KPROBE(ssl_write_ex_enter, void *ssl, void *buf, __u64 num, void *written) {
+  return ssl_enter(ssl, buf, written, 1);
+}
+SEC("uretprobe")
+int BPF_KRETPROBE(ssl_write_ex_exit, int rc) {
+  return ssl_exit(rc, true);
+}
+
+/* ---- threads ---- */
+
+SEC("raw_tp/sched_process_fork")
+int on_fork(struct bpf_raw_tracepoint_args *ctx) {
+  struct task_struct *parent = (struct task_struct *)ctx->args[0];
+  struct task_struct *child = (struct task_struct *)ctx->args[1];
+  __u32 ppid = BPF_CORE_READ(parent, tgid);
+  if (!bpf_map_lookup_elem(&active, &ppid)) return 0;
+  struct sonde_http_fork *f = bpf_ringbuf_reserve(&events, sizeof(*f), 0);
+  if (!f) {
+    count(SONDE_HTTP_CNT_LOST);
+    return 0;
+  }
+  f->type = SONDE_HTTP_REC_FORK;
+  f->parent_pid = ppid;
+  f->parent_tid = BPF_CORE_READ(parent, pid);
+  f->child_pid = BPF_CORE_READ(child, tgid);
+  f->child_tid = BPF_CORE_READ(child, pid);
+  f->pad = 0;
+  bpf_ringbuf_submit(f, BPF_RB_NO_WAKEUP);
+  return 0;
+}

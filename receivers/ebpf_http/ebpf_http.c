@@ -1,0 +1,1619 @@
+/* The ebpf_http receiver: spans (and RED metrics) for the HTTP/1.x, HTTP/2 and gRPC requests every
+ * process on the node serves or makes, from the bytes it reads and writes (bpf/http_tracer.bpf.c:
+ * syscall raw tracepoints and libssl uprobes, no kprobes), with no change to the process.
+ *
+ * Everything runs on the loop: the ring buffer's epoll fd is watched with uv_poll and drained on
+ * a timer (BPF wakes us only when it fills up). Each connection (keyed by its struct sock address,
+ * checked against its addresses so a reused sock starts afresh) is classified by its first bytes:
+ * an HTTP/1 request or status line (http1.c), the HTTP/2 preface (h2.c), a TLS record (its
+ * plaintext comes from the uprobes), or nothing we know, which tells BPF to stop sending it. The
+ * first bytes also tell the role for connections opened before sonde (a process that reads a
+ * request is the server). Finished exchanges become spans, batched per process every
+ * flush_interval, and RED data points every metrics_interval.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <uv.h>
+
+#include "http1.h"
+#include "http_tracer.h"
+#include "hx.h"
+#include "sonde/sonde.h"
+#include "sonde_http_tracer.skel.h"
+
+#define NS_PER_S 1000000000ull
+#define CONN_BUCKETS 4096
+#define PROC_BUCKETS 1024
+#define TID_BUCKETS 1024
+#define CONN_IDLE_NS (300 * NS_PER_S) /* a connection silent this long is forgotten */
+#define SWEEP_NS (10 * NS_PER_S)
+#define TLS_SCAN_NS (2 * NS_PER_S)
+#define MAX_TLS_FILES 64
+
+/* ---- configuration --------------------------------------------------------------------------- */
+
+typedef struct eh_select {
+  sonde_strlist pids;
+  sonde_strlist executables;
+  sonde_strlist container_ids;
+} eh_select;
+
+typedef struct eh_routes_cfg {
+  sonde_strlist patterns;
+  int64_t max_per_service;
+} eh_routes_cfg;
+
+typedef struct eh_config {
+  char *open_ports;
+  eh_select include, exclude;
+  eh_routes_cfg routes;
+  uint64_t capture_bytes;
+  int64_t flush_interval_ns;
+  int64_t metrics_interval_ns;
+  bool spans, metrics, tls;
+} eh_config;
+
+static const sonde_option select_options[] = {
+    SONDE_OPT("pids", SONDE_OPT_STRLIST, eh_select, pids, NULL, "process ids"),
+    SONDE_OPT("executables", SONDE_OPT_STRLIST, eh_select, executables, NULL,
+              "globs (fnmatch) on the executable's path or, without a '/', its name"),
+    SONDE_OPT("container_ids", SONDE_OPT_STRLIST, eh_select, container_ids, NULL,
+              "container ids (a prefix of 12 or more hex digits is enough)"),
+    SONDE_OPT_END,
+};
+
+static const sonde_option routes_options[] = {
+    SONDE_OPT("patterns", SONDE_OPT_STRLIST, eh_routes_cfg, patterns, NULL,
+              "route patterns matched in order (\"/users/{id}\", \"/static/*\")"),
+    SONDE_OPT_RANGE("max_per_service", SONDE_OPT_INT, eh_routes_cfg, max_per_service, "1000", 1,
+                    1e6, "distinct routes per service; more fold into \"/**\" (counted)"),
+    SONDE_OPT_END,
+};
+
+static const sonde_option eh_options[] = {
+    SONDE_OPT("open_ports", SONDE_OPT_STRING, eh_config, open_ports, NULL,
+              "trace only connections with a local or remote port here: \"80,443,8000-8999\" "
+              "(unset: every port)"),
+    SONDE_OPT_NESTED("include", eh_config, include, select_options,
+                     "trace only processes matching one of these (empty: every process)"),
+    SONDE_OPT_NESTED("exclude", eh_config, exclude, select_options,
+                     "never trace processes matching one of these (sonde itself never is)"),
+    SONDE_OPT_NESTED("routes", eh_config, routes, routes_options, "how paths become http.route"),
+    SONDE_OPT_RANGE("capture_bytes", SONDE_OPT_BYTES, eh_config, capture_bytes, "1024", 64,
+                    SONDE_HTTP_CAP_MAX,
+                    "bytes of each read/write copied by BPF (headers must fit)"),
+    SONDE_OPT_RANGE("flush_interval", SONDE_OPT_DURATION, eh_config, flush_interval_ns, "1s", 1e7,
+                    3.6e12, "spans are sent in one batch per this interval"),
+    SONDE_OPT_RANGE("metrics_interval", SONDE_OPT_DURATION, eh_config, metrics_interval_ns, "15s",
+                    1e8, 3.6e12, "RED metrics are collected every this interval"),
+    SONDE_OPT("spans", SONDE_OPT_BOOL, eh_config, spans, "true", "produce spans (traces signal)"),
+    SONDE_OPT("metrics", SONDE_OPT_BOOL, eh_config, metrics, "true",
+              "produce RED metrics (metrics signal)"),
+    SONDE_OPT("tls", SONDE_OPT_BOOL, eh_config, tls, "true",
+              "uprobes on SSL_read/SSL_write in libssl and in executables with OpenSSL inside"),
+    SONDE_OPT_END,
+};
+
+static int parse_pid(const char *s, uint32_t *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v <= 0 || v > 0x7fffffff) return SONDE_EINVAL;
+  *out = (uint32_t)v;
+  return 0;
+}
+
+/* "80,443,8000-8999" into bits (NULL: only checks). */
+static int parse_ports(const char *s, uint64_t *bits, char *err, size_t errlen) {
+  const char *p = s;
+  while (*p) {
+    while (*p == ' ' || *p == ',')
+      p++;
+    if (!*p) break;
+    char *end;
+    long lo = strtol(p, &end, 10), hi = lo;
+    if (end == p) goto bad;
+    p = end;
+    if (*p == '-') {
+      const char *q = p + 1;
+      hi = strtol(q, &end, 10);
+      if (end == q) goto bad;
+      p = end;
+    }
+    if (lo < 1 || hi > 65535 || lo > hi) goto bad;
+    while (*p == ' ')
+      p++;
+    if (*p && *p != ',') goto bad;
+    for (long v = lo; bits && v <= hi; v++)
+      bits[v >> 6] |= 1ull << (v & 63);
+  }
+  return 0;
+bad:
+  snprintf(err, errlen,
+           "open_ports: \"%s\" is not a list of ports and ranges (\"80,443,8000-8999\", 1-65535)",
+           s);
+  return SONDE_ECONFIG;
+}
+
+#ifndef CAP_PERFMON
+#define CAP_PERFMON 38
+#endif
+#ifndef CAP_BPF
+#define CAP_BPF 39
+#endif
+
+static bool cap_eff(const struct __user_cap_data_struct d[2], int cap) {
+  return d[cap / 32].effective & (1u << (cap % 32));
+}
+
+static int check_host(char *err, size_t errlen) {
+  struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+  struct __user_cap_data_struct d[2] = {0};
+  if (syscall(SYS_capget, &hdr, d)) {
+    snprintf(err, errlen, "cannot read this process's capabilities: %s", strerror(errno));
+    return SONDE_EPERM;
+  }
+  if (!cap_eff(d, CAP_SYS_ADMIN) && !(cap_eff(d, CAP_BPF) && cap_eff(d, CAP_PERFMON))) {
+    snprintf(err, errlen,
+             "the eBPF HTTP tracer needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); this "
+             "process lacks %s",
+             !cap_eff(d, CAP_BPF) ? "CAP_BPF" : "CAP_PERFMON");
+    return SONDE_EPERM;
+  }
+  if (access("/sys/kernel/btf/vmlinux", R_OK)) {
+    snprintf(err, errlen,
+             "kernel feature missing: BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF), "
+             "needed to load CO-RE BPF programs");
+    return SONDE_EUNSUPPORTED;
+  }
+  if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_RAW_TRACEPOINT, NULL) != 1) {
+    snprintf(err, errlen, "kernel feature missing: BPF program type raw_tracepoint");
+    return SONDE_EUNSUPPORTED;
+  }
+  if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) != 1) {
+    snprintf(err, errlen, "kernel feature missing: BPF ring buffer (map type ringbuf, Linux 5.8)");
+    return SONDE_EUNSUPPORTED;
+  }
+  return 0;
+}
+
+static int eh_validate(const void *config, char *err, size_t errlen) {
+  const eh_config *c = config;
+  const eh_select *sel[2] = {&c->include, &c->exclude};
+  for (int s = 0; s < 2; s++) {
+    for (size_t i = 0; i < sel[s]->pids.n; i++) {
+      uint32_t pid;
+      if (parse_pid(sel[s]->pids.v[i], &pid)) {
+        snprintf(err, errlen, "%s::pids: \"%s\" is not a process id", s ? "exclude" : "include",
+                 sel[s]->pids.v[i]);
+        return SONDE_ECONFIG;
+      }
+    }
+  }
+  if (c->open_ports && parse_ports(c->open_ports, NULL, err, errlen)) return SONDE_ECONFIG;
+  if (!c->spans && !c->metrics) {
+    snprintf(err, errlen, "spans and metrics are both off: nothing to produce");
+    return SONDE_ECONFIG;
+  }
+  return check_host(err, errlen);
+}
+
+/* ---- state ----------------------------------------------------------------------------------- */
+
+typedef Opentelemetry__Proto__Trace__V1__Span span_t;
+typedef Opentelemetry__Proto__Common__V1__KeyValue kv_t;
+
+typedef struct eh eh;
+
+typedef struct eproc {
+  uint32_t pid;
+  struct eproc *next;
+  bool excluded;
+  char *service_name, *service_namespace, *exe_path, *exe_name;
+  char container_id[65];
+  char **res_kv; /* extra OTEL_RESOURCE_ATTRIBUTES, key, value, key, value ... */
+  size_t n_res_kv;
+  span_t **spans; /* of the batch being filled */
+  size_t nspans, capspans;
+  uint64_t last_ns;
+} eproc;
+
+enum conn_state { C_NEW, C_H1, C_H2, C_TLSWAIT, C_SKIP };
+
+typedef struct econn {
+  uint64_t sock;
+  struct econn *next;
+  eh *owner;
+  uint32_t pid;
+  uint32_t tid; /* thread of the record being fed */
+  uint8_t family, role;
+  uint16_t lport, rport;
+  uint8_t laddr[16], raddr[16];
+  char local[INET6_ADDRSTRLEN], peer[INET6_ADDRSTRLEN];
+  enum conn_state state;
+  bool tls, server;
+  hx_h1 *h1;
+  hx_h2 *h2;
+  uint64_t last_ns;
+  /* The first bytes, kept until they tell what the connection is (1-byte writes). */
+  uint8_t pre[24];
+  uint8_t npre, pre_dir;
+  uint64_t pre_ts;
+} econn;
+
+/* A span's identity, chosen when its request is seen. */
+typedef struct sctx {
+  uint8_t trace[16], span[8], parent[8];
+  bool has_parent;
+  uint32_t tid;
+} sctx;
+
+/* tid -> the server span it is serving (owner), or the thread that created it (inherited). */
+typedef struct tident {
+  uint32_t tid;
+  struct tident *next;
+  const sctx *owner;
+  uint32_t parent_tid; /* when owner is NULL */
+} tident;
+
+typedef struct tls_file {
+  uint64_t dev, ino;
+  bool attached;
+} tls_file;
+
+struct eh {
+  const sonde_host *h;
+  const eh_config *cfg;
+  uint32_t self_pid;
+  char hostname[256];
+  struct sonde_http_tracer *skel;
+  struct ring_buffer *rb;
+  uv_poll_t *poll;
+  sonde_timer *drain, *flush, *mtimer, *sweep, *tls_scan;
+  bool stopping;
+  econn *conns[CONN_BUCKETS];
+  size_t nconns;
+  eproc *procs[PROC_BUCKETS];
+  tident *tids[TID_BUCKETS];
+  sonde_batch *tb; /* spans of the interval being filled */
+  uint64_t mono_to_real;
+  hx_routes *routes;
+  hx_red *red;
+  uint64_t lost_seen;
+  /* TLS */
+  struct bpf_link **links;
+  size_t nlinks, caplinks;
+  tls_file tls_files[MAX_TLS_FILES];
+  size_t ntls_files;
+  uint32_t *seen_pids;
+  size_t nseen;
+  /* metrics */
+  sonde_metric *m_events, *m_lost, *m_spans, *m_conns, *m_not_http, *m_batches, *m_refused,
+      *m_unanswered, *m_tls_files;
+};
+
+static void madd(sonde_metric *m, const eh *e, double d) {
+  if (m) e->h->api->metric_add(m, d);
+}
+
+static uint64_t now_ns(clockid_t c) {
+  struct timespec ts;
+  clock_gettime(c, &ts);
+  return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- processes ------------------------------------------------------------------------------- */
+
+static char *read_small(const char *path, size_t *len) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  size_t cap = 4096, n = 0;
+  char *buf = malloc(cap + 1);
+  while (buf) {
+    ssize_t r = read(fd, buf + n, cap - n);
+    if (r <= 0) break;
+    n += (size_t)r;
+    if (n == cap) {
+      if (cap >= (1u << 20)) break;
+      char *nb = realloc(buf, cap * 2 + 1);
+      if (!nb) break;
+      buf = nb;
+      cap *= 2;
+    }
+  }
+  close(fd);
+  if (buf) buf[n] = 0;
+  if (len) *len = n;
+  return buf;
+}
+
+/* The last run of 64 hex digits in a cgroup path (docker, containerd, cri-o, podman). */
+static void container_id_of(const char *cg, char out[65]) {
+  out[0] = 0;
+  size_t run = 0;
+  for (const char *p = cg;; p++) {
+    bool hex = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f');
+    if (hex) {
+      run++;
+    } else {
+      if (run == 64) {
+        memcpy(out, p - 64, 64);
+        out[64] = 0;
+      }
+      run = 0;
+    }
+    if (!*p) break;
+  }
+}
+
+static void proc_read(eproc *q, const char *comm) {
+  char path[64], buf[PATH_MAX];
+  snprintf(path, sizeof(path), "/proc/%u/exe", q->pid);
+  ssize_t n = readlink(path, buf, sizeof(buf) - 1);
+  if (n > 0) {
+    buf[n] = 0;
+    char *del = strstr(buf, " (deleted)");
+    if (del && !del[10]) *del = 0;
+    q->exe_path = strdup(buf);
+  }
+  if (q->exe_path) {
+    const char *slash = strrchr(q->exe_path, '/');
+    q->exe_name = strdup(slash ? slash + 1 : q->exe_path);
+  } else {
+    snprintf(path, sizeof(path), "/proc/%u/comm", q->pid);
+    char *c = read_small(path, NULL);
+    if (c) c[strcspn(c, "\n")] = 0;
+    /* Gone already: the thread name BPF saw. */
+    if (!c && comm && comm[0]) c = strndup(comm, 16);
+    q->exe_name = c;
+  }
+  size_t len = 0;
+  snprintf(path, sizeof(path), "/proc/%u/environ", q->pid);
+  char *env = read_small(path, &len);
+  const char *attrs = NULL;
+  for (size_t off = 0; env && off < len; off += strlen(env + off) + 1) {
+    const char *v = env + off;
+    if (!strncmp(v, "OTEL_SERVICE_NAME=", 18) && v[18])
+      q->service_name = strdup(v + 18);
+    else if (!strncmp(v, "OTEL_RESOURCE_ATTRIBUTES=", 25))
+      attrs = v + 25;
+  }
+  /* key=value,key=value (values percent-encoded per the OTel spec; kept as written). */
+  for (const char *p = attrs; p && *p;) {
+    const char *end = strchr(p, ',');
+    size_t l = end ? (size_t)(end - p) : strlen(p);
+    const char *eq = memchr(p, '=', l);
+    if (eq && eq > p) {
+      char *k = strndup(p, (size_t)(eq - p)), *v = strndup(eq + 1, l - (size_t)(eq - p) - 1);
+      if (k && v && !strcmp(k, "service.name")) {
+        if (!q->service_name) q->service_name = v, v = NULL;
+      } else if (k && v && !strcmp(k, "service.namespace")) {
+        free(q->service_namespace);
+        q->service_namespace = v, v = NULL;
+      } else if (k && v) {
+        char **nk = realloc(q->res_kv, (q->n_res_kv + 2) * sizeof(*nk));
+        if (nk) {
+          q->res_kv = nk;
+          nk[q->n_res_kv++] = k;
+          nk[q->n_res_kv++] = v;
+          k = v = NULL;
+        }
+      }
+      free(k);
+      free(v);
+    }
+    p = end ? end + 1 : NULL;
+  }
+  free(env);
+  if (!q->service_name && q->exe_name) q->service_name = strdup(q->exe_name);
+  snprintf(path, sizeof(path), "/proc/%u/cgroup", q->pid);
+  char *cg = read_small(path, NULL);
+  if (cg) container_id_of(cg, q->container_id);
+  free(cg);
+}
+
+static bool select_match(const eh_select *s, const eproc *q) {
+  for (size_t i = 0; i < s->pids.n; i++) {
+    uint32_t pid;
+    if (!parse_pid(s->pids.v[i], &pid) && pid == q->pid) return true;
+  }
+  for (size_t i = 0; i < s->executables.n; i++) {
+    const char *g = s->executables.v[i];
+    const char *subject = strchr(g, '/') ? q->exe_path : q->exe_name;
+    if (subject && !fnmatch(g, subject, 0)) return true;
+  }
+  for (size_t i = 0; i < s->container_ids.n; i++) {
+    size_t l = strlen(s->container_ids.v[i]);
+    if (q->container_id[0] && l && !strncmp(q->container_id, s->container_ids.v[i], l)) return true;
+  }
+  return false;
+}
+
+static bool select_empty(const eh_select *s) {
+  return !s->pids.n && !s->executables.n && !s->container_ids.n;
+}
+
+static eproc *proc_get(eh *e, uint32_t pid, const char *comm) {
+  size_t b = pid % PROC_BUCKETS;
+  for (eproc *q = e->procs[b]; q; q = q->next)
+    if (q->pid == pid) return q;
+  eproc *q = calloc(1, sizeof(*q));
+  if (!q) return NULL;
+  q->pid = pid;
+  proc_read(q, comm);
+  q->excluded = pid == e->self_pid || select_match(&e->cfg->exclude, q) ||
+                (!select_empty(&e->cfg->include) && !select_match(&e->cfg->include, q));
+  if (q->excluded && e->skel) {
+    /* BPF stops sending this process's records. */
+    uint32_t v = SONDE_HTTP_PID_EXCLUDE;
+    bpf_map__update_elem(e->skel->maps.pid_filter, &pid, 4, &v, 4, BPF_ANY);
+  }
+  q->next = e->procs[b];
+  e->procs[b] = q;
+  return q;
+}
+
+static void proc_free(eproc *q) {
+  free(q->service_name);
+  free(q->service_namespace);
+  free(q->exe_path);
+  free(q->exe_name);
+  for (size_t i = 0; i < q->n_res_kv; i++)
+    free(q->res_kv[i]);
+  free(q->res_kv);
+  free(q->spans);
+  free(q);
+}
+
+static hx_resource proc_resource(const eh *e, const eproc *q) {
+  return (hx_resource){.pid = q->pid,
+                       .service_name = q->service_name ? q->service_name : "unknown_service",
+                       .service_namespace = q->service_namespace,
+                       .exe_name = q->exe_name,
+                       .exe_path = q->exe_path,
+                       .host_name = e->hostname,
+                       .container_id = q->container_id[0] ? q->container_id : NULL};
+}
+
+/* ---- span context ---------------------------------------------------------------------------- */
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+static bool unhex(const char *s, uint8_t *out, size_t n) {
+  bool nonzero = false;
+  for (size_t i = 0; i < n; i++) {
+    int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = (uint8_t)(hi << 4 | lo);
+    nonzero |= out[i] != 0;
+  }
+  return nonzero;
+}
+
+/* W3C traceparent "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>". */
+static bool parse_traceparent(const char *tp, uint8_t trace[16], uint8_t span[8]) {
+  if (!tp || strlen(tp) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-') return false;
+  if (!strncmp(tp, "ff", 2) || hexval(tp[0]) < 0 || hexval(tp[1]) < 0) return false;
+  return unhex(tp + 3, trace, 16) && unhex(tp + 36, span, 8);
+}
+
+static void random_id(uint8_t *p, size_t n) {
+  do {
+    if (getrandom(p, n, 0) != (ssize_t)n)
+      for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)rand();
+  } while (!memcmp(p, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", n));
+}
+
+static tident *tid_find(eh *e, uint32_t tid) {
+  for (tident *t = e->tids[tid % TID_BUCKETS]; t; t = t->next)
+    if (t->tid == tid) return t;
+  return NULL;
+}
+
+static tident *tid_get(eh *e, uint32_t tid) {
+  tident *t = tid_find(e, tid);
+  if (t) return t;
+  if (!(t = calloc(1, sizeof(*t)))) return NULL;
+  t->tid = tid;
+  t->next = e->tids[tid % TID_BUCKETS];
+  e->tids[tid % TID_BUCKETS] = t;
+  return t;
+}
+
+static void tid_del(eh *e, uint32_t tid) {
+  for (tident **pp = &e->tids[tid % TID_BUCKETS]; *pp; pp = &(*pp)->next) {
+    if ((*pp)->tid == tid) {
+      tident *t = *pp;
+      *pp = t->next;
+      free(t);
+      return;
+    }
+  }
+}
+
+/* The server span thread tid (or the thread that created it, up the chain) is serving now. */
+static const sctx *tid_serving(eh *e, uint32_t tid) {
+  for (int hop = 0; hop < 4; hop++) {
+    tident *t = tid_find(e, tid);
+    if (!t) return NULL;
+    if (t->owner) return t->owner;
+    if (!t->parent_tid || t->parent_tid == tid) return NULL;
+    tid = t->parent_tid;
+  }
+  return NULL;
+}
+
+static uint64_t h1_request(void *ud, const hx_exchange *ex) {
+  econn *c = ud;
+  eh *e = c->owner;
+  sctx *s = calloc(1, sizeof(*s));
+  if (!s) return 0;
+  s->tid = c->tid;
+  uint8_t tr[16], sp[8];
+  bool tp = parse_traceparent(ex->traceparent, tr, sp);
+  if (ex->server) {
+    /* An incoming traceparent continues that trace. */
+    if (tp) {
+      memcpy(s->trace, tr, 16);
+      memcpy(s->parent, sp, 8);
+      s->has_parent = true;
+    } else {
+      random_id(s->trace, 16);
+    }
+    random_id(s->span, 8);
+    tident *t = tid_get(e, c->tid);
+    if (t) t->owner = s, t->parent_tid = 0;
+  } else {
+    const sctx *srv = tid_serving(e, c->tid);
+    if (tp) {
+      /* The process propagates context itself: its header names this client span. */
+      memcpy(s->trace, tr, 16);
+      memcpy(s->span, sp, 8);
+      if (srv && !memcmp(srv->trace, tr, 16)) {
+        memcpy(s->parent, srv->span, 8);
+        s->has_parent = true;
+      }
+    } else {
+      if (srv) {
+        memcpy(s->trace, srv->trace, 16);
+        memcpy(s->parent, srv->span, 8);
+        s->has_parent = true;
+      } else {
+        random_id(s->trace, 16);
+      }
+      random_id(s->span, 8);
+    }
+  }
+  return (uint64_t)(uintptr_t)s;
+}
+
+/* ---- spans ----------------------------------------------------------------------------------- */
+
+static bool grpc_server_error(int st) {
+  /* OTel semconv: server spans are errors for these codes only. */
+  return st == 2 || st == 4 || st == 12 || st == 13 || st == 14 || st == 15;
+}
+
+static const char *host_part(const char *authority, char *buf, size_t len) {
+  if (!authority) return NULL;
+  if (authority[0] == '[') {
+    const char *end = strchr(authority, ']');
+    if (!end) return authority;
+    snprintf(buf, len, "%.*s", (int)(end - authority - 1), authority + 1);
+    return buf;
+  }
+  const char *colon = strrchr(authority, ':');
+  if (!colon) return authority;
+  snprintf(buf, len, "%.*s", (int)(colon - authority), authority);
+  return buf;
+}
+
+static int span_push(eproc *q, span_t *s) {
+  if (q->nspans == q->capspans) {
+    size_t cap = q->capspans ? q->capspans * 2 : 64;
+    span_t **n = realloc(q->spans, cap * sizeof(*n));
+    if (!n) return SONDE_ENOMEM;
+    q->spans = n;
+    q->capspans = cap;
+  }
+  q->spans[q->nspans++] = s;
+  return 0;
+}
+
+#define KV(expr)                                                                                   \
+  do {                                                                                             \
+    if (!(a[n++] = (expr))) return SONDE_ENOMEM;                                                   \
+  } while (0)
+
+static int build_span(eh *e, econn *c, eproc *q, const hx_exchange *ex, const sctx *s,
+                      const char *route) {
+  if (!e->tb && sonde_batch_new(SONDE_SIGNAL_TRACES, &e->tb)) return SONDE_ENOMEM;
+  sonde_batch *b = e->tb;
+  span_t *sp = sonde_batch_alloc(b, sizeof(*sp));
+  kv_t **a = sonde_batch_alloc(b, 24 * sizeof(*a));
+  uint8_t *ids = sonde_batch_alloc(b, 32);
+  if (!sp || !a || !ids) return SONDE_ENOMEM;
+  opentelemetry__proto__trace__v1__span__init(sp);
+  memcpy(ids, s->trace, 16);
+  memcpy(ids + 16, s->span, 8);
+  memcpy(ids + 24, s->parent, 8);
+  sp->trace_id = (ProtobufCBinaryData){16, ids};
+  sp->span_id = (ProtobufCBinaryData){8, ids + 16};
+  if (s->has_parent) sp->parent_span_id = (ProtobufCBinaryData){8, ids + 24};
+  bool grpc = ex->proto == HX_GRPC;
+  sp->kind = ex->server ? OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_SERVER
+                        : OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_CLIENT;
+  char name[600];
+  if (grpc)
+    snprintf(name, sizeof(name), "%s", ex->path ? ex->path : "grpc");
+  else
+    snprintf(name, sizeof(name), "%s %s", ex->method ? ex->method : "HTTP", route);
+  if (!(sp->name = sonde_batch_strdup(b, name))) return SONDE_ENOMEM;
+  sp->start_time_unix_nano = ex->start_ns + e->mono_to_real;
+  sp->end_time_unix_nano =
+      (ex->end_ns > ex->start_ns ? ex->end_ns : ex->start_ns) + e->mono_to_real;
+  size_t n = 0;
+  char hb[300];
+  const char *host = host_part(ex->authority, hb, sizeof(hb));
+  if (ex->method) KV(sonde_batch_kv_str(b, "http.request.method", ex->method));
+  if (ex->path) KV(sonde_batch_kv_str(b, "url.path", ex->path));
+  if (ex->query && ex->server) KV(sonde_batch_kv_str(b, "url.query", ex->query));
+  KV(sonde_batch_kv_str(b, "url.scheme", c->tls ? "https" : "http"));
+  if (ex->status) KV(sonde_batch_kv_int(b, "http.response.status_code", ex->status));
+  KV(sonde_batch_kv_str(b, "network.protocol.name", "http"));
+  KV(sonde_batch_kv_str(b, "network.protocol.version", ex->proto == HX_HTTP1 ? "1.1" : "2"));
+  KV(sonde_batch_kv_str(b, "network.peer.address", c->peer));
+  KV(sonde_batch_kv_int(b, "network.peer.port", c->rport));
+  if (ex->server) {
+    KV(sonde_batch_kv_str(b, "http.route", route));
+    KV(sonde_batch_kv_str(b, "server.address", host ? host : c->local));
+    KV(sonde_batch_kv_int(b, "server.port", c->lport));
+    KV(sonde_batch_kv_str(b, "client.address", c->peer));
+  } else {
+    KV(sonde_batch_kv_str(b, "server.address", host ? host : c->peer));
+    KV(sonde_batch_kv_int(b, "server.port", c->rport));
+    char url[1200];
+    snprintf(url, sizeof(url), "%s://%s%s", c->tls ? "https" : "http",
+             ex->authority ? ex->authority : c->peer, ex->path ? ex->path : "/");
+    KV(sonde_batch_kv_str(b, "url.full", url));
+  }
+  if (ex->user_agent) KV(sonde_batch_kv_str(b, "user_agent.original", ex->user_agent));
+  KV(sonde_batch_kv_int(b, "http.request.body.size", (int64_t)ex->req_body_bytes));
+  KV(sonde_batch_kv_int(b, "http.response.body.size", (int64_t)ex->resp_body_bytes));
+  KV(sonde_batch_kv_int(b, "thread.id", s->tid));
+  if (grpc) {
+    KV(sonde_batch_kv_str(b, "rpc.system", "grpc"));
+    const char *p = ex->path ? ex->path : "";
+    const char *slash = strrchr(p, '/');
+    if (slash && slash > p) {
+      char svc[512];
+      snprintf(svc, sizeof(svc), "%.*s", (int)(slash - p - 1), p + 1);
+      KV(sonde_batch_kv_str(b, "rpc.service", svc));
+      KV(sonde_batch_kv_str(b, "rpc.method", slash + 1));
+    }
+    if (ex->grpc_status >= 0) KV(sonde_batch_kv_int(b, "rpc.grpc.status_code", ex->grpc_status));
+  }
+  const char *err = NULL;
+  if (ex->reset)
+    err = "connection closed before the response completed";
+  else if (grpc && ex->grpc_status > 0 && (!ex->server || grpc_server_error(ex->grpc_status)))
+    err = "gRPC error status";
+  else if (!grpc && ex->status >= 500)
+    err = "server error";
+  else if (!grpc && !ex->server && ex->status >= 400)
+    err = "client error";
+  if (err) {
+    Opentelemetry__Proto__Trace__V1__Status *st = sonde_batch_alloc(b, sizeof(*st));
+    if (!st) return SONDE_ENOMEM;
+    opentelemetry__proto__trace__v1__status__init(st);
+    st->code = OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_ERROR;
+    if (!(st->message = sonde_batch_strdup(b, err))) return SONDE_ENOMEM;
+    sp->status = st;
+    char et[16];
+    snprintf(et, sizeof(et), "%d", ex->status);
+    KV(sonde_batch_kv_str(b, "error.type", ex->reset ? "connection_reset" : et));
+  }
+  sp->attributes = a;
+  sp->n_attributes = n;
+  return span_push(q, sp);
+}
+
+/* One finished exchange of connection c. */
+static void on_exchange(econn *c, const hx_exchange *ex, const sctx *s) {
+  eh *e = c->owner;
+  /* A request with no response makes no span: it may be a probe, or bytes we misread. */
+  if (!ex->status && !(ex->proto != HX_HTTP1 && ex->grpc_status >= 0)) {
+    madd(e->m_unanswered, e, 1);
+    return;
+  }
+  eproc *q = proc_get(e, c->pid, NULL);
+  if (!q || q->excluded) return;
+  hx_resource res = proc_resource(e, q);
+  char route[512];
+  const char *path = ex->path ? ex->path : "/";
+  if (ex->proto == HX_GRPC)
+    snprintf(route, sizeof(route), "%s", path);
+  else
+    hx_routes_match(e->routes, res.service_name, path, route, sizeof(route));
+  if (e->cfg->metrics && e->red) {
+    char hb[300];
+    const char *host = ex->server ? NULL : host_part(ex->authority, hb, sizeof(hb));
+    hx_red_record(e->red, &res, ex, route, ex->server ? NULL : (host ? host : c->peer),
+                  ex->server ? 0 : c->rport);
+  }
+  if (!e->cfg->spans) return;
+  sctx tmp;
+  if (!s) {
+    /* HTTP/2 streams: fresh ids, the incoming traceparent continued. */
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.tid = c->tid;
+    uint8_t sp[8];
+    if (parse_traceparent(ex->traceparent, tmp.trace, sp) && ex->server) {
+      memcpy(tmp.parent, sp, 8);
+      tmp.has_parent = true;
+    } else if (!ex->traceparent || ex->server) {
+      random_id(tmp.trace, 16);
+    }
+    random_id(tmp.span, 8);
+    s = &tmp;
+  }
+  if (build_span(e, c, q, ex, s, route)) {
+    sonde_log(e->h, SONDE_LOG_WARN, "out of memory building a span: dropped");
+    return;
+  }
+  madd(e->m_spans, e, 1);
+}
+
+static void h1_done(void *ud, const hx_exchange *ex, uint64_t tag) {
+  econn *c = ud;
+  sctx *s = (sctx *)(uintptr_t)tag;
+  on_exchange(c, ex, s);
+  if (s && ex->server) {
+    tident *t = tid_find(c->owner, s->tid);
+    if (t && t->owner == s) tid_del(c->owner, s->tid);
+  }
+  free(s);
+}
+
+static const hx_h1_hooks h1_hooks = {.request = h1_request, .done = h1_done};
+
+static void h2_exchange(void *ud, const hx_exchange *ex) {
+  on_exchange(ud, ex, NULL);
+}
+
+/* ---- connections ----------------------------------------------------------------------------- */
+
+static void conn_drop_decoders(econn *c, uint64_t ts) {
+  if (c->h1) {
+    hx_h1_close(c->h1, ts);
+    hx_h1_free(c->h1);
+    c->h1 = NULL;
+  }
+  if (c->h2) {
+    hx_h2_close(c->h2, ts);
+    hx_h2_free(c->h2);
+    c->h2 = NULL;
+  }
+}
+
+static void conn_free(eh *e, econn *c, uint64_t ts) {
+  conn_drop_decoders(c, ts);
+  free(c);
+  e->nconns--;
+  madd(e->m_conns, e, -1);
+}
+
+static void conn_remove(eh *e, uint64_t sock, uint64_t ts) {
+  for (econn **pp = &e->conns[(sock >> 6) % CONN_BUCKETS]; *pp; pp = &(*pp)->next) {
+    if ((*pp)->sock == sock) {
+      econn *c = *pp;
+      *pp = c->next;
+      conn_free(e, c, ts);
+      return;
+    }
+  }
+}
+
+static void set_verdict(eh *e, econn *c, uint8_t verdict) {
+  if (!e->skel) return;
+  struct sonde_http_conn v = {.role = c->role, .verdict = verdict};
+  bpf_map__update_elem(e->skel->maps.conns, &c->sock, 8, &v, sizeof(v), BPF_EXIST);
+}
+
+static econn *conn_get(eh *e, const struct sonde_http_data *d) {
+  size_t b = (d->sock >> 6) % CONN_BUCKETS;
+  for (econn *c = e->conns[b]; c; c = c->next) {
+    if (c->sock != d->sock) continue;
+    if (c->pid == d->pid && c->lport == d->lport && c->rport == d->rport &&
+        !memcmp(c->raddr, d->raddr, 16))
+      return c;
+    /* The sock was freed and reused for another connection without a close we saw. */
+    conn_remove(e, d->sock, d->ktime_ns);
+    break;
+  }
+  econn *c = calloc(1, sizeof(*c));
+  if (!c) return NULL;
+  c->sock = d->sock;
+  c->owner = e;
+  c->pid = d->pid;
+  c->family = d->family;
+  c->role = d->role;
+  c->lport = d->lport;
+  c->rport = d->rport;
+  memcpy(c->laddr, d->laddr, 16);
+  memcpy(c->raddr, d->raddr, 16);
+  int af = d->family == 10 ? AF_INET6 : AF_INET;
+  /* An IPv4-mapped IPv6 address is written as IPv4. */
+  const uint8_t *la = d->laddr, *ra = d->raddr;
+  static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (af == AF_INET6 && !memcmp(la, mapped, 12) && !memcmp(ra, mapped, 12))
+    af = AF_INET, la += 12, ra += 12;
+  inet_ntop(af, la, c->local, sizeof(c->local));
+  inet_ntop(af, ra, c->peer, sizeof(c->peer));
+  c->next = e->conns[b];
+  e->conns[b] = c;
+  e->nconns++;
+  madd(e->m_conns, e, 1);
+  return c;
+}
+
+/* Whether p could still grow into something classify() knows. */
+static bool maybe_prefix(const uint8_t *p, size_t n) {
+  static const char *const starts[] = {"GET ",
+                                       "POST ",
+                                       "PUT ",
+                                       "DELETE ",
+                                       "HEAD ",
+                                       "PATCH ",
+                                       "OPTIONS ",
+                                       "CONNECT ",
+                                       "TRACE ",
+                                       "HTTP/1.",
+                                       "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"};
+  for (size_t i = 0; i < sizeof(starts) / sizeof(starts[0]); i++) {
+    size_t l = strlen(starts[i]);
+    if (n < l && !memcmp(p, starts[i], n)) return true;
+  }
+  return false;
+}
+
+/* The first bytes of a connection decide what it is. */
+static void classify(eh *e, econn *c, uint8_t dir, bool tls, const uint8_t *p, size_t n) {
+  bool in = dir == HX_INGRESS;
+  /* What the bytes say wins over the role BPF noted at accept/connect: a sock address can be
+   * reused after a process exited without close(), leaving a stale role behind. */
+  if (hx_h1_is_request(p, n)) {
+    c->server = in;
+  } else if (hx_h1_is_response(p, n)) {
+    c->server = !in; /* seen mid-exchange: the next request starts the first span */
+  } else if (hx_h2_detect(p, n)) {
+    c->server = in;
+    c->h2 = hx_h2_new(c->server, h2_exchange, c);
+    if (!c->h2) return;
+    c->state = C_H2;
+    set_verdict(e, c, SONDE_HTTP_VERDICT_HTTP);
+    return;
+  } else if (!tls && n >= 3 && p[0] == 0x16 && p[1] == 0x03 && p[2] <= 0x04) {
+    /* A TLS handshake: the plaintext comes from the SSL uprobes, if the process has them. */
+    c->state = C_TLSWAIT;
+    set_verdict(e, c, SONDE_HTTP_VERDICT_SKIP);
+    return;
+  } else {
+    c->state = C_SKIP;
+    set_verdict(e, c, SONDE_HTTP_VERDICT_SKIP);
+    madd(e->m_not_http, e, 1);
+    if (e->h->api->log_enabled(e->h, SONDE_LOG_DEBUG))
+      sonde_log(e->h, SONDE_LOG_DEBUG, "not HTTP: pid %u, %s %zu bytes: %.*s", c->pid,
+                in ? "read" : "wrote", n, (int)(n > 40 ? 40 : n), p);
+    return;
+  }
+  c->h1 = hx_h1_new(c->server, &h1_hooks, c);
+  if (!c->h1) return;
+  c->state = C_H1;
+  set_verdict(e, c, SONDE_HTTP_VERDICT_HTTP);
+}
+
+static int feed(econn *c, uint8_t dir, const uint8_t *p, size_t n, uint64_t total, uint64_t ts) {
+  if (c->state == C_H1) return hx_h1_feed(c->h1, dir, p, n, total, ts);
+  if (c->state == C_H2) return hx_h2_feed(c->h2, dir, p, n, total, ts);
+  return 0;
+}
+
+static void on_data(eh *e, const struct sonde_http_data *d, const uint8_t *p) {
+  eproc *q = proc_get(e, d->pid, d->comm);
+  if (!q || q->excluded) return;
+  q->last_ns = d->ktime_ns;
+  econn *c = conn_get(e, d);
+  if (!c) return;
+  c->last_ns = d->ktime_ns;
+  c->tid = d->tid;
+  bool tls = d->flags & SONDE_HTTP_F_TLS;
+  if (tls && !c->tls) {
+    /* From now on this connection's bytes are the SSL plaintext; what came before was records. */
+    conn_drop_decoders(c, d->ktime_ns);
+    c->tls = true;
+    c->state = C_NEW;
+    c->npre = 0;
+  } else if (!tls && c->tls) {
+    return;
+  }
+  int rc = 0;
+  if (c->state == C_NEW) {
+    if (!d->captured) return; /* sendfile before any bytes: nothing to judge by */
+    if (c->npre && c->pre_dir != d->dir) {
+      classify(e, c, c->pre_dir, c->tls, c->pre, c->npre);
+      rc = feed(c, c->pre_dir, c->pre, c->npre, c->npre, c->pre_ts);
+      c->npre = 0;
+    } else {
+      size_t take = sizeof(c->pre) - c->npre;
+      if (take > d->captured) take = d->captured;
+      if (!c->npre) c->pre_dir = d->dir, c->pre_ts = d->ktime_ns;
+      memcpy(c->pre + c->npre, p, take);
+      c->npre += take;
+      if (take == d->captured && d->total == d->captured && maybe_prefix(c->pre, c->npre))
+        return; /* too short to tell yet */
+      classify(e, c, c->pre_dir, c->tls, c->pre, c->npre);
+      rc = feed(c, c->pre_dir, c->pre, c->npre, c->npre, c->pre_ts);
+      c->npre = 0;
+      p += take;
+      if (!rc && (d->captured > take || d->total > d->captured))
+        rc = feed(c, d->dir, p, d->captured - take, d->total - take, d->ktime_ns);
+      goto fed;
+    }
+  }
+  if (!rc) rc = feed(c, d->dir, p, d->captured, d->total, d->ktime_ns);
+fed:
+  if (rc) {
+    if (e->h->api->log_enabled(e->h, SONDE_LOG_DEBUG))
+      sonde_log(e->h, SONDE_LOG_DEBUG, "not HTTP after all: pid %u, %s %u of %llu bytes: %s: %.*s",
+                c->pid, d->dir ? "wrote" : "read", d->captured, (unsigned long long)d->total,
+                sonde_strerror(rc), (int)(d->captured > 60 ? 60 : d->captured), p);
+    conn_drop_decoders(c, d->ktime_ns);
+    c->state = C_SKIP;
+    set_verdict(e, c, SONDE_HTTP_VERDICT_SKIP);
+    madd(e->m_not_http, e, 1);
+  }
+}
+
+static void on_close(eh *e, const struct sonde_http_data *d) {
+  size_t b = (d->sock >> 6) % CONN_BUCKETS;
+  for (econn *c = e->conns[b]; c; c = c->next) {
+    if (c->sock == d->sock && c->pid == d->pid) {
+      conn_remove(e, d->sock, d->ktime_ns);
+      return;
+    }
+  }
+}
+
+static void on_fork(eh *e, const struct sonde_http_fork *f) {
+  if (f->child_tid == f->parent_tid) return;
+  /* A thread made by a thread that serves a request: its client calls are that request's
+   * children while the request lasts (checked when they happen). */
+  tident *pt = tid_find(e, f->parent_tid);
+  if (!pt) return;
+  tident *t = tid_get(e, f->child_tid);
+  if (t && !t->owner) t->parent_tid = f->parent_tid;
+}
+
+static int rb_event(void *ctx, void *data, size_t size) {
+  eh *e = ctx;
+  if (size < 4 || e->stopping) return 0;
+  uint32_t type;
+  memcpy(&type, data, 4);
+  madd(e->m_events, e, 1);
+  if (type == SONDE_HTTP_REC_FORK && size >= sizeof(struct sonde_http_fork)) {
+    on_fork(e, data);
+    return 0;
+  }
+  if (size < sizeof(struct sonde_http_data)) return 0;
+  const struct sonde_http_data *d = data;
+  if (type == SONDE_HTTP_REC_CLOSE) {
+    on_close(e, d);
+  } else if (type == SONDE_HTTP_REC_DATA && sizeof(*d) + d->captured <= size) {
+    on_data(e, d, (const uint8_t *)data + sizeof(*d));
+  }
+  return 0;
+}
+
+static void drain(eh *e) {
+  if (!e->rb) return;
+  e->mono_to_real = now_ns(CLOCK_REALTIME) - now_ns(CLOCK_MONOTONIC);
+  int n = ring_buffer__consume(e->rb);
+  if (n < 0) sonde_log(e->h, SONDE_LOG_WARN, "ring buffer: %s", strerror(-n));
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  (void)events;
+  eh *e = h->data;
+  if (status < 0) {
+    sonde_log(e->h, SONDE_LOG_ERROR, "ring buffer poll: %s", uv_strerror(status));
+    return;
+  }
+  drain(e);
+}
+
+static void on_drain(void *arg) {
+  drain(arg);
+}
+
+/* ---- batches --------------------------------------------------------------------------------- */
+
+static Opentelemetry__Proto__Resource__V1__Resource *resource_new(eh *e, sonde_batch *b,
+                                                                  const eproc *q) {
+  Opentelemetry__Proto__Resource__V1__Resource *r = sonde_batch_alloc(b, sizeof(*r));
+  kv_t **a = sonde_batch_alloc(b, (8 + q->n_res_kv / 2) * sizeof(*a));
+  if (!r || !a) return NULL;
+  opentelemetry__proto__resource__v1__resource__init(r);
+  size_t n = 0;
+  hx_resource res = proc_resource(e, q);
+  if (!(a[n++] = sonde_batch_kv_str(b, "service.name", res.service_name))) return NULL;
+  if (q->service_namespace &&
+      !(a[n++] = sonde_batch_kv_str(b, "service.namespace", q->service_namespace)))
+    return NULL;
+  if (!(a[n++] = sonde_batch_kv_int(b, "process.pid", q->pid))) return NULL;
+  if (q->exe_name && !(a[n++] = sonde_batch_kv_str(b, "process.executable.name", q->exe_name)))
+    return NULL;
+  if (q->exe_path && !(a[n++] = sonde_batch_kv_str(b, "process.executable.path", q->exe_path)))
+    return NULL;
+  if (!(a[n++] = sonde_batch_kv_str(b, "host.name", e->hostname))) return NULL;
+  if (q->container_id[0] && !(a[n++] = sonde_batch_kv_str(b, "container.id", q->container_id)))
+    return NULL;
+  if (!(a[n++] = sonde_batch_kv_str(b, "telemetry.distro.name", "sonde"))) return NULL;
+  for (size_t i = 0; i + 1 < q->n_res_kv; i += 2)
+    if (!(a[n++] = sonde_batch_kv_str(b, q->res_kv[i], q->res_kv[i + 1]))) return NULL;
+  r->attributes = a;
+  r->n_attributes = n;
+  return r;
+}
+
+static int finish_traces(eh *e, sonde_batch *b) {
+  sonde_traces *req = sonde_batch_traces(b);
+  size_t nproc = 0;
+  for (size_t i = 0; i < PROC_BUCKETS; i++)
+    for (eproc *q = e->procs[i]; q; q = q->next)
+      nproc += q->nspans > 0;
+  Opentelemetry__Proto__Trace__V1__ResourceSpans **rs = sonde_batch_alloc(b, nproc * sizeof(*rs));
+  if (!rs && nproc) return SONDE_ENOMEM;
+  size_t k = 0;
+  for (size_t i = 0; i < PROC_BUCKETS; i++) {
+    for (eproc *q = e->procs[i]; q; q = q->next) {
+      if (!q->nspans) continue;
+      Opentelemetry__Proto__Trace__V1__ResourceSpans *r = sonde_batch_alloc(b, sizeof(*r));
+      Opentelemetry__Proto__Trace__V1__ScopeSpans *ss = sonde_batch_alloc(b, sizeof(*ss));
+      Opentelemetry__Proto__Common__V1__InstrumentationScope *sc =
+          sonde_batch_alloc(b, sizeof(*sc));
+      Opentelemetry__Proto__Trace__V1__ScopeSpans **ssv = sonde_batch_alloc(b, sizeof(*ssv));
+      span_t **spans = sonde_batch_memdup(b, q->spans, q->nspans * sizeof(*spans));
+      if (!r || !ss || !sc || !ssv || !spans) return SONDE_ENOMEM;
+      opentelemetry__proto__trace__v1__resource_spans__init(r);
+      opentelemetry__proto__trace__v1__scope_spans__init(ss);
+      opentelemetry__proto__common__v1__instrumentation_scope__init(sc);
+      sc->name = "sonde.ebpf_http";
+      sc->version = SONDE_VERSION;
+      ss->scope = sc;
+      ss->spans = spans;
+      ss->n_spans = q->nspans;
+      ssv[0] = ss;
+      r->scope_spans = ssv;
+      r->n_scope_spans = 1;
+      if (!(r->resource = resource_new(e, b, q))) return SONDE_ENOMEM;
+      r->schema_url = "https://opentelemetry.io/schemas/1.26.0";
+      rs[k++] = r;
+      q->nspans = 0;
+    }
+  }
+  req->resource_spans = rs;
+  req->n_resource_spans = k;
+  return 0;
+}
+
+static void read_lost(eh *e) {
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0 || !e->skel) return;
+  uint64_t v[ncpu];
+  uint32_t k = SONDE_HTTP_CNT_LOST;
+  if (bpf_map__lookup_elem(e->skel->maps.counters, &k, sizeof(k), v, sizeof(v), 0)) return;
+  uint64_t total = 0;
+  for (int i = 0; i < ncpu; i++)
+    total += v[i];
+  if (total > e->lost_seen) {
+    madd(e->m_lost, e, (double)(total - e->lost_seen));
+    sonde_log(e->h, SONDE_LOG_WARN, "%" PRIu64 " records lost (ring buffer full)",
+              total - e->lost_seen);
+    e->lost_seen = total;
+  }
+}
+
+static void send_batch(eh *e, sonde_batch *b, const char *what) {
+  size_t items = sonde_batch_items(b);
+  int rc = e->h->api->consume(e->h, b, "ebpf");
+  madd(rc ? e->m_refused : e->m_batches, e, 1);
+  if (rc)
+    sonde_log(e->h, SONDE_LOG_WARN, "%zu %s refused downstream: %s", items, what,
+              sonde_strerror(rc));
+  sonde_batch_unref(b);
+}
+
+static void on_flush(void *arg) {
+  eh *e = arg;
+  drain(e);
+  read_lost(e);
+  sonde_batch *b = e->tb;
+  e->tb = NULL;
+  if (!b) return;
+  if (finish_traces(e, b)) {
+    sonde_log(e->h, SONDE_LOG_WARN, "out of memory: the last interval's spans are dropped");
+    for (size_t i = 0; i < PROC_BUCKETS; i++)
+      for (eproc *q = e->procs[i]; q; q = q->next)
+        q->nspans = 0;
+    sonde_batch_unref(b);
+    return;
+  }
+  send_batch(e, b, "spans");
+}
+
+static void on_metrics(void *arg) {
+  eh *e = arg;
+  if (!e->red) return;
+  drain(e);
+  sonde_batch *b = NULL;
+  int rc = hx_red_collect(e->red, now_ns(CLOCK_REALTIME), &b);
+  if (rc) sonde_log(e->h, SONDE_LOG_WARN, "RED metrics dropped: %s", sonde_strerror(rc));
+  if (b) send_batch(e, b, "RED data points");
+}
+
+/* Forgets connections silent for CONN_IDLE_NS (their close was not seen: the process exited) and
+ * processes that exited. */
+static void on_sweep(void *arg) {
+  eh *e = arg;
+  uint64_t now = now_ns(CLOCK_MONOTONIC);
+  for (size_t i = 0; i < CONN_BUCKETS; i++) {
+    for (econn **pp = &e->conns[i]; *pp;) {
+      econn *c = *pp;
+      if (now - c->last_ns > CONN_IDLE_NS || kill((pid_t)c->pid, 0)) {
+        *pp = c->next;
+        conn_free(e, c, c->last_ns);
+      } else {
+        pp = &c->next;
+      }
+    }
+  }
+  for (size_t i = 0; i < PROC_BUCKETS; i++) {
+    for (eproc **pp = &e->procs[i]; *pp;) {
+      eproc *q = *pp;
+      if (!q->nspans && kill((pid_t)q->pid, 0) && errno == ESRCH) {
+        *pp = q->next;
+        if (e->red) hx_red_forget(e->red, q->pid);
+        if (e->skel) bpf_map__delete_elem(e->skel->maps.pid_filter, &q->pid, 4, 0);
+        proc_free(q);
+      } else {
+        pp = &q->next;
+      }
+    }
+  }
+  for (size_t i = 0; i < TID_BUCKETS; i++) {
+    for (tident **pp = &e->tids[i]; *pp;) {
+      tident *t = *pp;
+      char path[64];
+      snprintf(path, sizeof(path), "/proc/%u", t->tid);
+      if (!t->owner && access(path, F_OK)) {
+        *pp = t->next;
+        free(t);
+      } else {
+        pp = &t->next;
+      }
+    }
+  }
+}
+
+/* ---- TLS uprobes ----------------------------------------------------------------------------- */
+
+static void tls_attach_file(eh *e, const char *path, uint64_t dev, uint64_t ino, bool is_lib) {
+  for (size_t i = 0; i < e->ntls_files; i++)
+    if (e->tls_files[i].dev == dev && e->tls_files[i].ino == ino) return;
+  if (e->ntls_files == MAX_TLS_FILES) return;
+  tls_file *f = &e->tls_files[e->ntls_files++];
+  f->dev = dev;
+  f->ino = ino;
+  struct {
+    const char *fn;
+    struct bpf_program *enter, *exit;
+  } probes[] = {
+      {"SSL_read", e->skel->progs.ssl_read_enter, e->skel->progs.ssl_read_exit},
+      {"SSL_write", e->skel->progs.ssl_write_enter, e->skel->progs.ssl_write_exit},
+      {"SSL_read_ex", e->skel->progs.ssl_read_ex_enter, e->skel->progs.ssl_read_ex_exit},
+      {"SSL_write_ex", e->skel->progs.ssl_write_ex_enter, e->skel->progs.ssl_write_ex_exit},
+  };
+  int ok = 0;
+  for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+    for (int ret = 0; ret < 2; ret++) {
+      LIBBPF_OPTS(bpf_uprobe_opts, o, .func_name = probes[i].fn, .retprobe = ret);
+      struct bpf_link *l =
+          bpf_program__attach_uprobe_opts(ret ? probes[i].exit : probes[i].enter, -1, path, 0, &o);
+      if (!l) continue;
+      if (e->nlinks == e->caplinks) {
+        size_t cap = e->caplinks ? e->caplinks * 2 : 32;
+        struct bpf_link **n = realloc(e->links, cap * sizeof(*n));
+        if (!n) {
+          bpf_link__destroy(l);
+          continue;
+        }
+        e->links = n;
+        e->caplinks = cap;
+      }
+      e->links[e->nlinks++] = l;
+      ok++;
+    }
+  }
+  f->attached = ok > 0;
+  if (ok) {
+    madd(e->m_tls_files, e, 1);
+    sonde_log(e->h, SONDE_LOG_INFO, "TLS: %d uprobes on %s", ok, path);
+  } else if (is_lib) {
+    sonde_log(e->h, SONDE_LOG_WARN, "TLS: no SSL_read/SSL_write uprobe could attach to %s", path);
+  }
+}
+
+static bool has_ssl_symbols(const char *path) {
+  /* Cheap filter before libbpf parses the ELF: the name must be in the file's string tables. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st;
+  bool found = false;
+  if (!fstat(fd, &st) && st.st_size > 1024 * 1024) {
+    char *buf = malloc(1 << 20);
+    for (off_t off = 0; buf && !found && off < st.st_size;) {
+      ssize_t r = pread(fd, buf, 1 << 20, off);
+      if (r <= 0) break;
+      found = memmem(buf, (size_t)r, "\0SSL_write_ex\0", 14) != NULL;
+      off += r > 16 ? r - 16 : r;
+    }
+    free(buf);
+  }
+  close(fd);
+  return found;
+}
+
+static void tls_scan_pid(eh *e, uint32_t pid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%u/maps", pid);
+  FILE *f = fopen(path, "re");
+  if (!f) return;
+  char line[PATH_MAX + 128];
+  while (fgets(line, sizeof(line), f)) {
+    char *file = strchr(line, '/');
+    if (!file || !strstr(file, "libssl.so")) continue;
+    file[strcspn(file, "\n")] = 0;
+    char rpath[PATH_MAX + 64];
+    snprintf(rpath, sizeof(rpath), "/proc/%u/root%s", pid, file);
+    struct stat st;
+    if (stat(rpath, &st)) continue;
+    tls_attach_file(e, rpath, st.st_dev, st.st_ino, true);
+  }
+  fclose(f);
+  snprintf(path, sizeof(path), "/proc/%u/exe", pid);
+  struct stat st;
+  if (stat(path, &st)) return;
+  for (size_t i = 0; i < e->ntls_files; i++)
+    if (e->tls_files[i].dev == st.st_dev && e->tls_files[i].ino == st.st_ino) return;
+  if (has_ssl_symbols(path)) {
+    char exe[PATH_MAX];
+    ssize_t n = readlink(path, exe, sizeof(exe) - 1);
+    if (n <= 0) return;
+    exe[n] = 0;
+    char rpath[PATH_MAX + 64];
+    snprintf(rpath, sizeof(rpath), "/proc/%u/root%s", pid, exe);
+    tls_attach_file(e, rpath, st.st_dev, st.st_ino, false);
+  } else if (e->ntls_files < MAX_TLS_FILES) {
+    e->tls_files[e->ntls_files++] = (tls_file){st.st_dev, st.st_ino, false};
+  }
+}
+
+static int cmp_u32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* New processes since the last scan: libssl they map, or OpenSSL inside their executable. */
+static void on_tls_scan(void *arg) {
+  eh *e = arg;
+  DIR *d = opendir("/proc");
+  if (!d) return;
+  uint32_t *now = NULL;
+  size_t n = 0, cap = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    uint32_t pid;
+    if (parse_pid(de->d_name, &pid)) continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 512;
+      uint32_t *nn = realloc(now, cap * sizeof(*nn));
+      if (!nn) break;
+      now = nn;
+    }
+    now[n++] = pid;
+  }
+  closedir(d);
+  if (!now) return;
+  qsort(now, n, sizeof(*now), cmp_u32);
+  for (size_t i = 0; i < n; i++) {
+    if (now[i] == e->self_pid) continue;
+    if (e->seen_pids && bsearch(&now[i], e->seen_pids, e->nseen, sizeof(uint32_t), cmp_u32))
+      continue;
+    tls_scan_pid(e, now[i]);
+  }
+  free(e->seen_pids);
+  e->seen_pids = now;
+  e->nseen = n;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------- */
+
+static int eh_create(const sonde_host *h, const void *config, uint32_t signals, void **inst) {
+  (void)signals;
+  eh *e = calloc(1, sizeof(*e));
+  if (!e) return SONDE_ENOMEM;
+  e->h = h;
+  e->cfg = config;
+  e->self_pid = (uint32_t)getpid();
+  if (gethostname(e->hostname, sizeof(e->hostname) - 1))
+    snprintf(e->hostname, sizeof(e->hostname), "unknown");
+  const eh_config *c = config;
+  int rc = hx_routes_new((const char *const *)c->routes.patterns.v, c->routes.patterns.n,
+                         (size_t)c->routes.max_per_service, &e->routes);
+  if (rc) {
+    sonde_log(h, SONDE_LOG_ERROR, "routes::patterns: %s", sonde_strerror(rc));
+    free(e);
+    return rc;
+  }
+  if (c->metrics && (rc = hx_red_new(&e->red))) {
+    hx_routes_free(e->routes);
+    free(e);
+    return rc;
+  }
+  const sonde_host_api *a = h->api;
+  /* Metrics are diagnostics: the receiver works without them. */
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_http_records", "records received from BPF", NULL,
+            &e->m_events);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_http_records_lost",
+            "records BPF dropped because the ring buffer was full", NULL, &e->m_lost);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_http_spans", "spans made", NULL, &e->m_spans);
+  a->metric(h, SONDE_METRIC_GAUGE, "sonde_ebpf_http_connections", "connections followed", NULL,
+            &e->m_conns);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_http_not_http",
+            "connections found not to carry HTTP (BPF stops sending them)", NULL, &e->m_not_http);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_http_unanswered",
+            "requests that got no response before their connection closed (no span)", NULL,
+            &e->m_unanswered);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_http_batches", "batches accepted downstream", NULL,
+            &e->m_batches);
+  a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_http_batches_refused",
+            "batches refused downstream (dropped)", NULL, &e->m_refused);
+  a->metric(h, SONDE_METRIC_GAUGE, "sonde_ebpf_http_tls_files",
+            "files (libssl, executables) with SSL uprobes", NULL, &e->m_tls_files);
+  *inst = e;
+  return 0;
+}
+
+static void teardown_bpf(eh *e) {
+  for (size_t i = 0; i < e->nlinks; i++)
+    bpf_link__destroy(e->links[i]);
+  free(e->links);
+  e->links = NULL;
+  e->nlinks = e->caplinks = 0;
+  ring_buffer__free(e->rb);
+  e->rb = NULL;
+  sonde_http_tracer__destroy(e->skel);
+  e->skel = NULL;
+}
+
+static void poll_closed(uv_handle_t *h) {
+  free(h);
+}
+
+static void stop_timers(eh *e) {
+  sonde_timer **t[] = {&e->drain, &e->flush, &e->mtimer, &e->sweep, &e->tls_scan};
+  for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+    if (*t[i]) e->h->api->timer_stop(*t[i]);
+    *t[i] = NULL;
+  }
+}
+
+static int eh_start(void *inst) {
+  eh *e = inst;
+  char err[512];
+  int rc = check_host(err, sizeof(err));
+  if (rc) {
+    sonde_log(e->h, SONDE_LOG_ERROR, "%s", err);
+    return rc;
+  }
+  e->mono_to_real = now_ns(CLOCK_REALTIME) - now_ns(CLOCK_MONOTONIC);
+  e->skel = sonde_http_tracer__open();
+  if (!e->skel) {
+    sonde_log(e->h, SONDE_LOG_ERROR, "opening the BPF HTTP tracer: %s", strerror(errno));
+    return SONDE_EIO;
+  }
+  const eh_select *inc = &e->cfg->include;
+  e->skel->rodata->cfg.capture = (uint32_t)e->cfg->capture_bytes;
+  e->skel->rodata->cfg.include_only = inc->pids.n && !inc->executables.n && !inc->container_ids.n;
+  e->skel->rodata->cfg.port_filter = e->cfg->open_ports != NULL;
+  e->skel->rodata->cfg.wakeup_bytes = SONDE_HTTP_RINGBUF_BYTES / 16;
+  if (sonde_http_tracer__load(e->skel)) {
+    int er = errno;
+    sonde_log(e->h, SONDE_LOG_ERROR, "loading the BPF HTTP tracer: %s%s", strerror(er),
+              er == EPERM || er == EACCES ? " (the verifier rejected it: see the log above)" : "");
+    rc = er == EPERM || er == EACCES ? SONDE_EPERM : SONDE_EIO;
+    goto fail;
+  }
+  rc = SONDE_EIO;
+  uint32_t v = SONDE_HTTP_PID_EXCLUDE;
+  if (bpf_map__update_elem(e->skel->maps.pid_filter, &e->self_pid, 4, &v, 4, BPF_ANY))
+    goto fail_errno;
+  v = SONDE_HTTP_PID_INCLUDE;
+  for (size_t i = 0; i < inc->pids.n; i++) {
+    uint32_t pid;
+    if (!parse_pid(inc->pids.v[i], &pid) && pid != e->self_pid &&
+        bpf_map__update_elem(e->skel->maps.pid_filter, &pid, 4, &v, 4, BPF_ANY))
+      goto fail_errno;
+  }
+  v = SONDE_HTTP_PID_EXCLUDE;
+  for (size_t i = 0; i < e->cfg->exclude.pids.n; i++) {
+    uint32_t pid;
+    if (!parse_pid(e->cfg->exclude.pids.v[i], &pid) &&
+        bpf_map__update_elem(e->skel->maps.pid_filter, &pid, 4, &v, 4, BPF_ANY))
+      goto fail_errno;
+  }
+  if (e->cfg->open_ports) {
+    static uint64_t bits[1024];
+    memset(bits, 0, sizeof(bits));
+    if (parse_ports(e->cfg->open_ports, bits, err, sizeof(err))) {
+      sonde_log(e->h, SONDE_LOG_ERROR, "%s", err);
+      rc = SONDE_ECONFIG;
+      goto fail;
+    }
+    for (uint32_t k = 0; k < 1024; k++)
+      if (bits[k] && bpf_map__update_elem(e->skel->maps.ports, &k, 4, &bits[k], 8, BPF_ANY))
+        goto fail_errno;
+  }
+  if (sonde_http_tracer__attach(e->skel)) {
+    sonde_log(e->h, SONDE_LOG_ERROR,
+              "attaching to the raw tracepoints sys_enter/sys_exit/sched_process_fork: %s "
+              "(kernel feature missing: raw tracepoints)",
+              strerror(errno));
+    goto fail;
+  }
+  e->rb = ring_buffer__new(bpf_map__fd(e->skel->maps.events), rb_event, e, NULL);
+  if (!e->rb) goto fail_errno;
+  rc = SONDE_ENOMEM;
+  if (!(e->poll = calloc(1, sizeof(*e->poll)))) goto fail;
+  int urc = uv_poll_init(e->h->api->loop(e->h), e->poll, ring_buffer__epoll_fd(e->rb));
+  if (urc) {
+    sonde_log(e->h, SONDE_LOG_ERROR, "watching the ring buffer: %s", uv_strerror(urc));
+    free(e->poll);
+    e->poll = NULL;
+    rc = SONDE_EIO;
+    goto fail;
+  }
+  e->poll->data = e;
+  uv_poll_start(e->poll, UV_READABLE, on_poll);
+  const sonde_host_api *a = e->h->api;
+  int64_t ms = 1000000;
+  if ((rc = a->timer_start(e->h, SONDE_HTTP_DRAIN_MS * ms, SONDE_HTTP_DRAIN_MS * ms, on_drain, e,
+                           &e->drain)) ||
+      (rc = a->timer_start(e->h, e->cfg->flush_interval_ns, e->cfg->flush_interval_ns, on_flush, e,
+                           &e->flush)) ||
+      (rc = a->timer_start(e->h, SWEEP_NS, SWEEP_NS, on_sweep, e, &e->sweep)))
+    goto fail;
+  if (e->red && (rc = a->timer_start(e->h, e->cfg->metrics_interval_ns, e->cfg->metrics_interval_ns,
+                                     on_metrics, e, &e->mtimer)))
+    goto fail;
+  if (e->cfg->tls) {
+    on_tls_scan(e);
+    if ((rc = a->timer_start(e->h, TLS_SCAN_NS, TLS_SCAN_NS, on_tls_scan, e, &e->tls_scan)))
+      goto fail;
+  }
+  sonde_log(e->h, SONDE_LOG_INFO, "tracing HTTP on %s, %zu TLS file(s) probed",
+            e->cfg->open_ports ? e->cfg->open_ports : "every port", e->ntls_files);
+  return 0;
+
+fail_errno:
+  sonde_log(e->h, SONDE_LOG_ERROR, "setting up the BPF HTTP tracer: %s", strerror(errno));
+  rc = SONDE_EIO;
+fail:
+  stop_timers(e);
+  if (e->poll) {
+    uv_close((uv_handle_t *)e->poll, poll_closed);
+    e->poll = NULL;
+  }
+  teardown_bpf(e);
+  return rc;
+}
+
+static void eh_shutdown(void *inst, void (*done)(void *arg), void *arg) {
+  eh *e = inst;
+  /* What is in the ring and the spans of the last partial interval are sent, then nothing more. */
+  if (e->rb) {
+    on_flush(e);
+    on_metrics(e);
+  }
+  stop_timers(e);
+  e->stopping = true;
+  if (e->poll) {
+    uv_poll_stop(e->poll);
+    uv_close((uv_handle_t *)e->poll, poll_closed);
+    e->poll = NULL;
+  }
+  teardown_bpf(e);
+  done(arg);
+}
+
+static void eh_destroy(void *inst) {
+  eh *e = inst;
+  stop_timers(e);
+  teardown_bpf(e);
+  e->stopping = true;
+  for (size_t i = 0; i < CONN_BUCKETS; i++) {
+    for (econn *c = e->conns[i], *next; c; c = next) {
+      next = c->next;
+      conn_drop_decoders(c, c->last_ns);
+      free(c);
+    }
+  }
+  for (size_t i = 0; i < PROC_BUCKETS; i++) {
+    for (eproc *q = e->procs[i], *next; q; q = next) {
+      next = q->next;
+      proc_free(q);
+    }
+  }
+  for (size_t i = 0; i < TID_BUCKETS; i++) {
+    for (tident *t = e->tids[i], *next; t; t = next) {
+      next = t->next;
+      free(t);
+    }
+  }
+  if (e->tb) sonde_batch_unref(e->tb);
+  hx_routes_free(e->routes);
+  if (e->red) hx_red_free(e->red);
+  free(e->seen_pids);
+  free(e);
+}
+
+static const sonde_component ebpf_http = {
+    .struct_size = sizeof(sonde_component),
+    .kind = SONDE_KIND_RECEIVER,
+    .type = "ebpf_http",
+    .doc = "spans and RED metrics of every HTTP/1.x, HTTP/2 and gRPC request on the node, from "
+           "syscall tracepoints and SSL uprobes (no SDK, no kprobes)",
+    .signals = SONDE_SIGNAL_TRACES | SONDE_SIGNAL_METRICS,
+    .options = eh_options,
+    .config_size = sizeof(eh_config),
+    .validate = eh_validate,
+    .create = eh_create,
+    .start = eh_start,
+    .shutdown = eh_shutdown,
+    .destroy = eh_destroy,
+};
+
+SONDE_PLUGIN_DEFINE("ebpf_http", SONDE_VERSION, &ebpf_http);
