@@ -67,7 +67,7 @@ def test():
     base = "http://127.0.0.1:%d" % ports[2]
     try:
         first, mine, names = None, [], []
-        deadline = t0 + 4 * INTERVAL + 10
+        deadline = t0 + 8 * INTERVAL
         while time.time() < deadline and proc.poll() is None:
             try:
                 status, body = harness.http_get(base + "/api/flame?group=process", timeout=5)
@@ -90,8 +90,10 @@ def test():
         assert "sonde_fg_busy_leaf" in body and "sonde_fg_busy_loop" in body, body[:2000]
         print("first flame graph after %.2f s, our process by name after %.2f s" % (first,
                                                                                     mine_at))
-        # the aim is two intervals (about 9.5 s measured idle); four leave room for a loaded CI
-        assert first <= 4 * INTERVAL, "first flame graph after %.1f s" % first
+        # the aim is two intervals (6-10 s measured); the symbolizer's cold first batch takes
+        # longer on a machine loaded by ctest -j2 and others (up to ~20 s seen at load 28): six
+        # intervals still catch a pipeline that does not show until much later
+        assert first <= 6 * INTERVAL, "first flame graph after %.1f s" % first
         status, page = harness.http_get(base + "/")
         assert status == 200 and "sonde flame graph" in page
         assert "flame graph on http://127.0.0.1:%d/" % ports[2] in logtext()
