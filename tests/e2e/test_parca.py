@@ -6,8 +6,8 @@ value per sample type).
 
 Profiles as in test_pyroscope (a real C binary symbolized by sonde, two services).
 Cases: h2c with bearer_token_file (read again for the next request), labels and metadata; TLS
-verified with a self-signed CA and bearer_token; UNAVAILABLE retried until accepted;
-INVALID_ARGUMENT dropped, not retried.
+verified with a self-signed CA and bearer_token; a token file that appears late (retried until
+then); UNAVAILABLE retried until accepted; INVALID_ARGUMENT dropped, not retried.
 """
 import os
 import shutil
@@ -78,6 +78,32 @@ parca:
     assert sent == 6, sent
 
 
+def case_token_file_missing(tmp, body):
+    """A missing token file retries: the batch goes once the file appears."""
+    tok = os.path.join(tmp, "late-token")
+    if os.path.exists(tok):
+        os.unlink(tok)
+    ref = tp.Reference(tmp, "parca_reference.mjs")
+    try:
+        s = tp.run_sonde("parca-token", """
+parca:
+  endpoint: http://127.0.0.1:%d
+  bearer_token_file: "%s"
+  retry_on_failure: {initial_interval: 100ms, max_interval: 200ms}
+""" % (ref.port, tok), exporter="parca")
+        ts.post(s.hport, body)
+        s.wait_log(r"bearer_token_file .*late-token: No such file")
+        assert ref.records() == [], ref.records()
+        with open(tok, "w") as f:
+            f.write("late\n")
+        recs = ref.wait(1, what="after the token file appeared")
+        assert tp.wait_metric(s, "otelcol_exporter_sent_profiles_total", tp.ITEMS) == tp.ITEMS
+        s.stop_ok()
+    finally:
+        ref.stop()
+    assert recs[0]["authorization"] == "Bearer late", recs[0]
+
+
 def case_tls(tmp, body):
     cert, key = tp.self_signed(tmp)
     ref = tp.Reference(tmp, "parca_reference.mjs", "--cert", cert, "--key", key)
@@ -142,6 +168,7 @@ def test():
     body, _, _ = tp.profiles_body(tmpd, t_ns)
     case_h2c(tmpd, body, t_ns)
     case_tls(tmpd, body)
+    case_token_file_missing(tmpd, body)
     case_status(tmpd, body, 14)
     case_status(tmpd, body, 3)
     print("parca: WriteRaw decoded with @parca/client over h2c and TLS; UNAVAILABLE retried, "
