@@ -219,11 +219,10 @@ static void response_done(hconn *k) {
     if (st >= 200 && st <= 299) {
       int64_t rejected = 0;
       char msg[256] = "";
-      if (r->generic)
-        ;
-      else if (body.len && strstr(ct, "json"))
+      /* otlp_http_call answers carry no OTLP partial_success */
+      if (!r->generic && body.len && strstr(ct, "json"))
         otlp_json_partial_success((const char *)body.data, body.len, &rejected, msg, sizeof msg);
-      else if (body.len)
+      else if (!r->generic && body.len)
         otlp_decode_partial_success(body.data, body.len, &rejected, msg, sizeof msg);
       if (rejected || msg[0]) {
         sonde_log(x->h, SONDE_LOG_WARN,
