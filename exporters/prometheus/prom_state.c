@@ -133,7 +133,16 @@ typedef struct series {
   /* summary */
   size_t nq;
   double *q, *qv;
+  /* exemplars of the latest point (counters and explicit histograms; OpenMetrics only) */
+  struct exemplar *ex;
+  size_t nex;
 } series;
+
+typedef struct exemplar {
+  double value;
+  uint64_t ts;
+  char trace_id[33], span_id[17]; /* hex, "" when absent */
+} exemplar;
 
 struct prom_state {
   prom_opts o;
@@ -466,6 +475,7 @@ static void series_free_values(series *x) {
 
 static void series_remove(prom_state *s, series *x) {
   ht_del(&s->series, &x->h);
+  free(x->ex);
   family_unref(s, x->fam);
   target_unref(s, x->tgt);
   series_free_values(x);
@@ -775,6 +785,41 @@ static int summary_set(series *x, const sum_dp *p) {
   return 0;
 }
 
+static void hex_id(char *out, ProtobufCBinaryData id, size_t want) {
+  out[0] = 0;
+  if (id.len != want || !id.data) return;
+  for (size_t i = 0; i < want; i++)
+    sprintf(out + 2 * i, "%02x", id.data[i]);
+}
+
+/* The latest point's exemplars replace the stored ones (otelcol passes the point's own). An
+ * exemplar that cannot be kept is not worth failing the point for. */
+static void set_exemplars(series *x, int kind, const void *p) {
+  Opentelemetry__Proto__Metrics__V1__Exemplar *const *in;
+  size_t n;
+  if (kind == SK_HIST) {
+    in = ((const hist_dp *)p)->exemplars;
+    n = ((const hist_dp *)p)->n_exemplars;
+  } else {
+    in = ((const num_dp *)p)->exemplars;
+    n = ((const num_dp *)p)->n_exemplars;
+  }
+  free(x->ex);
+  x->ex = NULL;
+  x->nex = 0;
+  if (!n || !(x->ex = calloc(n, sizeof(exemplar)))) return;
+  for (size_t i = 0; i < n; i++) {
+    if (!in[i]) continue;
+    exemplar *e = &x->ex[x->nex++];
+    e->value = in[i]->value_case == OPENTELEMETRY__PROTO__METRICS__V1__EXEMPLAR__VALUE_AS_INT
+                   ? (double)in[i]->as_int
+                   : in[i]->as_double;
+    e->ts = in[i]->time_unix_nano;
+    hex_id(e->trace_id, in[i]->trace_id, 16);
+    hex_id(e->span_id, in[i]->span_id, 8);
+  }
+}
+
 typedef struct cctx {
   prom_state *s;
   prom_stats *st;
@@ -879,6 +924,7 @@ static void accumulate(cctx *c, mctx *mc, const sctx *sc, const rctx *r, const d
     return;
   }
   if (d->ts > x->ts || fresh) x->ts = d->ts;
+  if (mc->ptype == PT_COUNTER || mc->kind == SK_HIST) set_exemplars(x, mc->kind, d->p);
   x->updated = c->now;
   c->st->stored++;
 }
@@ -1111,6 +1157,7 @@ typedef struct rend {
   bool om;
   bool ts;
   int rc;
+  const exemplar *ex; /* written after the next sample line (OpenMetrics), then cleared */
 } rend;
 
 static int cmp_series(const void *a, const void *b) {
@@ -1167,6 +1214,30 @@ static void sample(rend *r, const char *name, const char *suffix, const char *la
     put(r, " ");
     put(r, t);
   }
+  if (r->ex && r->om) {
+    const exemplar *e = r->ex;
+    char t[40];
+    put(r, " # {");
+    if (e->trace_id[0]) {
+      put(r, "trace_id=\"");
+      put(r, e->trace_id);
+      put(r, "\"");
+    }
+    if (e->span_id[0]) {
+      put(r, e->trace_id[0] ? ",span_id=\"" : "span_id=\"");
+      put(r, e->span_id);
+      put(r, "\"");
+    }
+    put(r, "} ");
+    prom_fmt_om_float(t, e->value);
+    put(r, t);
+    if (e->ts) {
+      prom_fmt_om_float(t, (double)e->ts / 1e9);
+      put(r, " ");
+      put(r, t);
+    }
+  }
+  r->ex = NULL;
   put(r, "\n");
 }
 
@@ -1204,6 +1275,14 @@ static double exp_bound(int32_t scale, int64_t index) {
   return exp2((double)(index + 1) / (double)((int64_t)1 << scale));
 }
 
+/* The last exemplar in (lower, upper], as client_golang places them in buckets. */
+static const exemplar *bucket_exemplar(const series *x, double lower, double upper) {
+  const exemplar *found = NULL;
+  for (size_t i = 0; i < x->nex; i++)
+    if (x->ex[i].value > lower && x->ex[i].value <= upper) found = &x->ex[i];
+  return found;
+}
+
 static void render_hist(rend *r, const char *name, const series *x) {
   char v[40];
   uint64_t cum = 0;
@@ -1217,13 +1296,17 @@ static void render_hist(rend *r, const char *name, const series *x) {
     for (size_t i = 0; i < x->nb; i++)
       if (!isnan(x->bounds[i])) b[n++] = (bkt){x->bounds[i], i};
     if (n) qsort(b, n, sizeof(*b), cmp_bkt);
+    double lower = -INFINITY;
     for (size_t i = 0; i < n; i++) {
       if (i && b[i].le == b[i - 1].le) continue; /* the first of equal bounds counts */
       cum += x->counts[b[i].idx];
       if (isinf(b[i].le) && b[i].le > 0) break;
+      r->ex = bucket_exemplar(x, lower, b[i].le);
       bucket(r, name, x, b[i].le, cum);
+      lower = b[i].le;
     }
     free(b);
+    r->ex = bucket_exemplar(x, lower, INFINITY);
   } else if (x->kind == SK_EXP) {
     /* Text has no native histograms: the exponential buckets become classic ones at their
      * bounds, negative ones first, then the zero bucket, then the positive ones. */
@@ -1257,6 +1340,7 @@ static void render_series(rend *r, const char *name, const series *x) {
   case PT_COUNTER:
   case PT_GAUGE:
     fmt_val(r, v, x->value);
+    if (x->fam->type == PT_COUNTER && x->nex) r->ex = &x->ex[x->nex - 1]; /* the last one */
     sample(r, name, r->om && x->fam->type == PT_COUNTER ? "_total" : "", x->labels, NULL, NULL, v,
            x->ts);
     break;

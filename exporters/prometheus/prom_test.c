@@ -387,6 +387,48 @@ static void test_exponential_histogram(void **state) {
   prom_state_free(s);
 }
 
+static void test_exemplars(void **state) {
+  (void)state;
+  prom_state *s = new_state(NULL);
+#define EX(v, ts)                                                                                  \
+  "{\"timeUnixNano\":\"" #ts "\",\"asDouble\":" #v ",\"traceId\":"                                 \
+  "\"5b8efff798038103d269b633813fc60c\",\"spanId\":\"eee19b7ec3c1b174\"}"
+  feed(s, 0,
+       ONE("{\"name\":\"c\",\"sum\":{\"aggregationTemporality\":2,\"isMonotonic\":true,"
+           "\"dataPoints\":[{\"timeUnixNano\":\"10\",\"asInt\":\"3\",\"exemplars\":[" EX(
+               2, 1000000000) "," EX(1, 1500000000) "]}]}},"
+                                                    "{\"name\":\"h\",\"histogram\":{"
+                                                    "\"aggregationTemporality\":2,"
+                                                    "\"dataPoints\":[{\"timeUnixNano\":\"10\","
+                                                    "\"count\":\"3\",\"sum\":"
+                                                    "7.6,\"bucketCounts\":[\"1\",\"2\"],"
+                                                    "\"explicitBounds\":[0.5],"
+                                                    "\"exemplars\":[" EX(0.3,
+                                                                         0) "," EX(7, 0) "]}]}}"));
+#define X "{trace_id=\"5b8efff798038103d269b633813fc60c\",span_id=\"eee19b7ec3c1b174\"}"
+  /* OpenMetrics: the counter's last exemplar, each histogram exemplar in its bucket. */
+  expect(s, true,
+         "# HELP c \n# TYPE c counter\n"
+         "c_total{" L "} 3.0 # " X " 1.0 1.5\n"
+         "# HELP h \n# TYPE h histogram\n"
+         "h_bucket{" L ",le=\"0.5\"} 1 # " X " 0.3\n"
+         "h_bucket{" L ",le=\"+Inf\"} 3 # " X " 7.0\n"
+         "h_sum{" L "} 7.6\n"
+         "h_count{" L "} 3\n"
+         "# HELP target_info Target metadata\n# TYPE target_info gauge\n"
+         "target_info{host_name=\"h\\\"1\",instance=\"i1\",job=\"shop/svc\"} 1.0\n"
+         "# EOF\n");
+  /* The text format has no exemplars. */
+  expect(s, false,
+         "# HELP c_total \n# TYPE c_total counter\nc_total{" L "} 3\n"
+         "# HELP h \n# TYPE h histogram\n"
+         "h_bucket{" L ",le=\"0.5\"} 1\n"
+         "h_bucket{" L ",le=\"+Inf\"} 3\n"
+         "h_sum{" L "} 7.6\n"
+         "h_count{" L "} 3\n" TARGET);
+  prom_state_free(s);
+}
+
 static void test_conflicts_and_removal(void **state) {
   (void)state;
   prom_state *s = new_state(NULL);
@@ -526,6 +568,7 @@ int main(void) {
       cmocka_unit_test(test_delta_sums),
       cmocka_unit_test(test_delta_histograms),
       cmocka_unit_test(test_exponential_histogram),
+      cmocka_unit_test(test_exemplars),
       cmocka_unit_test(test_conflicts_and_removal),
       cmocka_unit_test(test_expiration),
       cmocka_unit_test(test_options),

@@ -51,6 +51,7 @@ def delta(value, start, ts):
     return m
 
 
+TRACE = "5b8efff798038103d269b633813fc60c"
 GAUGE = {"name": "queue.depth", "unit": "{items}", "description": "Items waiting.",
          "gauge": {"dataPoints": [{"timeUnixNano": str(NOW), "asDouble": 7.5}]}}
 # 100 requests: 10 under 0.1 s, 80 in (0.1, 0.5], 10 in (0.5, 1]; the median is 0.3 s.
@@ -59,7 +60,9 @@ HIST = {"name": "http.server.request.duration", "unit": "s", "description": "Req
             "attributes": [kv("http.route", "/users/{id}")],
             "startTimeUnixNano": str(NOW - 10**9), "timeUnixNano": str(NOW),
             "count": "100", "sum": 31.5, "bucketCounts": ["10", "80", "10", "0"],
-            "explicitBounds": [0.1, 0.5, 1]}]}}
+            "explicitBounds": [0.1, 0.5, 1],
+            "exemplars": [{"timeUnixNano": str(NOW), "asDouble": 0.3, "traceId": TRACE,
+                           "spanId": "eee19b7ec3c1b174"}]}]}}
 
 # Exponential, scale 0: 50 values in (1, 2] s and 50 in (2, 4] s; p75 is 3 s.
 EXP = {"name": "rpc.server.duration", "unit": "s", "description": "RPC time.",
@@ -113,7 +116,8 @@ class Prometheus:
         self.log = open(os.path.join(self.dir, "log"), "wb")
         self.proc = subprocess.Popen(
             ["prometheus", "--config.file=" + cfg, "--storage.tsdb.path=" + self.dir + "/data",
-             "--web.listen-address=127.0.0.1:%d" % self.port], stdout=self.log,
+             "--web.listen-address=127.0.0.1:%d" % self.port,
+             "--enable-feature=exemplar-storage"], stdout=self.log,
             stderr=subprocess.STDOUT)
 
     def query(self, q):
@@ -122,6 +126,22 @@ class Prometheus:
             doc = json.loads(r.read())
         assert doc["status"] == "success", doc
         return doc["data"]["result"]
+
+    def wait_exemplar(self, q, trace_id, timeout=40):
+        """Polls the exemplar API until an exemplar of q carries trace_id; returns it."""
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            url = "http://127.0.0.1:%d/api/v1/query_exemplars?%s" % (self.port, urllib.parse.urlencode(
+                {"query": q, "start": int(time.time()) - 3600, "end": int(time.time()) + 60}))
+            with urllib.request.urlopen(url, timeout=5) as r:
+                last = json.loads(r.read())["data"]
+            for series in last or []:
+                for e in series["exemplars"]:
+                    if e["labels"].get("trace_id") == trace_id:
+                        return series["seriesLabels"], e
+            time.sleep(0.2)
+        raise AssertionError("%s: no exemplar with trace_id %s: %s" % (q, trace_id, last))
 
     def wait_value(self, q, want, timeout=40):
         """Polls q until its single result equals want (within 1e-9)."""
@@ -212,10 +232,15 @@ service:
         # The OpenMetrics endpoint, scraped the same way.
         prom.wait_value('om_http_server_requests_total', 42)
         prom.wait_value('histogram_quantile(0.5, sum by (le) (om_http_server_request_duration_seconds_bucket))', 0.3)
+        # Exemplars travel in OpenMetrics only, in the bucket their value falls in.
+        series, ex = prom.wait_exemplar("om_http_server_request_duration_seconds_bucket", TRACE)
+        assert series["le"] == "0.5" and float(ex["value"]) == 0.3, (series, ex)
+        assert ex["labels"]["span_id"] == "eee19b7ec3c1b174", ex
+        assert "# {trace_id=" not in text, "exemplars in the text format"
         for job in ("sonde_text", "sonde_om"):
             prom.wait_value('up{job="%s"}' % job, 1)
         print("prometheus: counter 42, gauge 7.5, delta sum 7, p50 0.3 s, exponential p75 3 s, "
-              "summary, target_info, both formats")
+              "summary, target_info, both formats, an exemplar")
 
         # A newer cumulative point replaces the value; an older one is ignored.
         post(hport, request([counter(50, NOW + 10**9)]))

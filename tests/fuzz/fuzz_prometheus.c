@@ -113,6 +113,23 @@ static void check_sample(const famset *f, const char *l, size_t n, bool om) {
   }
   if (i >= n || l[i] != ' ') abort();
   i++;
+  /* OpenMetrics exemplar: " # {trace_id="..",span_id=".."} value [timestamp]" at the end */
+  const char *ex = om ? memmem(l + i, n - i, " # {", 4) : NULL;
+  if (ex) {
+    size_t e = (size_t)(ex - l) + 4;
+    while (e < n && l[e] != '}') {
+      size_t ln = name_len(l + e, n - e, false);
+      if (!ln || e + ln + 1 >= n || l[e + ln] != '=' || l[e + ln + 1] != '"') abort();
+      e += ln + 2;
+      e += escaped(l + e, n - e, true, om) + 1;
+      if (e < n && l[e] == ',') e++;
+    }
+    if (e + 1 >= n || l[e + 1] != ' ') abort();
+    const char *ev = l + e + 2, *sp2 = memchr(ev, ' ', (size_t)(l + n - ev));
+    if (!value_ok(ev, sp2 ? (size_t)(sp2 - ev) : (size_t)(l + n - ev))) abort();
+    if (sp2 && !value_ok(sp2 + 1, (size_t)(l + n - sp2 - 1))) abort();
+    n = (size_t)(ex - l);
+  }
   const char *sp = memchr(l + i, ' ', n - i);
   size_t vl = sp ? (size_t)(sp - (l + i)) : n - i;
   if (!value_ok(l + i, vl)) abort();
