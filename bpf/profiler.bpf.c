@@ -48,6 +48,23 @@ struct {
   __type(value, __u8);
 } sampled SEC(".maps");
 
+/* pid -> its last exec, for every exec on the node (an LRU: bounded, the oldest go). */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 4096);
+  __type(key, __u32);
+  __type(value, struct sonde_prof_exec);
+} execs SEC(".maps");
+
+/* on_exec's scratch (the value is too big for the BPF stack); not walk_state, which a sample
+ * interrupting on_exec on this CPU would overwrite. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct sonde_prof_exec);
+} exec_scratch SEC(".maps");
+
 /* Unwind rows of every file (user space writes them through mmap). */
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -285,6 +302,20 @@ int sample(struct bpf_perf_event_data *ctx) {
   s->tid = tid;
   s->cpu = bpf_get_smp_processor_id();
   bpf_get_current_comm(s->comm, sizeof(s->comm));
+  /* The first sample of a process (or of its image since exec: on_exec forgets the pid) names
+   * its executable file. */
+  bool first = !bpf_map_lookup_elem(&sampled, &pid);
+  s->exe_ino = 0;
+  s->exe_dev = 0;
+  s->pad2 = 0;
+  if (first) {
+    struct inode *ino = BPF_CORE_READ(task, mm, exe_file, f_inode);
+    if (ino) {
+      s->exe_ino = BPF_CORE_READ(ino, i_ino);
+      s->exe_dev = BPF_CORE_READ(ino, i_sb, s_dev);
+      flags |= SONDE_PROF_F_EXE;
+    }
+  }
   s->n_kstack = 0;
   if (flags & SONDE_PROF_F_KERNEL) {
     long n = bpf_get_stack(ctx, s->kstack, sizeof(s->kstack), 0);
@@ -331,7 +362,7 @@ int sample(struct bpf_perf_event_data *ctx) {
    * for a process's first sample (so it reads /proc/PID while the process is still there) or when
    * the ring is filling up. */
   __u64 wake = BPF_RB_NO_WAKEUP;
-  if (!bpf_map_lookup_elem(&sampled, &pid)) {
+  if (first) {
     __u8 one = 1;
     bpf_map_update_elem(&sampled, &pid, &one, BPF_ANY);
     wake = BPF_RB_FORCE_WAKEUP;
@@ -355,6 +386,33 @@ int on_exit(struct bpf_raw_tracepoint_args *ctx) {
   e->type = SONDE_PROF_REC_EXIT;
   e->pid = pid;
   e->ktime_ns = bpf_ktime_get_ns();
+  bpf_ringbuf_submit(e, 0);
+  return 0;
+}
+
+/* sched_process_exec(task, old_pid, bprm): remembers the path of every exec (a process may be gone
+ * before user space reads /proc), and tells user space when a sampled process starts a new image,
+ * so its samples before and after are attributed to the right executable and its maps are read
+ * again at once. */
+SEC("raw_tp/sched_process_exec")
+int on_exec(struct bpf_raw_tracepoint_args *ctx) {
+  struct linux_binprm *bprm = (struct linux_binprm *)ctx->args[2];
+  __u32 pid = bpf_get_current_pid_tgid() >> 32;
+  __u32 zero = 0;
+  struct sonde_prof_exec *x = bpf_map_lookup_elem(&exec_scratch, &zero);
+  if (!x) return 0;
+  x->ktime_ns = bpf_ktime_get_ns();
+  const char *filename = BPF_CORE_READ(bprm, filename);
+  if (bpf_probe_read_kernel_str(x->path, sizeof(x->path), filename) < 0) x->path[0] = 0;
+  bpf_map_update_elem(&execs, &pid, x, BPF_ANY);
+  if (!bpf_map_lookup_elem(&sampled, &pid)) return 0;
+  /* The next sample is the new image's first: it names the new executable. */
+  bpf_map_delete_elem(&sampled, &pid);
+  struct sonde_prof_exit *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+  if (!e) return 0;
+  e->type = SONDE_PROF_REC_EXEC;
+  e->pid = pid;
+  e->ktime_ns = x->ktime_ns;
   bpf_ringbuf_submit(e, 0);
   return 0;
 }

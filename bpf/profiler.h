@@ -18,6 +18,7 @@
 enum sonde_prof_rec_type {
   SONDE_PROF_REC_SAMPLE = 1, /* struct sonde_prof_sample */
   SONDE_PROF_REC_EXIT = 2,   /* struct sonde_prof_exit: last thread of a sampled process exited */
+  SONDE_PROF_REC_EXEC = 3,   /* struct sonde_prof_exit: a sampled process called exec */
 };
 
 /* sonde_prof_sample.flags */
@@ -31,8 +32,9 @@ enum sonde_prof_rec_type {
  * from (pc, sp, fp), which are then the registers of the frame ustack[n_ustack - 1], over the copy
  * of the stack. */
 #define SONDE_PROF_F_STACK_COPY 0x20u
-#define SONDE_PROF_F_EXACT_PC                                                                      \
-  0x40u /* with STACK_COPY: pc is not a return address (look it up as is) */
+/* with STACK_COPY: pc is not a return address (look it up as is) */
+#define SONDE_PROF_F_EXACT_PC 0x40u
+#define SONDE_PROF_F_EXE 0x80u /* exe_dev/exe_ino are set (the first sample of a process image) */
 
 struct sonde_prof_sample {
   __u32 type; /* SONDE_PROF_REC_SAMPLE */
@@ -47,12 +49,17 @@ struct sonde_prof_sample {
   /* User registers at the sample (or at the last kernel entry when the sample hit the kernel),
    * kept for the DWARF unwinder. */
   __u64 pc, sp, fp;
+  /* With SONDE_PROF_F_EXE: the executable (task->mm->exe_file), so that a process gone before
+   * user space read /proc is still attributed. exe_dev is the kernel's dev_t (major << 20 |
+   * minor). */
+  __u64 exe_ino;
+  __u32 exe_dev, pad2;
   char comm[16];                       /* thread name (task->comm) */
   __u64 kstack[SONDE_PROF_KSTACK_MAX]; /* leaf first */
   __u64 ustack[SONDE_PROF_USTACK_MAX]; /* leaf first: pc, then return addresses */
 };
 _Static_assert(sizeof(struct sonde_prof_sample) ==
-                   80 + 8 * SONDE_PROF_KSTACK_MAX + 8 * SONDE_PROF_USTACK_MAX,
+                   96 + 8 * SONDE_PROF_KSTACK_MAX + 8 * SONDE_PROF_USTACK_MAX,
                "struct sonde_prof_sample layout");
 
 /* The user stack from the page of the sp where the BPF walk stopped, for user space to continue
@@ -76,6 +83,16 @@ struct sonde_prof_exit {
   __u64 ktime_ns;
 };
 _Static_assert(sizeof(struct sonde_prof_exit) == 16, "struct sonde_prof_exit layout");
+
+/* Value of the `execs` map (pid -> the last exec): names the executable of a process that is gone
+ * before user space could read /proc. */
+#define SONDE_PROF_EXEC_PATH 240
+struct sonde_prof_exec {
+  __u64 ktime_ns;
+  char path[SONDE_PROF_EXEC_PATH]; /* as given to execve: absolute or relative to its cwd */
+};
+_Static_assert(sizeof(struct sonde_prof_exec) == 8 + SONDE_PROF_EXEC_PATH,
+               "struct sonde_prof_exec layout");
 
 /* Values of the `pid_filter` map: why a pid is listed. */
 #define SONDE_PROF_PID_EXCLUDE 1

@@ -64,6 +64,7 @@ _Static_assert(SONDE_UW_ROWS == 524288, "the unwind_rows metric's help names the
 /* ... but at most this often when BPF stopped at a pc in no known mapping (dlopen, new JIT code),
  * the stack copy waiting for the read */
 #define STOP_RELOAD_NS (200 * 1000000ull)
+#define EXE_CACHE 1024
 #define QUIET_CHECK_INTERVALS 12 /* intervals without samples before kill(pid, 0) */
 #define PROC_BUCKETS 4096
 
@@ -197,9 +198,26 @@ static int prof_validate(const void *config, char *err, size_t errlen) {
 
 typedef struct prof prof;
 
+/* What a process was before its last exec (or the process that had its pid before): kept until
+ * the report that flushes the samples it had in the interval. */
+typedef struct image {
+  struct image *next;
+  uint32_t gen;
+  int verdict;
+  bool have_info;
+  prof_procinfo info;
+  char comm[16];
+  char *exe_hint;
+  uint64_t exe_dev, exe_ino;
+} image;
+
 typedef struct proc {
   uint32_t pid;
-  struct proc *next; /* hash chain */
+  uint32_t gen;   /* images of this pid so far (exec, pid reuse): part of the aggregation key */
+  image *old;     /* earlier images with samples in this interval */
+  char *exe_hint; /* the path of the last exec (BPF), when /proc could not be read */
+  uint64_t exe_dev, exe_ino; /* the executable file, from BPF (0: not known) */
+  struct proc *next;         /* hash chain */
   prof_procinfo info;
   bool have_info;
   bool loading;
@@ -226,7 +244,7 @@ typedef struct pend {
 } pend;
 #define PEND_MAX_PROC 64 /* per process; more are walked with what is known */
 #define PEND_MAX 256     /* in all: ~4 MiB of stack copies at most */
-#define STACK_CANDIDATES 2048
+#define STACK_CANDIDATES 8192
 
 /* A file's unwind rows, built on the thread pool for the loop to copy into the BPF array. */
 #define UW_MAX_LOADS 8
@@ -257,6 +275,7 @@ typedef struct uw_range {
 typedef struct load_job {
   prof *p;
   uint32_t pid;
+  uint32_t gen; /* the image it was asked for: a read for an image gone since is dropped */
   prof_procinfo info;
   int rc;
   uw_newfile *newfiles;
@@ -273,8 +292,9 @@ typedef struct agg_key {
   uint32_t pid, tid, cpu;
   uint16_t n_kstack, n_ustack;
   char comm[16];
+  uint32_t gen, pad; /* the process image (proc.gen) */
 } agg_key;
-_Static_assert(sizeof(agg_key) == 32, "agg_key has no padding");
+_Static_assert(sizeof(agg_key) == 40, "agg_key has no padding");
 
 struct prof {
   const sonde_host *h;
@@ -297,7 +317,7 @@ struct prof {
   int ncpus;
   int *pfd;                /* perf event fd per possible CPU, -1 when none */
   struct bpf_link **links; /* per possible CPU */
-  struct bpf_link *exit_link;
+  struct bpf_link *exit_link, *exec_link;
   sonde_timer *timer;
   sonde_timer *drain; /* BPF wakes us only when the ring fills up: drain it periodically */
   proc *buckets[PROC_BUCKETS];
@@ -316,7 +336,13 @@ struct prof {
   uint8_t kernel_build_id[PROF_BUILD_ID_MAX];
   size_t kernel_build_id_len;
   uint32_t self_pid;
-  uint64_t lost_seen;
+  uint64_t lost_seen; /* Executable paths by file (device as in prof_mapping, inode), learnt from
+                       * every read: names a process gone before its own read (a short-lived child
+                       * of a known executable). Direct-mapped, a collision replaces. */
+  struct {
+    uint64_t dev, ino;
+    char *path;
+  } exe_cache[EXE_CACHE];
   unsigned npend;   /* pending stack-copy samples, all processes */
   unsigned nwanted; /* processes with reload_wanted */
 
@@ -336,6 +362,16 @@ static proc *proc_find(prof *p, uint32_t pid) {
 
 static void proc_release(prof *p, proc *q);
 
+static void images_free(proc *q) {
+  for (image *im = q->old, *nx; im; im = nx) {
+    nx = im->next;
+    prof_procinfo_free(&im->info);
+    free(im->exe_hint);
+    free(im);
+  }
+  q->old = NULL;
+}
+
 static void proc_unlink_free(prof *p, proc *q) {
   proc **pp = &p->buckets[q->pid % PROC_BUCKETS];
   while (*pp && *pp != q)
@@ -343,6 +379,8 @@ static void proc_unlink_free(prof *p, proc *q) {
   if (*pp) *pp = q->next;
   if (p->skel) bpf_map__delete_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), 0);
   proc_release(p, q);
+  images_free(q);
+  free(q->exe_hint);
   if (q->reload_wanted) p->nwanted--;
   for (pend *x = q->pending, *nx; x; x = nx) {
     nx = x->next;
@@ -764,6 +802,49 @@ static void job_free(load_job *j) {
 
 static void maybe_finish_shutdown(prof *p);
 static void pend_run(prof *p, proc *q, bool force);
+static void proc_queue_read(prof *p, proc *q, const void *addrs, size_t naddrs);
+
+static size_t exe_slot(uint64_t dev, uint64_t ino) {
+  return (size_t)(((dev * 0x9e3779b97f4a7c15ull) ^ (ino * 0xff51afd7ed558ccdull)) >> 40) %
+         EXE_CACHE;
+}
+
+/* Remembers the executable of a process just read (the mapping of its exe path names its file). */
+static void exe_cache_learn(prof *p, const prof_procinfo *pi) {
+  if (!pi->exe_path) return;
+  for (size_t i = 0; i < pi->n_maps; i++) {
+    const prof_mapping *m = &pi->maps[i];
+    if (!m->inode || strcmp(m->path, pi->exe_path)) continue;
+    size_t k = exe_slot(m->dev, m->inode);
+    if (p->exe_cache[k].path && p->exe_cache[k].dev == m->dev && p->exe_cache[k].ino == m->inode)
+      return;
+    char *d = strdup(pi->exe_path);
+    if (!d) return;
+    free(p->exe_cache[k].path);
+    p->exe_cache[k].dev = m->dev;
+    p->exe_cache[k].ino = m->inode;
+    p->exe_cache[k].path = d;
+    return;
+  }
+}
+
+static const char *exe_cache_find(const prof *p, uint64_t dev, uint64_t ino) {
+  if (!ino) return NULL;
+  size_t k = exe_slot(dev, ino);
+  return p->exe_cache[k].path && p->exe_cache[k].dev == dev && p->exe_cache[k].ino == ino
+             ? p->exe_cache[k].path
+             : NULL;
+}
+
+/* The path of pid's last exec as BPF saw it, when /proc could not tell (the process is gone). */
+static void proc_exec_hint(prof *p, proc *q) {
+  struct sonde_prof_exec x;
+  if (q->exe_hint || !p->skel ||
+      bpf_map__lookup_elem(p->skel->maps.execs, &q->pid, sizeof(q->pid), &x, sizeof(x), 0))
+    return;
+  x.path[sizeof(x.path) - 1] = 0;
+  if (x.path[0]) q->exe_hint = strdup(x.path);
+}
 
 static void load_done(void *arg, int status) {
   load_job *j = arg;
@@ -771,6 +852,14 @@ static void load_done(void *arg, int status) {
   p->jobs--;
   if (status == 0 && !p->stopping) uw_register(p, j);
   proc *q = proc_find(p, j->pid);
+  if (q && q->loading && j->gen != q->gen) {
+    /* The process exec'd (or its pid was reused) while this read ran: read it again. */
+    q->loading = false;
+    job_free(j);
+    proc_queue_read(p, q, NULL, 0);
+    maybe_finish_shutdown(p);
+    return;
+  }
   if (q && q->loading) {
     q->loading = false;
     q->loaded_at = uv_hrtime();
@@ -782,6 +871,8 @@ static void load_done(void *arg, int status) {
       memset(&j->info, 0, sizeof(j->info));
       q->have_info = true;
     }
+    if (!q->have_info || !q->info.exe_path) proc_exec_hint(p, q);
+    if (q->have_info) exe_cache_learn(p, &q->info);
     if (!q->verdict) proc_decide(p, q);
     if (q->verdict >= 0 && !p->stopping) uw_publish(p, q);
     if (q->verdict >= 0) pend_run(p, q, false);
@@ -798,12 +889,14 @@ static void proc_queue_read(prof *p, proc *q, const void *addrs, size_t naddrs) 
   if (!j) return; /* tried again at the next unknown address */
   j->p = p;
   j->pid = q->pid;
+  j->gen = q->gen;
   j->naddrs = naddrs < SONDE_PROF_USTACK_MAX ? naddrs : SONDE_PROF_USTACK_MAX;
   if (j->naddrs) memcpy(j->addrs, addrs, j->naddrs * sizeof(j->addrs[0]));
   /* The words of the oldest waiting stack copy that look like user code addresses: the files its
    * walk will go through are among the files they fall in. */
-  if (q->pending) {
-    const struct sonde_prof_sample_stack *r = &q->pending->r;
+  for (const pend *x = q->pending; x && j->naddrs < sizeof(j->addrs) / 8; x = x->next) {
+    const struct sonde_prof_sample_stack *r = &x->r;
+    if (j->naddrs < sizeof(j->addrs) / 8) j->addrs[j->naddrs++] = r->s.pc;
     for (uint32_t o = 0; o + 8 <= r->stack_len && j->naddrs < sizeof(j->addrs) / 8; o += 8) {
       uint64_t v;
       memcpy(&v, r->stack + o, 8);
@@ -841,6 +934,40 @@ static proc *proc_get(prof *p, uint32_t pid, bool *created) {
 
 /* ---- ring buffer records --------------------------------------------------------------------- */
 
+/* q starts a new image (exec, or a new process with its pid): what it was is kept for the
+ * samples it has in this interval, and everything else is learnt again. */
+static void proc_new_image(prof *p, proc *q) {
+  if (q->pending) pend_run(p, q, true); /* walked with the old maps */
+  image *im = q->samples ? calloc(1, sizeof(*im)) : NULL;
+  if (im) {
+    im->gen = q->gen;
+    im->verdict = q->verdict;
+    im->have_info = q->have_info;
+    im->info = q->info;
+    memcpy(im->comm, q->comm, sizeof(im->comm));
+    im->exe_hint = q->exe_hint;
+    im->exe_dev = q->exe_dev;
+    im->exe_ino = q->exe_ino;
+    im->next = q->old;
+    q->old = im;
+  } else {
+    prof_procinfo_free(&q->info);
+    free(q->exe_hint);
+  }
+  memset(&q->info, 0, sizeof(q->info));
+  q->exe_hint = NULL;
+  q->exe_dev = q->exe_ino = 0;
+  q->have_info = false;
+  q->comm[0] = 0;
+  q->gen++;
+  /* The old image's mappings must not steer the walk of the new one, nor its verdict apply. */
+  bpf_map__delete_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), 0);
+  if (q->verdict < 0) bpf_map__delete_elem(p->skel->maps.pid_filter, &q->pid, sizeof(q->pid), 0);
+  proc_release(p, q);
+  q->verdict = 0;
+  proc_decide(p, q);
+}
+
 /* Counts one sample of q with user stack ustack[0..nu) (leaf first). */
 static void agg_add(prof *p, proc *q, const struct sonde_prof_sample *s, const uint64_t *ustack,
                     uint32_t nu) {
@@ -852,6 +979,7 @@ static void agg_add(prof *p, proc *q, const struct sonde_prof_sample *s, const u
   k->pid = s->pid;
   k->tid = s->tid;
   k->cpu = s->cpu;
+  k->gen = q->gen;
   k->n_kstack = (uint16_t)nk;
   k->n_ustack = (uint16_t)nu;
   memcpy(k->comm, s->comm, sizeof(k->comm));
@@ -943,7 +1071,8 @@ static void pend_run(prof *p, proc *q, bool force) {
     p->npend--;
   }
   q->pend_tail = pp;
-  if (want) proc_reread_soon(p, q);
+  /* Once per waiting sample (tries): the read just done did not cover it, so another at once. */
+  if (want) proc_queue_read(p, q, NULL, 0);
 }
 
 static int on_sample(prof *p, const struct sonde_prof_sample *s) {
@@ -955,15 +1084,16 @@ static int on_sample(prof *p, const struct sonde_prof_sample *s) {
   bool read = created;
   if (q->exited) {
     /* Records arrive in the order they were reserved and a process's exit comes after its last
-     * sample, so a sample after the exit record is a new process with a reused pid: read it
-     * again. (Its samples of this interval share the old one's aggregation key.) */
+     * sample, so a sample after the exit record is a new process with a reused pid: a new
+     * image, read again. */
     q->exited = false;
-    q->verdict = 0;
-    q->have_info = false;
-    /* The old process's mappings must not steer the walk of the new one. */
-    bpf_map__delete_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), 0);
-    proc_decide(p, q);
+    proc_new_image(p, q);
     read = true;
+  }
+  if ((s->flags & SONDE_PROF_F_EXE) && !q->exe_ino) {
+    /* The kernel's dev_t (major << 20 | minor) in /proc/PID/maps' form (major << 32 | minor). */
+    q->exe_dev = ((uint64_t)(s->exe_dev >> 20) << 32) | (s->exe_dev & 0xfffff);
+    q->exe_ino = s->exe_ino;
   }
   if (q->verdict < 0) return 0;
   if (!q->comm[0]) memcpy(q->comm, s->comm, sizeof(q->comm) - 1);
@@ -1023,6 +1153,14 @@ static void on_exit_rec(prof *p, const struct sonde_prof_exit *e) {
   if (!q->samples && !q->loading && !q->pending) proc_unlink_free(p, q);
 }
 
+/* A sampled process called exec: samples from now on are of a new image. */
+static void on_exec_rec(prof *p, const struct sonde_prof_exit *e) {
+  proc *q = proc_find(p, e->pid);
+  if (!q || q->exited) return;
+  proc_new_image(p, q);
+  proc_queue_read(p, q, NULL, 0); /* now, while the process surely lives */
+}
+
 static int rb_event(void *ctx, void *data, size_t size) {
   prof *p = ctx;
   if (size < 4) return 0;
@@ -1035,6 +1173,7 @@ static int rb_event(void *ctx, void *data, size_t size) {
     return on_sample(p, s);
   }
   if (type == SONDE_PROF_REC_EXIT && size >= sizeof(struct sonde_prof_exit)) on_exit_rec(p, data);
+  if (type == SONDE_PROF_REC_EXEC && size >= sizeof(struct sonde_prof_exit)) on_exec_rec(p, data);
   return 0;
 }
 
@@ -1244,11 +1383,11 @@ static char *hex(sonde_batch *b, const uint8_t *p, size_t n) {
 }
 
 /* Mapping-table index for one of pid's mappings (m NULL: the kernel); -1 on out of memory. */
-static int32_t dict_mapping(dict *d, prof *p, uint32_t pid, const prof_mapping *m) {
+static int32_t dict_mapping(dict *d, prof *p, uint32_t pid, uint32_t gen, const prof_mapping *m) {
   struct {
-    uint32_t pid, pad;
+    uint32_t pid, gen;
     uint64_t start, end, off;
-  } k = {m ? pid : 0, 0, m ? m->start : 0, m ? m->end : 0, m ? m->offset : 0};
+  } k = {m ? pid : 0, m ? gen : 0, m ? m->start : 0, m ? m->end : 0, m ? m->offset : 0};
   int32_t idx;
   int rc = kmap_intern(&d->maps, &k, sizeof(k), (int32_t)d->map_v.n, &idx);
   if (rc < 0) return -1;
@@ -1353,22 +1492,56 @@ static int dict_finish(dict *d, sonde_profiles *req) {
   return 0;
 }
 
+/* One image of a process, as the report sees it. */
+typedef struct pview {
+  uint32_t pid, gen;
+  int verdict;
+  const prof_procinfo *info; /* NULL: /proc was not read */
+  const char *comm, *exe_hint;
+  uint64_t exe_dev, exe_ino;
+} pview;
+
+static bool pview_of(const proc *q, uint32_t gen, pview *v) {
+  if (!q) return false;
+  if (gen == q->gen) {
+    *v = (pview){q->pid,  gen,         q->verdict, q->have_info ? &q->info : NULL,
+                 q->comm, q->exe_hint, q->exe_dev, q->exe_ino};
+    return true;
+  }
+  for (const image *im = q->old; im; im = im->next)
+    if (im->gen == gen) {
+      *v = (pview){q->pid,   gen,          im->verdict, im->have_info ? &im->info : NULL,
+                   im->comm, im->exe_hint, im->exe_dev, im->exe_ino};
+      return true;
+    }
+  return false;
+}
+
 static Opentelemetry__Proto__Resource__V1__Resource *resource_new(prof *p, sonde_batch *b,
-                                                                  const proc *q) {
+                                                                  const pview *q) {
   Opentelemetry__Proto__Resource__V1__Resource *r = sonde_batch_alloc(b, sizeof(*r));
   kv_t **a = sonde_batch_alloc(b, 5 * sizeof(*a));
   if (!r || !a) return NULL;
   opentelemetry__proto__resource__v1__resource__init(r);
   size_t n = 0;
   if (!(a[n++] = sonde_batch_kv_int(b, "process.pid", q->pid))) return NULL;
-  /* A process gone before /proc was read is still named, by its thread name. */
-  const char *name = q->have_info && q->info.exe_name ? q->info.exe_name : q->comm;
+  /* A process gone before /proc was read is still named: by the path of its exec (BPF saw it),
+   * else by its thread name. */
+  const char *path = NULL, *name = NULL;
+  if (q->info && q->info->exe_path) {
+    path = q->info->exe_path;
+    name = q->info->exe_name;
+  } else if (q->exe_hint) {
+    path = q->exe_hint;
+    name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+  } else if (q->info && q->info->exe_name) {
+    name = q->info->exe_name;
+  }
+  if (!name) name = q->comm;
   if (name[0] && !(a[n++] = sonde_batch_kv_str(b, "process.executable.name", name))) return NULL;
-  if (q->have_info && q->info.exe_path &&
-      !(a[n++] = sonde_batch_kv_str(b, "process.executable.path", q->info.exe_path)))
-    return NULL;
-  if (q->have_info && q->info.container_id[0] &&
-      !(a[n++] = sonde_batch_kv_str(b, "container.id", q->info.container_id)))
+  if (path && !(a[n++] = sonde_batch_kv_str(b, "process.executable.path", path))) return NULL;
+  if (q->info && q->info->container_id[0] &&
+      !(a[n++] = sonde_batch_kv_str(b, "container.id", q->info->container_id)))
     return NULL;
   if (!(a[n++] = sonde_batch_kv_str(b, "host.name", p->hostname))) return NULL;
   r->attributes = a;
@@ -1379,7 +1552,8 @@ static Opentelemetry__Proto__Resource__V1__Resource *resource_new(prof *p, sonde
 static int cmp_by_pid(const void *a, const void *b, void *arg) {
   const kmap *m = arg;
   const agg_key *ka = kmap_key(m, *(const size_t *)a), *kb = kmap_key(m, *(const size_t *)b);
-  return ka->pid < kb->pid ? -1 : ka->pid > kb->pid;
+  if (ka->pid != kb->pid) return ka->pid < kb->pid ? -1 : 1;
+  return ka->gen < kb->gen ? -1 : ka->gen > kb->gen;
 }
 
 /* Builds the batch of the interval that ends now; *out NULL when there was nothing to report. */
@@ -1409,17 +1583,20 @@ static int build_batch(prof *p, uint64_t now_ns, sonde_batch **out) {
   for (size_t i = 0; i < n;) {
     const agg_key *k0 = kmap_key(&p->agg, order[i]);
     size_t j = i;
-    while (j < n && ((const agg_key *)kmap_key(&p->agg, order[j]))->pid == k0->pid)
+    while (j < n && ((const agg_key *)kmap_key(&p->agg, order[j]))->pid == k0->pid &&
+           ((const agg_key *)kmap_key(&p->agg, order[j]))->gen == k0->gen)
       j++;
-    proc *q = proc_find(p, k0->pid);
+    pview qv, *q = &qv;
     bool keep =
-        q && q->verdict >= 0 &&
+        pview_of(proc_find(p, k0->pid), k0->gen, &qv) && q->verdict >= 0 &&
         (q->verdict > 0 || (select_empty(&p->cfg->include) && !p->cfg->exclude.executables.n &&
                             !p->cfg->exclude.cgroups.n && !p->cfg->exclude.container_ids.n));
     if (!keep) {
       i = j;
       continue;
     }
+    if (!(q->info && q->info->exe_path) && !q->exe_hint)
+      q->exe_hint = exe_cache_find(p, q->exe_dev, q->exe_ino);
     sample_t **samples = sonde_batch_alloc(b, (j - i) * sizeof(*samples));
     if (!samples) goto fail;
     for (size_t s = i; s < j; s++) {
@@ -1427,15 +1604,15 @@ static int build_batch(prof *p, uint64_t now_ns, sonde_batch **out) {
       const uint64_t *fr = (const uint64_t *)(k + 1);
       size_t nl = 0;
       for (uint32_t f = 0; f < k->n_kstack; f++) {
-        int32_t m = dict_mapping(&d, p, 0, NULL);
+        int32_t m = dict_mapping(&d, p, 0, 0, NULL);
         int32_t l = m < 0 ? -1 : dict_location(&d, m, fr[f]);
         if (l < 0) goto fail;
         locs[nl++] = l;
       }
       for (uint32_t f = 0; f < k->n_ustack; f++) {
         uint64_t a = fr[k->n_kstack + f];
-        const prof_mapping *pm = q->have_info ? prof_procinfo_find(&q->info, a) : NULL;
-        int32_t m = pm ? dict_mapping(&d, p, k->pid, pm) : 0;
+        const prof_mapping *pm = q->info ? prof_procinfo_find(q->info, a) : NULL;
+        int32_t m = pm ? dict_mapping(&d, p, k->pid, k->gen, pm) : 0;
         int32_t l = m < 0 ? -1 : dict_location(&d, m, pm ? a - pm->start + pm->offset : a);
         if (l < 0) goto fail;
         locs[nl++] = l;
@@ -1553,7 +1730,7 @@ static void on_report(void *arg) {
    * them for the next interval). */
   for (size_t i = 0; i < PROC_BUCKETS && p->npend; i++)
     for (proc *q = p->buckets[i]; q; q = q->next)
-      if (q->pending && !q->loading) pend_run(p, q, true);
+      if (q->pending && !q->loading && !q->reload_wanted) pend_run(p, q, true);
   uint64_t now = realtime_ns();
   sonde_batch *b = NULL;
   int rc = build_batch(p, now, &b);
@@ -1577,6 +1754,7 @@ static void on_report(void *arg) {
   for (size_t i = 0; i < PROC_BUCKETS; i++) {
     for (proc *q = p->buckets[i], *next; q; q = next) {
       next = q->next;
+      images_free(q); /* their samples were in this report */
       q->quiet = q->samples ? 0 : q->quiet + 1;
       q->samples = 0;
       if (!q->exited && q->quiet >= QUIET_CHECK_INTERVALS) {
@@ -1681,6 +1859,8 @@ static void teardown_bpf(prof *p) {
   p->pfd = NULL;
   bpf_link__destroy(p->exit_link);
   p->exit_link = NULL;
+  bpf_link__destroy(p->exec_link);
+  p->exec_link = NULL;
   ring_buffer__free(p->rb);
   p->rb = NULL;
   if (p->uw_mem) munmap(p->uw_mem, (size_t)SONDE_UW_ROWS * sizeof(struct sonde_uw_row));
@@ -1751,6 +1931,12 @@ static int prof_start(void *inst) {
     sonde_log(p->h, SONDE_LOG_ERROR,
               "attaching to the raw tracepoint sched_process_exit: %s (kernel feature missing: "
               "raw tracepoints)",
+              strerror(errno));
+    goto fail;
+  }
+  p->exec_link = bpf_program__attach_raw_tracepoint(p->skel->progs.on_exec, "sched_process_exec");
+  if (!p->exec_link) {
+    sonde_log(p->h, SONDE_LOG_ERROR, "attaching to the raw tracepoint sched_process_exec: %s",
               strerror(errno));
     goto fail;
   }
@@ -1859,6 +2045,8 @@ static void prof_destroy(void *inst) {
         free(x);
       }
       free(q->held);
+      images_free(q);
+      free(q->exe_hint);
       free(q);
     }
   }
@@ -1868,6 +2056,8 @@ static void prof_destroy(void *inst) {
   pthread_mutex_destroy(&p->uw_mu);
   free(p->uwf);
   free(p->uw_free);
+  for (size_t i = 0; i < EXE_CACHE; i++)
+    free(p->exe_cache[i].path);
   free(p);
 }
 
