@@ -85,6 +85,10 @@ typedef struct series {
 typedef struct slot {
   int64_t start;
   uint64_t total;
+  /* Queries running on other threads read it (fg_job): nothing is added to it meanwhile (a
+   * sibling slot with the same start takes new samples) and, dropped, it is freed by the last. */
+  unsigned readers;
+  bool dropped;
   series *series;
   arena mem;
   /* interned strings: open addressing, hashes beside pointers */
@@ -197,7 +201,10 @@ uint64_t fg_store_dropped_samples(const fg_store *s) {
 }
 
 static void drop_oldest(fg_store *s) {
-  slot_free(s->slots[0]);
+  if (s->slots[0]->readers)
+    s->slots[0]->dropped = true;
+  else
+    slot_free(s->slots[0]);
   memmove(s->slots, s->slots + 1, (s->n - 1) * sizeof(*s->slots));
   s->n--;
   s->dropped++;
@@ -219,7 +226,8 @@ static slot *slot_for(fg_store *s, int64_t t) {
   size_t i = s->n;
   while (i > 0 && s->slots[i - 1]->start > start)
     i--;
-  if (i > 0 && s->slots[i - 1]->start == start) return s->slots[i - 1];
+  for (size_t k = i; k > 0 && s->slots[k - 1]->start == start; k--)
+    if (!s->slots[k - 1]->readers) return s->slots[k - 1];
   if (s->n == s->cap) {
     size_t nc = s->cap ? s->cap * 2 : 64;
     slot **ns = realloc(s->slots, nc * sizeof(*ns));
@@ -502,19 +510,29 @@ static int m_add(merge *m, mnode *dst, const fnode *src, bool base) {
   return 0;
 }
 
-static bool overlaps(const fg_store *s, const slot *sl, int64_t from, int64_t to) {
+static bool overlaps(int64_t slot_ns, const slot *sl, int64_t from, int64_t to) {
   if (!from && !to) return true;
-  return sl->start < to && sl->start + s->lim.slot_ns > from;
+  return sl->start < to && sl->start + slot_ns > from;
 }
 
 static bool match(const char *want, const char *have) {
   return !want || !*want || !strcmp(want, have);
 }
 
-static int m_window(fg_store *s, merge *m, const fg_query *q, int64_t from, int64_t to, bool base) {
-  for (size_t i = 0; i < s->n; i++) {
-    slot *sl = s->slots[i];
-    if (!overlaps(s, sl, from, to)) continue;
+struct fg_job {
+  fg_query q; /* its strings in bufs */
+  fg_qbufs bufs;
+  char unit[64];
+  int64_t slot_ns;
+  slot **slots; /* each with a reader count taken */
+  size_t n;
+};
+
+static int m_window(const fg_job *j, merge *m, int64_t from, int64_t to, bool base) {
+  const fg_query *q = &j->q;
+  for (size_t i = 0; i < j->n; i++) {
+    const slot *sl = j->slots[i];
+    if (!overlaps(j->slot_ns, sl, from, to)) continue;
     for (series *x = sl->series; x; x = x->next) {
       if (!match(q->service, x->service) || !match(q->container, x->container) ||
           !match(q->process, x->process))
@@ -581,16 +599,65 @@ static int w_node(wctx *w, const mnode *n, const char *name) {
   return rc ? rc : sonde_buf_append(o, "}", 1);
 }
 
+static const char *copy_to(char *dst, size_t len, const char *src) {
+  if (!src) return NULL;
+  snprintf(dst, len, "%s", src);
+  return dst;
+}
+
+int fg_store_job_new(fg_store *s, const fg_query *q, fg_job **out) {
+  fg_job *j = calloc(1, sizeof(*j));
+  if (!j) return SONDE_ENOMEM;
+  j->q = *q;
+  j->q.service = copy_to(j->bufs.service, sizeof j->bufs.service, q->service);
+  j->q.process = copy_to(j->bufs.process, sizeof j->bufs.process, q->process);
+  j->q.container = copy_to(j->bufs.container, sizeof j->bufs.container, q->container);
+  snprintf(j->unit, sizeof j->unit, "%s", s->unit[0] ? s->unit : "samples");
+  j->slot_ns = s->lim.slot_ns;
+  bool diff = q->from2_ns || q->to2_ns;
+  if (s->n && !(j->slots = malloc(s->n * sizeof(*j->slots)))) {
+    free(j);
+    return SONDE_ENOMEM;
+  }
+  for (size_t i = 0; i < s->n; i++) {
+    slot *sl = s->slots[i];
+    if (overlaps(j->slot_ns, sl, q->from_ns, q->to_ns) ||
+        (diff && overlaps(j->slot_ns, sl, q->from2_ns, q->to2_ns))) {
+      sl->readers++;
+      j->slots[j->n++] = sl;
+    }
+  }
+  *out = j;
+  return 0;
+}
+
+void fg_job_free(fg_job *j) {
+  if (!j) return;
+  for (size_t i = 0; i < j->n; i++)
+    if (!--j->slots[i]->readers && j->slots[i]->dropped) slot_free(j->slots[i]);
+  free(j->slots);
+  free(j);
+}
+
 int fg_store_query_json(fg_store *s, const fg_query *q, sonde_buf *out) {
+  fg_job *j;
+  int rc = fg_store_job_new(s, q, &j);
+  if (rc) return rc;
+  rc = fg_job_run(j, out);
+  fg_job_free(j);
+  return rc;
+}
+
+int fg_job_run(const fg_job *j, sonde_buf *out) {
+  const fg_query *q = &j->q;
   merge m = {0};
   bool diff = q->from2_ns || q->to2_ns;
-  int rc = m_window(s, &m, q, q->from_ns, q->to_ns, false);
-  if (!rc && diff) rc = m_window(s, &m, q, q->from2_ns, q->to2_ns, true);
+  int rc = m_window(j, &m, q->from_ns, q->to_ns, false);
+  if (!rc && diff) rc = m_window(j, &m, q->from2_ns, q->to2_ns, true);
   if (!rc)
     rc = sonde_buf_printf(out, "{\"from\":%" PRId64 ",\"to\":%" PRId64 ",\"unit\":",
                           q->from_ns / 1000000, q->to_ns / 1000000);
-  const char *unit = s->unit[0] ? s->unit : "samples";
-  if (!rc) rc = fg_json_str(out, unit, strlen(unit));
+  if (!rc) rc = fg_json_str(out, j->unit, strlen(j->unit));
   if (!rc) rc = sonde_buf_printf(out, ",\"total\":%" PRIu64, m.root.v);
   if (!rc && diff) rc = sonde_buf_printf(out, ",\"base\":%" PRIu64, m.root.b);
   if (!rc) rc = sonde_buf_append(out, ",\"tree\":", 8);
@@ -644,10 +711,16 @@ int fg_store_labels_json(fg_store *s, int64_t from_ns, int64_t to_ns, sonde_buf 
   bool first = true;
   for (size_t i = 0; i < s->n && !rc; i++) {
     slot *sl = s->slots[i];
-    rc = sonde_buf_printf(out, "%s[%" PRId64 ",%" PRIu64 "]", first ? "" : ",", sl->start / 1000000,
-                          sl->total);
-    first = false;
-    if (!overlaps(s, sl, from_ns, to_ns)) continue;
+    /* siblings of one start (made while a query read the first) are one slot to the page */
+    if (!i || s->slots[i - 1]->start != sl->start) {
+      uint64_t total = 0;
+      for (size_t l = i; l < s->n && s->slots[l]->start == sl->start; l++)
+        total += s->slots[l]->total;
+      rc = sonde_buf_printf(out, "%s[%" PRId64 ",%" PRIu64 "]", first ? "" : ",",
+                            sl->start / 1000000, total);
+      first = false;
+    }
+    if (!overlaps(s->lim.slot_ns, sl, from_ns, to_ns)) continue;
     for (series *x = sl->series; x; x = x->next, k++) {
       sv[k] = x->service;
       cv[k] = x->container;

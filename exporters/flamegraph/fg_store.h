@@ -52,6 +52,13 @@ typedef struct fg_query {
  * Names are JSON-escaped (invalid UTF-8 becomes U+FFFD, '<' is \u003c so the text can be inlined
  * in a <script>). */
 int fg_store_query_json(fg_store *s, const fg_query *q, sonde_buf *out);
+/* The same in two steps, so the merge and the JSON can run on another thread: job_new (on the
+ * thread that owns the store) takes the slots of the windows, which nothing changes or frees until
+ * fg_job_free (on that thread again); fg_job_run only reads them. */
+typedef struct fg_job fg_job;
+int fg_store_job_new(fg_store *s, const fg_query *q, fg_job **out);
+int fg_job_run(const fg_job *j, sonde_buf *out);
+void fg_job_free(fg_job *j);
 /* {"slots":[[start_ms,value],...],"services":[...],"containers":[...],"processes":[...],
  *  "slot_ms":N,"unit":..} for the page's pickers. */
 int fg_store_labels_json(fg_store *s, int64_t from_ns, int64_t to_ns, sonde_buf *out);

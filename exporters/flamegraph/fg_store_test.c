@@ -227,6 +227,34 @@ static void test_one_slot_bounded(void **state) {
   fg_store_free(st);
 }
 
+/* A query job holds its slots: a sample for the same slot goes to a sibling, a prune does not free
+ * them under it; after the job both slots count as one to the page. */
+static void test_job_isolation(void **state) {
+  (void)state;
+  fg_store *st = store(30, 0);
+  smp a[] = {{2, 3}};
+  add(st, req("s", 1, "", T0, a, 1), T0, 1);
+  fg_query q = {.group = 0};
+  fg_job *j;
+  assert_int_equal(fg_store_job_new(st, &q, &j), 0);
+  add(st, req("s", 1, "", T0 + S, a, 1), T0 + S, 1);
+  assert_int_equal(fg_store_slots(st), 2);
+  sonde_buf l = {0};
+  assert_int_equal(fg_store_labels_json(st, 0, 0, &l), 0);
+  assert_int_equal(sonde_buf_append(&l, "", 1), 0);
+  assert_non_null(strstr((char *)l.data, "\"slots\":[[1700000000000,6]]"));
+  sonde_buf_free(&l);
+  fg_store_prune(st, T0 + 100 * S); /* both dropped from the store; the job's still readable */
+  assert_int_equal(fg_store_slots(st), 0);
+  sonde_buf out = {0};
+  assert_int_equal(fg_job_run(j, &out), 0);
+  assert_int_equal(sonde_buf_append(&out, "", 1), 0);
+  assert_non_null(strstr((char *)out.data, "\"total\":3,"));
+  sonde_buf_free(&out);
+  fg_job_free(j);
+  fg_store_free(st);
+}
+
 static void test_escaping(void **state) {
   (void)state;
   fg_store *st = store(3600, 0);
@@ -278,6 +306,7 @@ int main(void) {
       cmocka_unit_test(test_history_bounded_by_time),
       cmocka_unit_test(test_history_bounded_by_bytes),
       cmocka_unit_test(test_one_slot_bounded),
+      cmocka_unit_test(test_job_isolation),
       cmocka_unit_test(test_escaping),
       cmocka_unit_test(test_query_parse),
   };

@@ -6,8 +6,11 @@
  *   GET  /api/labels       the slots and the services / containers / processes of a window
  *   POST /api/snapshot     writes <directory>/flamegraph-<unix time>.html (also GET /snapshot):
  *                          the page with the whole history inlined, readable offline
- * A snapshot is also written at shutdown (snapshot_on_shutdown). The files are written on the
- * thread pool, from a buffer built on the loop.
+ * A snapshot is also written at shutdown (snapshot_on_shutdown).
+ * Threads: the store belongs to the loop. Merging a window into a tree and writing its JSON (for
+ * /api/flame and snapshots) run on the thread pool, on slots taken on the loop (fg_job) that
+ * nothing changes or frees until the job is released, on the loop again; the snapshot file is
+ * written there too. So a large history never stalls the loop.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -91,27 +94,25 @@ static void update_gauges(fgexp *e) {
 
 typedef struct snap {
   fgexp *e;
-  sonde_buf html;
+  fg_job *job;             /* the whole history, merged on the thread pool */
+  sonde_buf html;          /* the page up to the tree (built on the loop), then the rest */
   sonde_http_request *req; /* NULL: the shutdown's */
   char path[4200];
   char err[4400];
   int status;
 } snap;
 
-/* The page with {"labels":..,"flame":..} of the whole history in place of the marker. */
-static int build_snapshot(fgexp *e, sonde_buf *out) {
+/* The page with {"labels":..,"created":..,"flame":..} of the whole history in place of the
+ * marker: the part up to the tree on the loop (the labels read the store), the rest in snap_work.
+ */
+static int snapshot_head(fgexp *e, sonde_buf *out) {
   const char *page = (const char *)fg_page;
   const char *mark = strstr(page, FG_DATA_MARK);
   if (!mark) return SONDE_EPROTO;
-  fg_query q = {.group = 4};
   int rc = sonde_buf_append(out, page, (size_t)(mark - page));
   if (!rc) rc = sonde_buf_append(out, "{\"labels\":", 10);
   if (!rc) rc = fg_store_labels_json(e->store, 0, 0, out);
   if (!rc) rc = sonde_buf_printf(out, ",\"created\":%" PRId64 ",\"flame\":", now_ns() / 1000000);
-  if (!rc) rc = fg_store_query_json(e->store, &q, out);
-  if (!rc) rc = sonde_buf_append(out, "}", 1);
-  const char *rest = mark + strlen(FG_DATA_MARK);
-  if (!rc) rc = sonde_buf_append(out, rest, fg_page_len - (size_t)(rest - page));
   return rc;
 }
 
@@ -119,6 +120,16 @@ static void snap_work(void *arg) {
   snap *s = arg;
   const char *dir = s->e->cfg->directory;
   char tmp[4300];
+  const char *page = (const char *)fg_page;
+  const char *rest = strstr(page, FG_DATA_MARK) + strlen(FG_DATA_MARK);
+  int rc = fg_job_run(s->job, &s->html);
+  if (!rc) rc = sonde_buf_append(&s->html, "}", 1);
+  if (!rc) rc = sonde_buf_append(&s->html, rest, fg_page_len - (size_t)(rest - page));
+  if (rc) {
+    snprintf(s->err, sizeof s->err, "cannot build it: %s", sonde_strerror(rc));
+    s->status = rc;
+    return;
+  }
   if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
     snprintf(s->err, sizeof s->err, "cannot create %s: %s", dir, strerror(errno));
     s->status = SONDE_EIO;
@@ -180,6 +191,7 @@ static void snap_done(void *arg, int status) {
                             "application/json", NULL, b.data, b.len);
     sonde_buf_free(&b);
   }
+  fg_job_free(s->job);
   sonde_buf_free(&s->html);
   free(s);
   finish_inflight(e);
@@ -195,9 +207,12 @@ static int start_snapshot(fgexp *e, sonde_http_request *req) {
   /* the sequence number keeps two snapshots of the same second apart */
   snprintf(s->path, sizeof s->path, "%s/flamegraph-%" PRId64 "-%u.html", e->cfg->directory,
            (int64_t)(t / 1000000000LL), ++e->seq);
-  int rc = build_snapshot(e, &s->html);
+  fg_query q = {.group = 4};
+  int rc = snapshot_head(e, &s->html);
+  if (!rc) rc = fg_store_job_new(e->store, &q, &s->job);
   if (!rc) rc = e->h->api->queue_work(e->h, snap_work, snap_done, s);
   if (rc) {
+    fg_job_free(s->job);
     sonde_buf_free(&s->html);
     free(s);
     return rc;
@@ -224,6 +239,50 @@ static void respond_error(fgexp *e, sonde_http_request *r, int status, const cha
   sonde_buf_free(&b);
 }
 
+/* /api/flame: the slots are taken on the loop, merged and written on the thread pool. */
+typedef struct qjob {
+  fgexp *e;
+  sonde_http_request *req;
+  fg_job *job;
+  sonde_buf out;
+  int rc;
+} qjob;
+
+static void qjob_work(void *arg) {
+  qjob *q = arg;
+  q->rc = fg_job_run(q->job, &q->out);
+}
+
+static void qjob_done(void *arg, int status) {
+  qjob *q = arg;
+  fgexp *e = q->e;
+  int rc = status ? status : q->rc;
+  if (rc)
+    respond_error(e, q->req, 500, sonde_strerror(rc));
+  else
+    respond_json(e, q->req, 200, &q->out);
+  fg_job_free(q->job);
+  sonde_buf_free(&q->out);
+  free(q);
+  finish_inflight(e);
+}
+
+static int start_query(fgexp *e, sonde_http_request *r, const fg_query *fq) {
+  qjob *q = calloc(1, sizeof(*q));
+  if (!q) return SONDE_ENOMEM;
+  q->e = e;
+  q->req = r;
+  int rc = fg_store_job_new(e->store, fq, &q->job);
+  if (!rc) rc = e->h->api->queue_work(e->h, qjob_work, qjob_done, q);
+  if (rc) {
+    fg_job_free(q->job);
+    free(q);
+    return rc;
+  }
+  e->inflight++;
+  return 0;
+}
+
 static void handle(void *arg, sonde_http_request *r) {
   fgexp *e = arg;
   const sonde_host_api *a = e->h->api;
@@ -248,9 +307,13 @@ static void handle(void *arg, sonde_http_request *r) {
       respond_error(e, r, 400, err);
       return;
     }
+    if (p[5] == 'f') {
+      int rc = start_query(e, r, &q);
+      if (rc) respond_error(e, r, 500, sonde_strerror(rc));
+      return;
+    }
     sonde_buf b = {0};
-    int rc = p[5] == 'f' ? fg_store_query_json(e->store, &q, &b)
-                         : fg_store_labels_json(e->store, q.from_ns, q.to_ns, &b);
+    int rc = fg_store_labels_json(e->store, q.from_ns, q.to_ns, &b);
     if (rc)
       respond_error(e, r, 500, sonde_strerror(rc));
     else
