@@ -28,8 +28,8 @@
 #include "push/v1/push.pb-c.h"
 #include "sonde/sonde.h"
 
-enum { API_INGEST = 0, API_PUSH = 1 };
-static const char *const apis[] = {"ingest", "push", NULL};
+enum { API_INGEST = 0, API_PUSH = 1, API_PUSH_GRPC = 2 };
+static const char *const apis[] = {"ingest", "push", "push_grpc", NULL};
 
 #define MAX_LABELS 64
 
@@ -67,7 +67,8 @@ static const sonde_option py_options[] = {
      .doc = "base URL of Pyroscope (http:// or https://), e.g. http://pyroscope:4040",
      .flags = SONDE_OPT_REQUIRED},
     SONDE_OPT_ENUMV("api", py_config, api, "ingest", apis,
-                    "ingest: /ingest with pprof per service; push: push.v1.PusherService/Push"),
+                    "ingest: /ingest, pprof per series; push: push.v1.PusherService/Push over "
+                    "HTTP/1.1 (connect); push_grpc: the same over gRPC"),
     SONDE_OPT_NESTED("basic_auth", py_config, basic_auth, auth_options,
                      "HTTP basic authentication (Authorization: Basic)"),
     SONDE_OPT("tenant_id", SONDE_OPT_STRING, py_config, tenant_id, NULL,
@@ -92,6 +93,8 @@ typedef struct pyexp {
   otlp_config oc; /* the client's configuration, kept for its lifetime */
   char **hk, **hv;
   char base[1024]; /* the endpoint's path, without a trailing '/' */
+  bool grpc;       /* api: push_grpc: an otlp_grpc client, else otlp_http */
+  char grpc_ep[320];
   void *client;
   bool started, stopping;
   unsigned in_work;
@@ -321,7 +324,8 @@ static int build_push(job *j, const pprof_enc_svc *v, size_t n, preq *r) {
   r->body.len = push__v1__push_request__pack(&req, r->body.data);
   snprintf(r->ctype, sizeof r->ctype, "application/proto");
   char path[1200];
-  snprintf(path, sizeof path, "%s/push.v1.PusherService/Push", e->base);
+  /* gRPC paths are the method's alone; over HTTP the endpoint's path prefixes it */
+  snprintf(path, sizeof path, "%s/push.v1.PusherService/Push", e->grpc ? "" : e->base);
   if (!(r->path = strdup(path))) goto out;
   rc = 0;
 out:
@@ -347,10 +351,11 @@ static void encode_work(void *arg) {
     j->enc_status = rc;
     return;
   }
-  size_t nr = j->e->cfg->api == API_PUSH ? 1 : n;
+  bool push = j->e->cfg->api != API_INGEST;
+  size_t nr = push ? 1 : n;
   if (!(j->reqs = calloc(nr, sizeof *j->reqs))) {
     rc = SONDE_ENOMEM;
-  } else if (j->e->cfg->api == API_PUSH) {
+  } else if (push) {
     rc = build_push(j, v, n, &j->reqs[0]);
     j->nreqs = 1;
   } else {
@@ -383,7 +388,7 @@ static void maybe_stopped(pyexp *e) {
   void (*done)(void *) = e->done;
   e->done = NULL;
   if (e->started)
-    otlp_http_shutdown(e->client, done, e->done_arg);
+    (e->grpc ? otlp_grpc_shutdown : otlp_http_shutdown)(e->client, done, e->done_arg);
   else
     done(e->done_arg);
 }
@@ -431,7 +436,7 @@ static void encode_done(void *arg, int status) {
       preq *r = &j->reqs[i];
       /* connect's unary protocol version (servers that require it refuse calls without) */
       static const char *const hn[] = {"Connect-Protocol-Version"}, *const hv[] = {"1"};
-      bool push = e->cfg->api == API_PUSH;
+      bool push = e->cfg->api == API_PUSH; /* connect over HTTP/1.1 */
       otlp_call c = {.path = r->path,
                      .content_type = r->ctype,
                      .header_names = hn,
@@ -439,7 +444,7 @@ static void encode_done(void *arg, int status) {
                      .n_headers = push ? 1 : 0,
                      .body = r->body};
       memset(&r->body, 0, sizeof r->body); /* taken by the call */
-      int rc = otlp_http_call(e->client, &c, call_done, j);
+      int rc = (e->grpc ? otlp_grpc_call : otlp_http_call)(e->client, &c, call_done, j);
       if (rc) call_done(j, rc == SONDE_ENOMEM || rc == SONDE_ESHUTDOWN ? SONDE_ERETRY : rc, 0);
     }
     call_done(j, 0, 0);
@@ -506,6 +511,7 @@ static int py_create(const sonde_host *h, const void *config, uint32_t signals, 
   if (!e) return SONDE_ENOMEM;
   e->h = h;
   e->cfg = cfg;
+  e->grpc = cfg->api == API_PUSH_GRPC;
   char err[512];
   otlp_url u;
   int rc = otlp_parse_http_url(cfg->endpoint, &u, err, sizeof err);
@@ -539,7 +545,19 @@ static int py_create(const sonde_host *h, const void *config, uint32_t signals, 
     rc = add_header(e, "Authorization", hv);
   }
   if (rc) goto fail;
-  if ((rc = otlp_http_create(h, &e->oc, 0, &e->client))) goto fail;
+  if (e->grpc) {
+    /* gRPC takes host:port; http:// is h2c and https:// TLS, as the endpoint's scheme says */
+    snprintf(e->grpc_ep, sizeof e->grpc_ep, "%s://%s", u.tls ? "https" : "http", u.authority);
+    e->oc.endpoint = e->grpc_ep;
+    e->oc.profiles_endpoint = NULL;
+    rc = otlp_grpc_create(h, &e->oc, 0, &e->client);
+  } else {
+    rc = otlp_http_create(h, &e->oc, 0, &e->client);
+  }
+  if (rc) {
+    e->client = NULL; /* freed by the failed create */
+    goto fail;
+  }
   h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_pyroscope_profiles",
                  "Profiles (one per service and batch) Pyroscope accepted.", NULL, &e->m_profiles);
   h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_pyroscope_bytes",
@@ -553,7 +571,7 @@ fail:
 
 static int py_start(void *inst) {
   pyexp *e = inst;
-  int rc = otlp_http_start(e->client);
+  int rc = e->grpc ? otlp_grpc_start(e->client) : otlp_http_start(e->client);
   if (!rc) e->started = true;
   return rc;
 }
@@ -569,7 +587,7 @@ static void py_shutdown(void *inst, void (*done)(void *), void *arg) {
 static void py_destroy(void *inst) {
   pyexp *e = inst;
   if (!e) return;
-  if (e->client) otlp_http_destroy(e->client);
+  if (e->client) (e->grpc ? otlp_grpc_destroy : otlp_http_destroy)(e->client);
   for (size_t i = 0; i < e->oc.headers.n; i++) {
     free(e->hk[i]);
     free(e->hv[i]);

@@ -7,7 +7,8 @@ two services, samples/count with a cpu/nanoseconds period of 19 Hz.
 
 Cases: /ingest over http with basic auth, X-Scope-OrgID and a custom header (name, labels, from,
 until, sampleRate, spyName, sample types, function names); push.v1 over https verified with a
-self-signed CA (labels, ids, timestamps); 503 retried until accepted; 400 dropped, not retried.
+self-signed CA (labels, ids, timestamps); push.v1 over gRPC h2c with auth metadata (UNAVAILABLE
+retried); 503 retried until accepted; 400 dropped, not retried.
 """
 import base64
 import json
@@ -259,6 +260,38 @@ pyroscope:
     assert sent == 3 and core_sent == ITEMS, (sent, core_sent)
 
 
+def case_push_grpc(tmp, body, t_ns):
+    """push.v1 over gRPC (h2c), auth as metadata; UNAVAILABLE once, then accepted."""
+    ref = Reference(tmp, "pyroscope_reference.js", "--grpc", "--fail-code", "14",
+                    "--fail-count", "1")
+    try:
+        s = run_sonde("pyroscope-grpc", """
+pyroscope:
+  endpoint: http://127.0.0.1:%d
+  api: push_grpc
+  basic_auth: {username: bob, password: pw}
+  tenant_id: tenant-c
+  retry_on_failure: {initial_interval: 100ms, max_interval: 200ms}
+""" % ref.port)
+        ts.post(s.hport, body)
+        recs = ref.wait(2, what="push_grpc")
+        s.wait_log(r"will retry: rpc error: code = Unavailable")
+        assert wait_metric(s, "otelcol_exporter_sent_profiles_total", ITEMS) == ITEMS
+        s.stop_ok()
+    finally:
+        ref.stop()
+    assert recs[0].get("failed") == 14 and recs[1].get("grpc"), recs
+    r = recs[1]
+    assert r["headers"]["authorization"] == "Basic " + base64.b64encode(b"bob:pw").decode(), r
+    assert r["headers"]["orgid"] == "tenant-c", r
+    series = {x["labels"].get("k8s_pod_name", x["labels"]["service_name"]): x for x in r["series"]}
+    assert set(series) == {"pod-1", "pod-2", "cart_api"}, series.keys()
+    assert series["pod-1"]["labels"]["__name__"] == "process_cpu", series["pod-1"]
+    stacks = check_profile(series["pod-1"]["profiles"][0], "grpc pod-1")
+    assert stacks[tuple(CHAIN)] == [5, 5 * PERIOD], stacks
+    assert series["pod-1"]["profiles"][0]["timeNanos"] == str(t_ns)
+
+
 def case_retry(tmp, body, status, api):
     ref = Reference(tmp, "pyroscope_reference.js", "--fail-status", str(status),
                     "--fail-count", "2" if status == 503 else "1")
@@ -323,6 +356,7 @@ def test():
     case_ingest(tmpd, body, t_ns)
     case_push_tls(tmpd, body, t_ns)
     case_ingest_partial(tmpd, body)
+    case_push_grpc(tmpd, body, t_ns)
     case_retry(tmpd, body, 503, "push")
     case_retry(tmpd, body, 400, "push")
     print("pyroscope: ingest and push decoded by the reference; 503 retried, 400 dropped")

@@ -5,7 +5,10 @@
 // reflection type written from Pyroscope's published push.proto field numbers (no npm package
 // ships them). Every request becomes a JSON line in --out; the first --fail-count requests are
 // answered with --fail-status (connect's error JSON on the push path).
-// Usage: node pyroscope_reference.js --out FILE [--cert C --key K] [--fail-status N --fail-count N]
+// With --grpc it serves push.v1.PusherService/Push over gRPC instead (@grpc/grpc-js, h2c or TLS),
+// failing the first --fail-count calls with gRPC status --fail-code.
+// Usage: node pyroscope_reference.js --out FILE [--grpc] [--cert C --key K]
+//          [--fail-status N | --fail-code N] [--fail-count N]
 'use strict';
 const http = require('http');
 const https = require('https');
@@ -35,6 +38,15 @@ const PushRequest = new MessageType('push.v1.PushRequest', [
 
 const connectCodes = { 400: 'invalid_argument', 401: 'unauthenticated', 429: 'resource_exhausted', 503: 'unavailable' };
 
+function decodePush(body) {
+  const m = PushRequest.fromBinary(body);
+  return m.series.map((s) => ({
+    labels: Object.fromEntries(s.labels.map((l) => [l.name, l.value])),
+    ids: s.samples.map((x) => x.id),
+    profiles: s.samples.map((x) => summarize(Buffer.from(x.rawProfile))),
+  }));
+}
+
 async function handle(req, body) {
   const url = new URL(req.url, 'http://x');
   const r = {
@@ -59,12 +71,7 @@ async function handle(req, body) {
     }
     r.profile = summarize(prof);
   } else if (url.pathname === '/push.v1.PusherService/Push') {
-    const m = PushRequest.fromBinary(body);
-    r.series = m.series.map((s) => ({
-      labels: Object.fromEntries(s.labels.map((l) => [l.name, l.value])),
-      ids: s.samples.map((x) => x.id),
-      profiles: s.samples.map((x) => summarize(Buffer.from(x.rawProfile))),
-    }));
+    r.series = decodePush(body);
   } else {
     return [404, 'text/plain', 'not found', r];
   }
@@ -99,6 +106,52 @@ function serve(req, res) {
 }
 
 const cert = rec.arg('--cert');
+if (process.argv.includes('--grpc')) {
+  const grpc = require('@grpc/grpc-js');
+  const failCode = Number(rec.arg('--fail-code', '0'));
+  const service = {
+    Push: {
+      path: '/push.v1.PusherService/Push', requestStream: false, responseStream: false,
+      requestDeserialize: (b) => b, requestSerialize: (b) => b,
+      responseSerialize: () => Buffer.alloc(0), responseDeserialize: () => ({}),
+    },
+  };
+  const server = new grpc.Server();
+  server.addService(service, {
+    Push(call, cb) {
+      const md = call.metadata.getMap();
+      if (failLeft > 0) {
+        failLeft--;
+        rec.write({ path: service.Push.path, failed: failCode });
+        cb({ code: failCode, details: 'injected' });
+        return;
+      }
+      const r = {
+        grpc: true, path: service.Push.path,
+        headers: { authorization: md.authorization || null, orgid: md['x-scope-orgid'] || null,
+          userAgent: md['user-agent'] || null, extra: md['x-extra'] || null },
+      };
+      try {
+        r.series = decodePush(call.request);
+      } catch (e) {
+        rec.write({ error: String(e && e.stack || e) });
+        cb({ code: grpc.status.INVALID_ARGUMENT, details: String(e) });
+        return;
+      }
+      rec.write(r);
+      cb(null, {});
+    },
+  });
+  const creds = cert
+    ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: fs.readFileSync(cert), private_key: fs.readFileSync(rec.arg('--key')) }])
+    : grpc.ServerCredentials.createInsecure();
+  server.bindAsync('127.0.0.1:0', creds, (err, port) => {
+    if (err) throw err;
+    process.stdout.write('listening ' + port + '\n');
+  });
+  process.on('SIGTERM', () => server.tryShutdown(() => process.exit(0)));
+  return;
+}
 const server = cert
   ? https.createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(rec.arg('--key')) }, serve)
   : http.createServer(serve);
