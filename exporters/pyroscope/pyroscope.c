@@ -1,19 +1,21 @@
-/* The `pyroscope` exporter: profiles to Grafana Pyroscope, one pprof per service and batch
- * (pprof_enc.h), over either of Pyroscope's ingestion APIs:
+/* The `pyroscope` exporter: profiles to Grafana Pyroscope, one pprof per series, i.e. per
+ * (service, resource labels) of a batch (pprof_enc.h), over one of Pyroscope's ingestion APIs:
  *
  * - api: ingest (default): POST <endpoint>/ingest?name=<app>.<type>{k=v,...}&from=&until=
  *   &format=pprof&sampleRate=&spyName=, the pprof (gzipped) as the "profile" part of a
- *   multipart/form-data body, as Pyroscope's own SDKs send it; one request per service.
+ *   multipart/form-data body, as Pyroscope's own SDKs send it; one request per series.
  * - api: push: POST <endpoint>/push.v1.PusherService/Push, a push.v1.PushRequest
  *   (proto/push/v1/push.proto) as application/proto over HTTP/1.1 (Pyroscope serves connect-go,
- *   which takes unary calls that way); one request per batch, a series per service with the labels
- *   __name__ (process_cpu for CPU profiles), service_name and the resource's.
+ *   which takes unary calls that way); one request per batch, a RawProfileSeries per series with
+ *   the labels __name__ (process_cpu for CPU profiles), service_name and the resource's.
+ * - api: push_grpc: the same call over gRPC.
  *
- * The transport is the otlp_http client (exporters/otlp, otlp_http_call): keep-alive connections,
- * TLS, deadlines, and otelcol's status rules (429/502/503/504 retried, Retry-After honoured, other
- * statuses permanent). basic_auth, tenant_id (X-Scope-OrgID) and headers go on every request.
- * With the ingest API a batch is sent once every service's request is answered: any retryable
- * failure retries the whole batch (services already accepted are sent again). */
+ * The transport is the otlp_http client (exporters/otlp, otlp_http_call), or for push_grpc the
+ * otlp_grpc one (otlp_grpc_call): connections, TLS, deadlines, and otelcol's status rules
+ * (429/502/503/504 or UNAVAILABLE and the like retried, Retry-After honoured, others permanent).
+ * basic_auth, tenant_id (X-Scope-OrgID) and headers go on every request. With the ingest API a
+ * batch is done once every series' request is answered: any retryable failure retries the whole
+ * batch (series already accepted are sent again). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
