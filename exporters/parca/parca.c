@@ -1,7 +1,8 @@
 /* The `parca` exporter: profiles to Parca (or anything serving Parca's profile store) with
  * parca.profilestore.v1alpha1.ProfileStoreService/WriteRaw over gRPC, h2c or TLS.
  *
- * One WriteRaw per batch: a series per service (pprof_enc.h groups the profiles), its labels
+ * One WriteRaw per batch: a series per (service, resource labels) (pprof_enc.h groups the
+ * profiles), its labels
  * __name__ (profile_name, or parca_agent_cpu for CPU profiles and parca_agent_<sample type>
  * otherwise), service_name, the resource's attributes (sanitized to Prometheus names) and the
  * configured labels, sorted by name; one RawSample with the gzipped pprof. The pprof follows what
@@ -346,7 +347,8 @@ static int pa_create(const sonde_host *h, const void *config, uint32_t signals, 
     return rc;
   }
   h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_parca_series",
-                 "Series (one pprof per service and batch) Parca accepted.", NULL, &e->m_series);
+                 "Series (one pprof per service and label set of a batch) Parca accepted.", NULL,
+                 &e->m_series);
   h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_parca_bytes",
                  "Bytes of gzipped pprof Parca accepted.", NULL, &e->m_bytes);
   *inst = e;

@@ -1,6 +1,7 @@
 /* OTLP profiles (v1development dictionary form) -> pprof (perftools.profiles.Profile), one profile
- * per service of a batch. Internal to the pprof, pyroscope and parca exporters (static library
- * sonde_pprof_enc). Thread-safe: meant for work callbacks; every result owns its memory.
+ * per service (or per service and label set) of a batch. Internal to the pprof, pyroscope and parca
+ * exporters (static library sonde_pprof_enc). Thread-safe: meant for work callbacks; every result
+ * owns its memory.
  *
  * Service: the resource's service.name, else process.executable.name, else "unknown_service";
  * characters other than [A-Za-z0-9._-] become '_'. All profiles of a service go into one pprof:

@@ -561,7 +561,8 @@ static int py_create(const sonde_host *h, const void *config, uint32_t signals, 
     goto fail;
   }
   h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_pyroscope_profiles",
-                 "Profiles (one per service and batch) Pyroscope accepted.", NULL, &e->m_profiles);
+                 "Profiles (one per service and label set of a batch) Pyroscope accepted.", NULL,
+                 &e->m_profiles);
   h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_pyroscope_bytes",
                  "Bytes of gzipped pprof Pyroscope accepted.", NULL, &e->m_bytes);
   *inst = e;
