@@ -4,7 +4,7 @@
  *   GET  /                 the page (live: it asks the API below)
  *   GET  /api/flame        the merged stack tree of a window, filtered (fg_store.h for the JSON)
  *   GET  /api/labels       the slots and the services / containers / processes of a window
- *   POST /api/snapshot     writes <directory>/flamegraph-<unix time>.html (also GET /snapshot):
+ *   POST /api/snapshot     (with an X-Sonde-Snapshot header) writes <directory>/flamegraph-*.html:
  *                          the page with the whole history inlined, readable offline
  * A snapshot is also written at shutdown (snapshot_on_shutdown).
  * Threads: the store belongs to the loop. Merging a window into a tree and writing its JSON (for
@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -283,11 +284,41 @@ static int start_query(fgexp *e, sonde_http_request *r, const fg_query *fq) {
   return 0;
 }
 
+/* The host part of "host:port", "[v6]:port" or "host". */
+static void host_of(const char *hp, char *out, size_t len) {
+  size_t n = strlen(hp);
+  const char *end = hp + n;
+  if (hp[0] == '[') {
+    const char *b = strchr(hp, ']');
+    end = b ? b + 1 : end;
+  } else {
+    const char *c = strrchr(hp, ':');
+    if (c) end = c;
+  }
+  snprintf(out, len, "%.*s", (int)(end - hp), hp);
+}
+
+/* A web page elsewhere must not read the profiles through DNS rebinding: the Host must name this
+ * listener (a loopback name, or the configured host), unless it listens on every address. */
+static bool host_allowed(fgexp *e, const char *host) {
+  char want[256], have[256];
+  host_of(e->cfg->endpoint, want, sizeof want);
+  if (!strcmp(want, "0.0.0.0") || !strcmp(want, "[::]")) return true;
+  if (!host) return false;
+  host_of(host, have, sizeof have);
+  return !strcasecmp(have, "localhost") || !strcmp(have, "127.0.0.1") || !strcmp(have, "[::1]") ||
+         (want[0] && !strcasecmp(have, want));
+}
+
 static void handle(void *arg, sonde_http_request *r) {
   fgexp *e = arg;
   const sonde_host_api *a = e->h->api;
   const char *m = a->http_method(r), *p = a->http_path(r), *qs = a->http_query(r);
   bool get = !strcmp(m, "GET") || !strcmp(m, "HEAD");
+  if (!host_allowed(e, a->http_header(r, "Host"))) {
+    a->http_respond(r, 403, "text/plain", NULL, "unexpected Host\n", 16);
+    return;
+  }
   if (get && (!strcmp(p, "/") || !strcmp(p, "/index.html"))) {
     a->http_respond(r, 200, "text/html; charset=utf-8",
                     "Cache-Control: no-store\r\nContent-Security-Policy: default-src 'none'; "
@@ -321,7 +352,12 @@ static void handle(void *arg, sonde_http_request *r) {
     sonde_buf_free(&b);
     return;
   }
-  if ((!strcmp(m, "POST") && !strcmp(p, "/api/snapshot")) || (get && !strcmp(p, "/snapshot"))) {
+  if (!strcmp(m, "POST") && !strcmp(p, "/api/snapshot")) {
+    /* a form on another site can POST here but cannot add a header */
+    if (!a->http_header(r, "X-Sonde-Snapshot")) {
+      respond_error(e, r, 403, "the X-Sonde-Snapshot header is required");
+      return;
+    }
     if (!e->cfg->directory) {
       respond_error(e, r, 409, "no directory configured for snapshots");
       return;
@@ -330,7 +366,7 @@ static void handle(void *arg, sonde_http_request *r) {
     if (rc) respond_error(e, r, 500, sonde_strerror(rc));
     return;
   }
-  if (!strcmp(p, "/") || !strncmp(p, "/api/", 5) || !strcmp(p, "/snapshot")) {
+  if (!strcmp(p, "/") || !strncmp(p, "/api/", 5)) {
     a->http_respond(r, 405, "text/plain", "Allow: GET, POST\r\n", "method not allowed\n", 19);
     return;
   }

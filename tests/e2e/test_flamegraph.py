@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import harness
@@ -35,6 +36,16 @@ def wait(cond, what, timeout=20):
             return v
         time.sleep(0.1)
     raise AssertionError("timed out waiting for " + what)
+
+
+def http_status(url, method="GET", headers=None):
+    req = urllib.request.Request(url, method=method, headers=headers or {},
+                                 data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
 def find(node, name):
@@ -146,6 +157,10 @@ service:
     assert status == 400 and "from" in j["error"], (status, j)
     status, _ = harness.http_get(base + "/nope")
     assert status == 404, status
+    # a page elsewhere: no reading through a rebound name, no snapshot by a plain form POST
+    assert http_status(base + "/api/flame", headers={"Host": "evil.example:%d" % fport}) == 403
+    assert http_status(base + "/api/snapshot", method="POST") == 403
+    assert not os.path.exists(snapdir), "a snapshot written without the header"
     status, page = harness.http_get(base + "/")
     assert status == 200 and "sonde flame graph" in page, page[:200]
     assert "://" not in page, "the page must not load anything from elsewhere"
