@@ -148,6 +148,7 @@ struct prom_state {
   prom_opts o;
   char *target_name;
   htab series, families, targets;
+  uint64_t gen; /* bumped by every change of what a render would show */
 };
 
 /* ---- labels ---------------------------------------------------------------------------------- */
@@ -396,6 +397,7 @@ static int rctx_target(prom_state *s, rctx *r, kv_t *const *kvs, size_t n) {
   if (t) {
     free(key);
     /* The latest resource with this job and instance describes it. */
+    if (strcmp(t->labels, labels) != 0) s->gen++;
     free(t->labels);
     t->labels = labels;
   } else {
@@ -474,6 +476,7 @@ static void series_free_values(series *x) {
 }
 
 static void series_remove(prom_state *s, series *x) {
+  s->gen++;
   ht_del(&s->series, &x->h);
   free(x->ex);
   family_unref(s, x->fam);
@@ -926,6 +929,7 @@ static void accumulate(cctx *c, mctx *mc, const sctx *sc, const rctx *r, const d
   if (d->ts > x->ts || fresh) x->ts = d->ts;
   if (mc->ptype == PT_COUNTER || mc->kind == SK_HIST) set_exemplars(x, mc->kind, d->p);
   x->updated = c->now;
+  s->gen++;
   c->st->stored++;
 }
 
@@ -1144,6 +1148,10 @@ size_t prom_state_expire(prom_state *s, int64_t now_ns) {
     }
   }
   return n;
+}
+
+uint64_t prom_state_generation(const prom_state *s) {
+  return s->gen;
 }
 
 size_t prom_state_series(const prom_state *s) {

@@ -51,6 +51,9 @@ void prom_state_consume(prom_state *s, const sonde_metrics *req, int64_t now_ns,
 /* Drops series not updated since now_ns - expiration; returns how many. */
 size_t prom_state_expire(prom_state *s, int64_t now_ns);
 size_t prom_state_series(const prom_state *s);
+/* Changes whenever a render would give another body (points stored, series removed, a target's
+ * labels changed), so a rendered body can be reused until then. */
+uint64_t prom_state_generation(const prom_state *s);
 
 /* Appends the exposition of every live series: text format 0.0.4, or OpenMetrics 1.0.0 (ending
  * in "# EOF"). Returns 0 or SONDE_ENOMEM. */

@@ -309,8 +309,12 @@ static void test_delta_sums(void **state) {
   /* A start after the previous end is a restart: the value starts again. */
   feed(s, 0, SUM(1, true, 30, 40, 1));
   expect(s, false, "# HELP c_total \n# TYPE c_total counter\nc_total{" L "} 1\n" TARGET);
-  /* Older than what is stored: ignored. */
+  /* Older than what is stored: ignored, and a cached body stays valid. */
+  uint64_t gen = prom_state_generation(s);
   assert_int_equal(feed(s, 0, SUM(2, true, 0, 35, 100)).stale, 1);
+  assert_true(prom_state_generation(s) == gen);
+  feed(s, 0, SUM(2, true, 0, 45, 100));
+  assert_true(prom_state_generation(s) != gen);
   /* Non-monotonic deltas and sums without temporality cannot be exposed. */
   assert_int_equal(feed(s, 0, SUM(1, false, 0, 50, 1)).invalid, 1);
   assert_int_equal(feed(s, 0, SUM(0, true, 0, 50, 1)).invalid, 1);
@@ -461,8 +465,11 @@ static void test_expiration(void **state) {
   prom_state *s = new_state(&o);
   feed(s, 0, SUM(2, true, 0, 10, 3));
   feed(s, 3 * S, ONE("{\"name\":\"g\",\"gauge\":{\"dataPoints\":[{\"asDouble\":2}]}}"));
+  uint64_t gen = prom_state_generation(s);
   assert_int_equal(prom_state_expire(s, 4 * S), 0);
+  assert_true(prom_state_generation(s) == gen);
   assert_int_equal(prom_state_expire(s, 6 * S), 1);
+  assert_true(prom_state_generation(s) != gen);
   expect(s, false, "# HELP g \n# TYPE g gauge\ng{" L "} 2\n" TARGET);
   assert_int_equal(prom_state_expire(s, 9 * S), 1);
   expect(s, false, "");

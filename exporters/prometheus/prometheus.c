@@ -117,6 +117,14 @@ typedef struct promexp {
   sonde_http_server *srv;
   sonde_timer *sweep;
   int64_t last_warn;
+  /* The last body served, reused while the state and the asked format are the same (HA pairs of
+   * scrapers, or scrapes faster than updates, cost one render). */
+  struct {
+    bool valid, om, want_gz, gz;
+    const char *om_version;
+    uint64_t gen;
+    sonde_buf body;
+  } cache;
   sonde_metric *m_series, *m_expired, *m_scrapes, *m_points;
   sonde_metric *m_dropped[DROP_N];
 } promexp;
@@ -168,12 +176,33 @@ static void handle(void *arg, sonde_http_request *req) {
   const char *om_version;
   bool om =
       prom_negotiate(api->http_header(req, "Accept"), p->cfg->enable_open_metrics, &om_version);
-  sonde_buf body = {0}, gz = {0};
-  if (prom_state_render(p->st, om, &body)) {
-    sonde_buf_free(&body);
-    static const char msg[] = "out of memory rendering the metrics\n";
-    api->http_respond(req, 500, "text/plain; charset=utf-8", NULL, msg, sizeof(msg) - 1);
-    return;
+  bool want_gz = prom_accepts_gzip(api->http_header(req, "Accept-Encoding"));
+  uint64_t gen = prom_state_generation(p->st);
+  if (!p->cache.valid || p->cache.gen != gen || p->cache.om != om || p->cache.want_gz != want_gz ||
+      p->cache.om_version != om_version) {
+    sonde_buf body = {0}, zipped = {0};
+    p->cache.valid = false;
+    sonde_buf_free(&p->cache.body);
+    if (prom_state_render(p->st, om, &body)) {
+      sonde_buf_free(&body);
+      static const char msg[] = "out of memory rendering the metrics\n";
+      api->http_respond(req, 500, "text/plain; charset=utf-8", NULL, msg, sizeof(msg) - 1);
+      return;
+    }
+    /* An empty body, or one that cannot be compressed, goes as it is. */
+    p->cache.gz = want_gz && body.len && gzip_body(&body, &zipped) == 0;
+    if (p->cache.gz) {
+      sonde_buf_free(&body);
+      body = zipped;
+    } else {
+      sonde_buf_free(&zipped);
+    }
+    p->cache.body = body;
+    p->cache.valid = true;
+    p->cache.gen = gen;
+    p->cache.om = om;
+    p->cache.om_version = om_version;
+    p->cache.want_gz = want_gz;
   }
   metric_add(p, p->m_scrapes, 1);
   char ctype[96];
@@ -182,16 +211,8 @@ static void handle(void *arg, sonde_http_request *req) {
              om_version);
   else
     snprintf(ctype, sizeof(ctype), "text/plain; version=0.0.4; charset=utf-8");
-  const sonde_buf *send = &body;
-  const char *headers = NULL;
-  if (body.len && prom_accepts_gzip(api->http_header(req, "Accept-Encoding")) &&
-      gzip_body(&body, &gz) == 0) {
-    send = &gz;
-    headers = "Content-Encoding: gzip\r\n";
-  }
-  api->http_respond(req, 200, ctype, headers, send->data, send->len);
-  sonde_buf_free(&body);
-  sonde_buf_free(&gz);
+  api->http_respond(req, 200, ctype, p->cache.gz ? "Content-Encoding: gzip\r\n" : NULL,
+                    p->cache.body.data, p->cache.body.len);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */
@@ -311,6 +332,7 @@ static void prom_destroy(void *inst) {
   if (p->srv) p->h->api->http_close(p->srv);
   if (p->sweep) p->h->api->timer_stop(p->sweep);
   prom_state_free(p->st);
+  sonde_buf_free(&p->cache.body);
   free(p);
 }
 
