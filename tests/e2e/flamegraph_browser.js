@@ -6,13 +6,14 @@
 'use strict';
 const { spawn } = require('child_process');
 const fs = require('fs');
+const os = require('os');
 const path = require('path');
 
 const [url, outDir, zoomName, searchText, service] = process.argv.slice(2);
 const chromium = process.env.CHROMIUM || '/usr/bin/chromium';
 
 function startBrowser() {
-  const prof = fs.mkdtempSync(path.join(outDir, 'chromium-'));
+  prof = fs.mkdtempSync(path.join(os.tmpdir(), 'sonde-chromium-'));
   const args = ['--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run',
     '--disable-dev-shm-usage', '--remote-debugging-port=0', '--window-size=1400,900',
     `--user-data-dir=${prof}`, 'about:blank'];
@@ -55,6 +56,19 @@ class CDP {
 }
 
 let child = null;
+let prof = null;
+
+// Chromium's profile directory goes once the browser is gone.
+function cleanup() {
+  if (child) child.kill();
+  if (prof) {
+    const p = prof;
+    prof = null;
+    const rm = () => fs.rmSync(p, { recursive: true, force: true });
+    if (child && child.exitCode === null) child.once('exit', rm);
+    else rm();
+  }
+}
 
 async function main() {
   const b = await startBrowser();
@@ -193,12 +207,13 @@ async function main() {
   await shot('flamegraph-snapshot.png');
 
   ws.close();
-  child.kill();
+  cleanup();
   console.log(JSON.stringify(out));
 }
 
 main().catch((e) => {
   console.error(e.stack || String(e));
-  if (child) child.kill();
-  process.exit(1);
+  cleanup();
+  process.exitCode = 1;
+  setTimeout(() => process.exit(1), 2000).unref(); // an open socket must not keep it alive
 });
