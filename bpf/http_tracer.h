@@ -13,7 +13,7 @@
 /* Bytes of one transfer the BPF side can copy (capture_bytes is at most this). */
 #define SONDE_HTTP_CAP_MAX 4096
 /* iovecs of one readv/writev/recvmsg/sendmsg copied into the capture, in order. */
-#define SONDE_HTTP_IOV_MAX 4
+#define SONDE_HTTP_IOV_MAX 8
 
 enum sonde_http_rec_type {
   SONDE_HTTP_REC_DATA = 1,  /* struct sonde_http_data (+ captured bytes) */

@@ -23,6 +23,7 @@ typedef struct pend {
   uint64_t tag;
   uint64_t start_ns;
   uint64_t req_body;
+  bool hooked; /* its headers were parsed and the request hook called */
   bool req_done;
   char method[24];
   char url[URL_MAX];
@@ -99,6 +100,10 @@ static pend *pop_head(hx_h1 *h) {
 /* The head request is answered (status != 0) or dropped. */
 static void finish(hx_h1 *h, pend *q, int status, uint64_t resp_bytes, uint64_t end_ns,
                    bool reset) {
+  if (!q->hooked) { /* cut before its headers ended: not a request we can name */
+    free(q);
+    return;
+  }
   hx_exchange ex;
   fill_exchange(h, q, &ex);
   ex.status = status;
@@ -203,6 +208,7 @@ static int rq_headers(http_parser *p) {
   pend *q = h->cur;
   if (!q) return -1;
   snprintf(q->method, sizeof(q->method), "%s", http_method_str((enum http_method)p->method));
+  q->hooked = true;
   if (h->hooks->request) {
     hx_exchange ex;
     fill_exchange(h, q, &ex);
@@ -251,6 +257,7 @@ static int rs_begin(http_parser *p) {
 
 static int rs_headers(http_parser *p) {
   hx_h1 *h = p->data;
+  if (p->status_code < 100) return -1; /* "HTTP/1.1 000": not a response */
   h->status = p->status_code;
   h->resp_body = true;
   return h->resp_head ? 1 : 0; /* 1: no body follows */

@@ -12,8 +12,9 @@ typedef struct hx_h1_hooks {
   /* A request's headers were parsed (ex has the request fields and start_ns; no status). The
    * returned tag comes back with the exchange. Optional. */
   uint64_t (*request)(void *ud, const hx_exchange *ex);
-  /* Called exactly once per request, in order: answered (status != 0), or dropped (reset: the
-   * connection closed first, or the stream could not be followed). */
+  /* Called exactly once per request whose headers were parsed (after `request`), in order:
+   * answered (status != 0), or dropped (reset: the connection closed first, or the stream could
+   * not be followed). */
   void (*done)(void *ud, const hx_exchange *ex, uint64_t tag);
 } hx_h1_hooks;
 

@@ -317,6 +317,21 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """
 
+NODE_SERVER = r"""
+const fs = require("fs"), http = require("http"), https = require("https");
+const [tlsPort, v6Port, dir] = process.argv.slice(1);  // node -e: no script path
+const handler = (req, res) => {
+  const code = req.url.startsWith("/fail") ? 500 : 200;
+  res.writeHead(code, {"content-type": "text/plain"});
+  res.end("node " + req.url + "\n");
+};
+let up = 0;
+const ready = () => { if (++up == 2) console.log("ready"); };
+https.createServer({key: fs.readFileSync(dir + "/key.pem"), cert: fs.readFileSync(dir + "/cert.pem")},
+                   handler).listen(tlsPort, "127.0.0.1", ready);
+http.createServer(handler).listen(v6Port, "::1", ready);
+"""
+
 
 def main():
     if os.geteuid() != 0:
@@ -327,8 +342,9 @@ def main():
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     tmp = tempfile.mkdtemp(prefix="sonde-bpf-http-")
     os.chmod(tmp, 0o755)  # nginx's workers run as www-data
-    py_port, ng_port, tls_port, rst_port, par_port = (free_port() for _ in range(5))
-    s = Sonde(tmp, [py_port, ng_port, tls_port, rst_port, par_port])
+    py_port, ng_port, tls_port, rst_port, par_port, node_port, v6_port = (
+        free_port() for _ in range(7))
+    s = Sonde(tmp, [py_port, ng_port, tls_port, rst_port, par_port, node_port, v6_port])
     rc, out = s.validate()
     if rc != 0:
         if "needs CAP_BPF" in out or "kernel feature missing" in out:
@@ -368,14 +384,24 @@ def main():
         procs.append(rst)
         par = subprocess.Popen([sys.executable, "-c", PARENT_SERVER, str(par_port), str(ng_port)])
         procs.append(par)
+        node = None
+        if shutil.which("node"):
+            node = subprocess.Popen(["node", "-e", NODE_SERVER, str(node_port), str(v6_port), tmp],
+                                    stdout=subprocess.PIPE)
+            procs.append(node)
+            assert node.stdout.readline().strip() == b"ready"
         for p in (py_port, ng_port, tls_port, rst_port, par_port):
             wait_port(p)
-        # The TLS uprobes are attached by a /proc scan every 2 s: nginx's libssl must be in.
+        # The TLS uprobes are attached by a /proc scan every 2 s: nginx's libssl (and node, which
+        # has OpenSSL inside) must be in.
+        want = 2 if node else 1
         deadline = time.time() + 10
-        while s.metric("sonde_ebpf_http_tls_files") < 1 and time.time() < deadline:
+        while s.metric("sonde_ebpf_http_tls_files") < want and time.time() < deadline:
             time.sleep(0.2)
 
         run_checks(s, tmp, py, py_port, ng_port, tls_port, rst_port, par, par_port, big)
+        if node:
+            node_checks(s, node, node_port, v6_port)
     finally:
         for p in procs:
             p.terminate()
@@ -567,6 +593,30 @@ def run_checks(s, tmp, py, py_port, ng_port, tls_port, rst_port, par, par_port, 
     assert curl_count == curl_spans, (curl_count, curl_spans)
     print("RED: http.server.request.duration counts %d for python, client %d for curl" % (
         py_count, curl_count))
+
+
+def node_checks(s, node, node_port, v6_port):
+    # ---- Node.js https (OpenSSL linked into the node executable: uprobes there) ----
+    paths = ["/n1", "/n2", "/fail/3"]
+    got, out = curl("-k", *["https://127.0.0.1:%d%s" % (node_port, p) for p in paths])
+    assert [c for c, _ in got] == [200, 200, 500], out.stderr
+    n_srv = s.wait_spans(lambda x: x["kind"] == SERVER and x["res"]["process.pid"] == node.pid
+                         and x["a"].get("server.port") == node_port, 3)
+    assert len(n_srv) == 3, "\n".join(map(describe, n_srv))
+    for p, (code, t) in zip(paths, got):
+        x = [y for y in n_srv if y["a"]["url.path"] == p][0]
+        check_exchange(x, "GET", p, code)
+        assert x["a"]["url.scheme"] == "https" and x["dur"] <= t, describe(x)
+    print("node https: 3 server spans from the uprobes in the node executable, 500 an error")
+
+    # ---- IPv6 ----
+    got, out = curl("-g", "http://[::1]:%d/v6" % v6_port)
+    assert got[0][0] == 200, out.stderr
+    v6 = s.wait_spans(lambda x: x["kind"] == SERVER and x["a"].get("server.port") == v6_port, 1)
+    assert len(v6) == 1 and v6[0]["a"]["client.address"] == "::1", describe(v6[0])
+    v6c = s.wait_spans(lambda x: x["kind"] == CLIENT and x["a"].get("server.port") == v6_port, 1)
+    assert len(v6c) == 1 and v6c[0]["a"]["network.peer.address"] == "::1", describe(v6c[0])
+    print("IPv6: one span each side, addresses ::1")
 
 
 if __name__ == "__main__":
