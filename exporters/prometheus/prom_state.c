@@ -9,6 +9,7 @@
  */
 #include "prom_state.h"
 
+#include <fnmatch.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -423,6 +424,17 @@ static int rctx_target(prom_state *s, rctx *r, kv_t *const *kvs, size_t n) {
   return 0;
 }
 
+static bool glob_any(char *const *pats, size_t n, const char *key) {
+  for (size_t i = 0; i < n; i++)
+    if (fnmatch(pats[i], key, FNM_NOESCAPE) == 0) return true;
+  return false;
+}
+
+static bool resource_label_wanted(const prom_opts *o, const char *key) {
+  bool in = o->n_include ? glob_any(o->resource_include, o->n_include, key) : o->n_exclude > 0;
+  return in && !glob_any(o->resource_exclude, o->n_exclude, key);
+}
+
 static int rctx_init(prom_state *s, rctx *r,
                      const Opentelemetry__Proto__Resource__V1__Resource *res) {
   memset(r, 0, sizeof(*r));
@@ -447,9 +459,16 @@ static int rctx_init(prom_state *s, rctx *r,
     if (!r->job) return SONDE_ENOMEM;
   }
   if (inst && !(r->instance = prom_any_string(inst->value))) return SONDE_ENOMEM;
-  if (s->o.resource_to_telemetry &&
-      attrs_add(&r->extra, kvs, n, s->o.resource_exclude_service_attrs ? service_keys : NULL))
+  if (s->o.resource_labels_set) {
+    for (size_t i = 0; i < n; i++)
+      if (kvs[i] && kvs[i]->key && resource_label_wanted(&s->o, kvs[i]->key) &&
+          attrs_add(&r->extra, &kvs[i], 1, NULL))
+        return SONDE_ENOMEM;
+  } else if (s->o.resource_to_telemetry &&
+             attrs_add(&r->extra, kvs, n,
+                       s->o.resource_exclude_service_attrs ? service_keys : NULL)) {
     return SONDE_ENOMEM;
+  }
   if (r->job && r->instance) return rctx_target(s, r, kvs, n);
   return 0;
 }
@@ -1086,6 +1105,8 @@ int prom_state_new(const prom_opts *o, prom_state **out) {
   s->o.namespace_ = NULL;
   s->o.const_keys = s->o.const_values = NULL;
   s->o.n_const = 0;
+  s->o.resource_include = s->o.resource_exclude = NULL;
+  s->o.n_include = s->o.n_exclude = 0;
   bool ok = true;
   if (o->namespace_ && o->namespace_[0]) ok = (s->o.namespace_ = strdup(o->namespace_)) != NULL;
   if (ok && o->n_const) {
@@ -1097,6 +1118,18 @@ int prom_state_new(const prom_opts *o, prom_state **out) {
       s->o.const_values[i] = strdup(o->const_values[i] ? o->const_values[i] : "");
       s->o.n_const = i + 1;
       ok = s->o.const_keys[i] && s->o.const_values[i];
+    }
+  }
+  for (int w = 0; ok && w < 2; w++) {
+    char **src = w ? o->resource_exclude : o->resource_include;
+    size_t n = w ? o->n_exclude : o->n_include;
+    char ***dst = w ? &s->o.resource_exclude : &s->o.resource_include;
+    size_t *dn = w ? &s->o.n_exclude : &s->o.n_include;
+    if (!n) continue;
+    if (!(*dst = calloc(n, sizeof(char *)))) ok = false;
+    for (size_t i = 0; ok && i < n; i++) {
+      if (!((*dst)[i] = strdup(src[i]))) ok = false;
+      *dn = i + 1;
     }
   }
   if (ok) {
@@ -1128,6 +1161,12 @@ void prom_state_free(prom_state *s) {
   }
   free(s->o.const_keys);
   free(s->o.const_values);
+  for (size_t i = 0; i < s->o.n_include; i++)
+    free(s->o.resource_include[i]);
+  for (size_t i = 0; i < s->o.n_exclude; i++)
+    free(s->o.resource_exclude[i]);
+  free(s->o.resource_include);
+  free(s->o.resource_exclude);
   free((char *)s->o.namespace_);
   free(s->target_name);
   free(s);

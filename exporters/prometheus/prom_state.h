@@ -20,6 +20,12 @@ typedef struct prom_opts {
   bool without_scope_info;             /* no otel_scope_* labels */
   bool resource_to_telemetry;          /* resource attributes become labels of every series */
   bool resource_exclude_service_attrs; /* ... except service.name/namespace/instance.id */
+  /* resource_constant_labels (wins over resource_to_telemetry when set): resource attributes
+   * whose key matches an `included` glob (all when only `excluded` is given) and no `excluded`
+   * glob become labels of every series. */
+  bool resource_labels_set;
+  char **resource_include, **resource_exclude;
+  size_t n_include, n_exclude;
   /* const_labels: names as given (sanitised here), added to every series but target_info. */
   char **const_keys;
   char **const_values;

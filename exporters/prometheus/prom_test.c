@@ -506,6 +506,35 @@ static void test_options(void **state) {
   prom_state_free(s);
 }
 
+static void test_resource_constant_labels(void **state) {
+  (void)state;
+  char *inc[] = {"host.*", "service.*"}, *exc[] = {"service.instance.id"};
+  prom_opts o = {.add_suffixes = true,
+                 .resource_to_telemetry = true, /* ignored: resource_constant_labels wins */
+                 .resource_labels_set = true,
+                 .resource_include = inc,
+                 .n_include = 2,
+                 .resource_exclude = exc,
+                 .n_exclude = 1,
+                 .without_scope_info = true,
+                 .expiration_ns = 300 * S};
+  prom_state *s = new_state(&o);
+  feed(s, 0, ONE("{\"name\":\"g\",\"gauge\":{\"dataPoints\":[{\"asDouble\":1}]}}"));
+  expect(s, false,
+         "# HELP g \n# TYPE g gauge\n"
+         "g{host_name=\"h\\\"1\",instance=\"i1\",job=\"shop/svc\",service_name=\"svc\","
+         "service_namespace=\"shop\"} 1\n" TARGET);
+  prom_state_free(s);
+  /* Only excluded: every other attribute. */
+  o.n_include = 0;
+  o.resource_exclude = inc;
+  o.n_exclude = 2;
+  s = new_state(&o);
+  feed(s, 0, ONE("{\"name\":\"g\",\"gauge\":{\"dataPoints\":[{\"asDouble\":1}]}}"));
+  expect(s, false, "# HELP g \n# TYPE g gauge\ng{instance=\"i1\",job=\"shop/svc\"} 1\n" TARGET);
+  prom_state_free(s);
+}
+
 /* ---- allocation failures --------------------------------------------------------------------- */
 
 void *__real_malloc(size_t n);
@@ -579,6 +608,7 @@ int main(void) {
       cmocka_unit_test(test_conflicts_and_removal),
       cmocka_unit_test(test_expiration),
       cmocka_unit_test(test_options),
+      cmocka_unit_test(test_resource_constant_labels),
       cmocka_unit_test(test_alloc_failures),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

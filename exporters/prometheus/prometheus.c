@@ -22,6 +22,11 @@ typedef struct r2t_cfg {
   bool exclude_service_attributes;
 } r2t_cfg;
 
+typedef struct rcl_cfg {
+  sonde_strlist included;
+  sonde_strlist excluded;
+} rcl_cfg;
+
 typedef struct prom_config {
   char *endpoint;
   char *namespace_;
@@ -29,6 +34,8 @@ typedef struct prom_config {
   bool send_timestamps;
   int64_t metric_expiration;
   r2t_cfg resource_to_telemetry_conversion;
+  rcl_cfg resource_constant_labels;
+  bool has_resource_constant_labels;
   bool enable_open_metrics;
   bool add_metric_suffixes;
   bool without_scope_info;
@@ -40,6 +47,14 @@ static const sonde_option r2t_options[] = {
               "resource attributes become labels of every series"),
     SONDE_OPT("exclude_service_attributes", SONDE_OPT_BOOL, r2t_cfg, exclude_service_attributes,
               "false", "but not service.name/namespace/instance.id (already job and instance)"),
+    SONDE_OPT_END,
+};
+
+static const sonde_option rcl_options[] = {
+    SONDE_OPT("included", SONDE_OPT_STRLIST, rcl_cfg, included, NULL,
+              "globs of resource attribute keys to add (empty: all but the excluded)"),
+    SONDE_OPT("excluded", SONDE_OPT_STRLIST, rcl_cfg, excluded, NULL,
+              "globs of resource attribute keys never added"),
     SONDE_OPT_END,
 };
 
@@ -60,6 +75,10 @@ static const sonde_option prom_options[] = {
     SONDE_OPT_NESTED("resource_to_telemetry_conversion", prom_config,
                      resource_to_telemetry_conversion, r2t_options,
                      "resource attributes as labels of every series"),
+    SONDE_OPT_NESTED_P("resource_constant_labels", prom_config, resource_constant_labels,
+                       has_resource_constant_labels, rcl_options,
+                       "resource attributes, chosen by key, as labels of every series (wins over "
+                       "resource_to_telemetry_conversion)"),
     SONDE_OPT("enable_open_metrics", SONDE_OPT_BOOL, prom_config, enable_open_metrics, "false",
               "answer in OpenMetrics when the scraper asks for it"),
     SONDE_OPT("add_metric_suffixes", SONDE_OPT_BOOL, prom_config, add_metric_suffixes, "true",
@@ -263,6 +282,11 @@ static int prom_create(const sonde_host *h, const void *config, uint32_t signals
       .resource_to_telemetry = c->resource_to_telemetry_conversion.enabled,
       .resource_exclude_service_attrs =
           c->resource_to_telemetry_conversion.exclude_service_attributes,
+      .resource_labels_set = c->has_resource_constant_labels,
+      .resource_include = c->resource_constant_labels.included.v,
+      .n_include = c->resource_constant_labels.included.n,
+      .resource_exclude = c->resource_constant_labels.excluded.v,
+      .n_exclude = c->resource_constant_labels.excluded.n,
       .const_keys = c->const_labels.keys,
       .const_values = c->const_labels.values,
       .n_const = c->const_labels.n,

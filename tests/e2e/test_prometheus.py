@@ -334,7 +334,8 @@ receivers:
     protocols:
       http: {endpoint: "127.0.0.1:%d"}
 exporters:
-  prometheus: {endpoint: "127.0.0.1:%d", metric_expiration: 3s}
+  prometheus: {endpoint: "127.0.0.1:%d", metric_expiration: 3s,
+               resource_constant_labels: {included: ["deployment.*"]}}
 service:
 %s  pipelines:
     metrics: {receivers: [otlp], exporters: [prometheus]}
@@ -347,7 +348,7 @@ service:
         clash = dict(HIST, name="queue.depth", unit="{items}")
         post(hport, request([clash]))
         _, _, text = scrape(pport)
-        assert "queue_depth{" in text and "target_info{" in text, text
+        assert 'queue_depth{deployment_environment="e2e",' in text and "target_info{" in text, text
         assert "# TYPE queue_depth gauge" in text and "queue_depth_bucket" not in text, text
         _, self_metrics = harness.http_get("http://localhost:%d/metrics" % tport)
         dropped = harness.metric_value(
@@ -374,7 +375,9 @@ service:
             ('{endpoint: "127.0.0.1:1", const_labels: {"...": x}}', "is not a usable label name"),
             ('{namespace: x}', "endpoint"),
             ('{endpoint: "127.0.0.1:1", metric_expiration: 0s}', "metric_expiration")):
-        b = harness.Sonde(cfg.replace('{endpoint: "127.0.0.1:%d", metric_expiration: 3s}' % pport,
+        b = harness.Sonde(cfg.replace('{endpoint: "127.0.0.1:%d", metric_expiration: 3s,\n'
+                                      '               resource_constant_labels: {included: '
+                                      '["deployment.*"]}}' % pport,
                                       opts), "prometheus-validate")
         rc, out = harness.run_cli("validate", "--config", b.config)
         assert rc != 0 and want in out, "%s: %d\n%s" % (opts, rc, out)
