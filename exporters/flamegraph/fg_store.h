@@ -79,4 +79,9 @@ typedef struct fg_qbufs {
 int fg_query_parse(const char *query, int64_t now_ns, fg_query *q, fg_qbufs *bufs, char *err,
                    size_t errlen);
 
+/* Whether a request's Host header names the listener on endpoint ("host:port"): a loopback name
+ * or the endpoint's host; any Host when it listens on every address. Keeps pages of other sites
+ * from reading profiles through DNS rebinding. */
+bool fg_host_allowed(const char *endpoint, const char *host);
+
 #endif

@@ -298,6 +298,22 @@ static void test_query_parse(void **state) {
   assert_int_equal(fg_query_parse("to2=10", T0, &q, &bufs, err, sizeof err), SONDE_EINVAL);
 }
 
+static void test_host_allowed(void **state) {
+  (void)state;
+  assert_true(fg_host_allowed("localhost:7070", "localhost:7070"));
+  assert_true(fg_host_allowed("localhost:7070", "127.0.0.1:7070"));
+  assert_true(fg_host_allowed("localhost:7070", "[::1]:7070"));
+  assert_true(fg_host_allowed("localhost:7070", "LOCALHOST"));
+  assert_false(fg_host_allowed("localhost:7070", "evil.example:7070"));
+  assert_false(fg_host_allowed("localhost:7070", "127.0.0.1.evil.example"));
+  assert_false(fg_host_allowed("localhost:7070", NULL));
+  assert_true(fg_host_allowed("node1.lan:7070", "node1.lan:7070"));
+  assert_false(fg_host_allowed("node1.lan:7070", "node2.lan:7070"));
+  assert_true(fg_host_allowed("0.0.0.0:7070", "anything"));
+  assert_true(fg_host_allowed(":7070", "localhost:7070"));
+  assert_false(fg_host_allowed(":7070", ":7070"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_merge_and_inline),
@@ -309,6 +325,7 @@ int main(void) {
       cmocka_unit_test(test_job_isolation),
       cmocka_unit_test(test_escaping),
       cmocka_unit_test(test_query_parse),
+      cmocka_unit_test(test_host_allowed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

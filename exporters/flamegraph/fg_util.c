@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "fg_store.h"
 #include "sonde/errors.h"
@@ -197,4 +198,27 @@ int fg_query_parse(const char *query, int64_t now_ns, fg_query *q, fg_qbufs *buf
     q->min_share_ppm = v;
   }
   return 0;
+}
+
+/* The host part of "host:port", "[v6]:port" or "host". */
+static void host_of(const char *hp, char *out, size_t len) {
+  const char *end = hp + strlen(hp);
+  if (hp[0] == '[') {
+    const char *b = strchr(hp, ']');
+    if (b) end = b + 1;
+  } else {
+    const char *c = strrchr(hp, ':');
+    if (c) end = c;
+  }
+  snprintf(out, len, "%.*s", (int)(end - hp), hp);
+}
+
+bool fg_host_allowed(const char *endpoint, const char *host) {
+  char want[256], have[256];
+  host_of(endpoint, want, sizeof want);
+  if (!strcmp(want, "0.0.0.0") || !strcmp(want, "[::]")) return true;
+  if (!host) return false;
+  host_of(host, have, sizeof have);
+  return !strcasecmp(have, "localhost") || !strcmp(have, "127.0.0.1") || !strcmp(have, "[::1]") ||
+         (want[0] && !strcasecmp(have, want));
 }

@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -284,38 +283,12 @@ static int start_query(fgexp *e, sonde_http_request *r, const fg_query *fq) {
   return 0;
 }
 
-/* The host part of "host:port", "[v6]:port" or "host". */
-static void host_of(const char *hp, char *out, size_t len) {
-  size_t n = strlen(hp);
-  const char *end = hp + n;
-  if (hp[0] == '[') {
-    const char *b = strchr(hp, ']');
-    end = b ? b + 1 : end;
-  } else {
-    const char *c = strrchr(hp, ':');
-    if (c) end = c;
-  }
-  snprintf(out, len, "%.*s", (int)(end - hp), hp);
-}
-
-/* A web page elsewhere must not read the profiles through DNS rebinding: the Host must name this
- * listener (a loopback name, or the configured host), unless it listens on every address. */
-static bool host_allowed(fgexp *e, const char *host) {
-  char want[256], have[256];
-  host_of(e->cfg->endpoint, want, sizeof want);
-  if (!strcmp(want, "0.0.0.0") || !strcmp(want, "[::]")) return true;
-  if (!host) return false;
-  host_of(host, have, sizeof have);
-  return !strcasecmp(have, "localhost") || !strcmp(have, "127.0.0.1") || !strcmp(have, "[::1]") ||
-         (want[0] && !strcasecmp(have, want));
-}
-
 static void handle(void *arg, sonde_http_request *r) {
   fgexp *e = arg;
   const sonde_host_api *a = e->h->api;
   const char *m = a->http_method(r), *p = a->http_path(r), *qs = a->http_query(r);
   bool get = !strcmp(m, "GET") || !strcmp(m, "HEAD");
-  if (!host_allowed(e, a->http_header(r, "Host"))) {
+  if (!fg_host_allowed(e->cfg->endpoint, a->http_header(r, "Host"))) {
     a->http_respond(r, 403, "text/plain", NULL, "unexpected Host\n", 16);
     return;
   }

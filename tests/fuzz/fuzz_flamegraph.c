@@ -1,8 +1,8 @@
 /* libFuzzer target: the flamegraph exporter's history (exporters/flamegraph/fg_store.c) and its
- * HTTP helpers (fg_util.c). Input: a query string, a NUL, then an OTLP profiles request in
- * protobuf. The request's indices come from any profiler or client, the query from any local
- * process: nothing may be read out of bounds, and the JSON written must stay inlinable in the
- * page's <script> (no '<', no raw control byte). */
+ * HTTP helpers (fg_util.c). Input: a query string (also tried as a Host header), a NUL, then an
+ * OTLP profiles request in protobuf. The request's indices come from any profiler or client, the
+ * query from any local process: nothing may be read out of bounds, and the JSON written must stay
+ * inlinable in the page's <script> (no '<', no raw control byte). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +29,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fg_qbufs bufs;
   char err[256];
   if (fg_query_parse(qs, now, &q, &bufs, err, sizeof err)) q = (fg_query){.group = 4};
+  /* the same text as a Host header, and as the endpoint */
+  (void)fg_host_allowed("localhost:7070", qs);
+  (void)fg_host_allowed(qs, "localhost");
   free(qs);
   sonde_batch *b = NULL;
   if (nul && sonde_batch_decode(SONDE_SIGNAL_PROFILES, nul + 1, size - qlen - 1, &b) == 0) {
