@@ -83,7 +83,7 @@ struct {
   __type(value, struct sonde_uw_proc);
 } uw_procs SEC(".maps");
 
-/* The walk's state, per CPU (bpf_loop's callback finds it here rather than through pointers). */
+/* The walk's state, per CPU (too big for the BPF stack). */
 struct walk {
   __u64 pc, sp, fp;
   __u32 pid, n;
@@ -137,12 +137,16 @@ static __always_inline int sample_in_user_mode(struct bpf_perf_event_data *ctx) 
 
 /* One frame of the walk: from (pc, sp, fp) of a frame to its caller's. Uses the unwind row of pc
  * when its file has a table, else frame pointers. Returns 1 to stop. */
-static long walk_step(__u32 i, void *unused) {
-  __u32 zero = 0;
-  struct walk *w = bpf_map_lookup_elem(&walk_state, &zero);
-  if (!w) return 1;
-  struct sonde_uw_proc *proc = bpf_map_lookup_elem(&uw_procs, &w->pid);
-  if (!proc) return 1;
+struct walk_ctx {
+  struct walk *w;
+  struct sonde_uw_proc *proc;
+};
+
+static long walk_step(__u32 i, struct walk_ctx *c) {
+  /* Looked up once per sample, not per frame (a hash lookup is most of a frame's cost). */
+  struct walk *w = c->w;
+  struct sonde_uw_proc *proc = c->proc;
+  if (!w || !proc) return 1;
   /* A return address points after the call, maybe past the function's end: look up pc - 1. */
   __u64 at = w->exact ? w->pc : w->pc - 1;
   /* The last mapping starting at or below at (mappings are sorted and do not overlap). */
@@ -277,8 +281,9 @@ int sample(struct bpf_perf_event_data *ctx) {
   w->exact = 1;
   w->frames[0] = pc;
   if (pc) {
-    if (bpf_map_lookup_elem(&uw_procs, &pid))
-      bpf_loop(SONDE_PROF_USTACK_MAX - 1, walk_step, NULL, 0);
+    struct walk_ctx c = {w, bpf_map_lookup_elem(&uw_procs, &pid)};
+    if (c.proc)
+      bpf_loop(SONDE_PROF_USTACK_MAX - 1, walk_step, &c, 0);
     else
       w->stop = 1; /* user space has not read this process yet: it walks the copy */
   }

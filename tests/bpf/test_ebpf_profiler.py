@@ -232,7 +232,7 @@ def chain_check(label, workload, samples):
     total, in_chain, complete, bad = chain_counts(workload, samples)
     print("%s: %d samples, %d with the leaf in the chain, %d complete" %
           (label, total, in_chain, complete))
-    # On a loaded machine the workload gets less CPU: 8 s at 19 Hz is ~150 samples when idle.
+    # 3 s of CPU time at 19 Hz: ~57 samples, however loaded the machine.
     assert in_chain >= 20, "%s: too few chain samples: %d of %d" % (label, in_chain, total)
     assert complete >= 0.99 * in_chain, "%s: incomplete stacks: %d/%d, e.g. %s" % (
         label, complete, in_chain, bad)
@@ -297,8 +297,8 @@ def main():
 
     s.start()
     try:
-        cpu = subprocess.Popen([workload, "cpu", "8"])
-        nofp = subprocess.Popen([workload_nofp, "cpu", "8"])
+        cpu = subprocess.Popen([workload, "cpu", "3"])
+        nofp = subprocess.Popen([workload_nofp, "cpu", "3"])
         cpu.wait()
         nofp.wait()
         dbg = subprocess.Popen([workload_dbg, "cold", "2"])
@@ -314,7 +314,7 @@ def main():
             c.wait()
             cold.append((c.pid, path))
         copied = s.metric("sonde_ebpf_profiler_samples_stack_copied_total")
-        sysw = subprocess.Popen([workload, "sys", "4"])
+        sysw = subprocess.Popen([workload, "sys", "3"])
         sysw.wait()
         time.sleep(1.5)  # one report after they exited: their processes are evicted
         evicted_before = s.metric("sonde_ebpf_profiler_processes_evicted_total")

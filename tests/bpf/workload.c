@@ -3,6 +3,7 @@
  *
  *   workload cpu SECONDS    main -> chain_a -> chain_b -> chain_c -> chain_d -> chain_e (spins)
  *   workload sys SECONDS    main -> chain_a -> ... -> chain_e -> getppid() in a loop (kernel time)
+ *                           (cpu, sys and cold: SECONDS of CPU time, however loaded the machine)
  *   workload spawn N MS     N short-lived children one after the other, each spinning MS ms
  *   workload deep D SECONDS main -> recurse (D frames) -> chain_a -> ... (deep stacks, benchmarks)
  *   workload cold SECONDS   straight into the chain for SECONDS of CPU time (cold start: the first
@@ -86,6 +87,7 @@ int main(int argc, char **argv) {
     /* Outside the chain first: the profiler learns of the process at its first sample and needs
      * a moment to load its unwind tables; the chain's samples all come after. */
     spin_ms(1000);
+    use_cputime = 1; /* SECONDS of CPU time: as many samples on a loaded machine */
     deadline = now() + atof(argv[2]);
     unsigned long r = chain_a(1);
     sink += r;
