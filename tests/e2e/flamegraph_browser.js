@@ -148,6 +148,11 @@ async function main() {
     return {width: e.getBoundingClientRect().width, names: ${frames}.map((e) => e.dataset.name),
       crumbs: document.getElementById('crumbs').textContent, top: e.getBoundingClientRect().top}; })()`);
   await shot('flamegraph-zoom.png');
+  // Escape zooms out again
+  for (const type of ['keyDown', 'keyUp'])
+    await s('Input.dispatchKeyEvent', { type, key: 'Escape', code: 'Escape', windowsVirtualKeyCode: 27 });
+  await waitFor(`sondeFlame.view.focus === 'all'`, 'Escape to zoom out');
+  out.escape = true;
 
   // icicle: the root row moves from the bottom to the top
   await clickSel('#reset');

@@ -197,6 +197,7 @@ service:
     assert out["beforeZoomWidth"] < z["width"] * 0.8, out
     assert "app [200]" not in z["names"] and "inner_step" in z["names"], z
     assert "outer_entry" in z["crumbs"], z
+    assert out["escape"], out
     # icicle: the root row at the top
     ic = out["icicle"]
     assert abs(ic["roots"][0]["top"] - ic["chart"]["top"]) < 2, ic
