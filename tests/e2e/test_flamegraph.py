@@ -59,11 +59,20 @@ def find(node, name):
 
 
 def test():
+    s = harness.Sonde("", "flamegraph")
+    try:
+        scenario(s)
+    finally:  # a failed check must not leave sonde running
+        if s.proc and s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+
+
+def scenario(s):
     chromium = shutil.which("chromium")
     if not chromium:
         raise AssertionError("chromium (Debian) is needed: scripts/deps.sh installs it")
     hport, fport, sport = harness.free_port(), harness.free_port(), harness.free_port()
-    s = harness.Sonde("", "flamegraph")
     tmp = s.tmp
     full = ts.compile_c(tmp, "app", 11)
     bid = ts.build_id(full)
