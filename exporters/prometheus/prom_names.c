@@ -592,6 +592,54 @@ char *prom_any_string(const any_t *v) {
   }
 }
 
+/* Length of the valid UTF-8 sequence at p, 0 when invalid. */
+static size_t utf8_seq(const unsigned char *p) {
+  if (p[0] < 0x80) return 1;
+  if (p[0] >= 0xc2 && p[0] <= 0xdf) return utf8_cont(p[1]) ? 2 : 0;
+  if (p[0] >= 0xe0 && p[0] <= 0xef) {
+    if (!utf8_cont(p[1]) || !utf8_cont(p[2])) return 0;
+    if (p[0] == 0xe0 && p[1] < 0xa0) return 0;  /* overlong */
+    if (p[0] == 0xed && p[1] >= 0xa0) return 0; /* surrogate */
+    return 3;
+  }
+  if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+    if (!utf8_cont(p[1]) || !utf8_cont(p[2]) || !utf8_cont(p[3])) return 0;
+    if (p[0] == 0xf0 && p[1] < 0x90) return 0;  /* overlong */
+    if (p[0] == 0xf4 && p[1] >= 0x90) return 0; /* past U+10FFFF */
+    return 4;
+  }
+  return 0;
+}
+
+bool prom_utf8_valid(const char *s) {
+  for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    size_t n = utf8_seq(p);
+    if (!n) return false;
+    p += n;
+  }
+  return true;
+}
+
+char *prom_utf8_sanitize(const char *s) {
+  size_t l = strlen(s);
+  char *o = malloc(l * 3 + 1), *w = o;
+  if (!o) return NULL;
+  for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    size_t n = utf8_seq(p);
+    if (n) {
+      memcpy(w, p, n);
+      w += n;
+      p += n;
+    } else {
+      memcpy(w, "\xef\xbf\xbd", 3);
+      w += 3;
+      p++;
+    }
+  }
+  *w = 0;
+  return o;
+}
+
 int prom_put_escaped(sonde_buf *out, const char *s, bool quote) {
   const char *p = s ? s : "", *run = p;
   for (; *p; p++) {

@@ -45,6 +45,12 @@ int prom_fmt_om_float(char *out, double v);
  * true/false, bytes base64, arrays and maps as JSON (map keys sorted). NULL value: "". */
 char *prom_any_string(const Opentelemetry__Proto__Common__V1__AnyValue *v);
 
+/* Whether s is valid UTF-8 as Go's utf8.ValidString sees it (no overlong forms, surrogates or
+ * code points past U+10FFFF). Prometheus refuses a whole scrape over one invalid label value. */
+bool prom_utf8_valid(const char *s);
+/* A copy of s with every invalid byte replaced by U+FFFD (strings.ToValidUTF8 per byte). */
+char *prom_utf8_sanitize(const char *s);
+
 /* Appends s escaped for a label value (\\, \", \n) or for HELP (\\, \n; also \" when quote). */
 int prom_put_escaped(sonde_buf *out, const char *s, bool quote);
 

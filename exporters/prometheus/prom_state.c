@@ -252,9 +252,16 @@ static int cmp_lbl(const void *a, const void *b) {
   return strcmp(((const lbl *)a)->name, ((const lbl *)b)->name);
 }
 
-/* Sorted and rendered as `a="x",b="y"`; NULL when out of memory. */
-static char *lbls_render(lbls *l) {
+/* Sorted and rendered as `a="x",b="y"`; NULL when out of memory, or with *bad set when a value
+ * is not valid UTF-8 (client_golang refuses such a series; Prometheus would refuse the scrape). */
+static char *lbls_render(lbls *l, bool *bad) {
+  *bad = false;
   if (l->oom) return NULL;
+  for (size_t i = 0; i < l->n; i++)
+    if (!prom_utf8_valid(l->v[i].value)) {
+      *bad = true;
+      return NULL;
+    }
   if (l->n) qsort(l->v, l->n, sizeof(lbl), cmp_lbl);
   sonde_buf b = {0};
   int rc = 0;
@@ -383,8 +390,10 @@ static int rctx_target(prom_state *s, rctx *r, kv_t *const *kvs, size_t n) {
   }
   lbls_set(&l, strdup("job"), strdup(r->job), false);
   lbls_set(&l, strdup("instance"), strdup(r->instance), false);
-  char *labels = lbls_render(&l);
+  bool bad;
+  char *labels = lbls_render(&l, &bad);
   lbls_free(&l);
+  if (bad) return 0; /* no target_info for this resource */
   size_t kl = strlen(r->job) + strlen(r->instance) + 2;
   char *key = malloc(kl);
   if (!labels || !key) {
@@ -507,7 +516,8 @@ static void series_remove(prom_state *s, series *x) {
 }
 
 /* The labels of a new series. */
-static char *series_labels(prom_state *s, const attrs *pa, const sctx *sc, const rctx *r) {
+static char *series_labels(prom_state *s, const attrs *pa, const sctx *sc, const rctx *r,
+                           bool *bad) {
   lbls l = {0};
   for (size_t i = 0; i < pa->n; i++)
     lbls_set_attr(&l, "", pa->v[i].key, strdup(pa->v[i].value), true);
@@ -522,7 +532,7 @@ static char *series_labels(prom_state *s, const attrs *pa, const sctx *sc, const
   if (r->instance) lbls_set(&l, strdup("instance"), strdup(r->instance), false);
   for (size_t i = 0; i < s->o.n_const; i++)
     lbls_set_attr(&l, "", s->o.const_keys[i], strdup(s->o.const_values[i]), false);
-  char *out = lbls_render(&l);
+  char *out = lbls_render(&l, bad);
   lbls_free(&l);
   return out;
 }
@@ -587,12 +597,14 @@ static series *series_get(prom_state *s, const mctx *mc, const sctx *sc, const r
   x->h.hash = h;
   x->h.key = (char *)sig.data;
   sig.data = NULL;
-  if (!(x->labels = series_labels(s, &pa, sc, r)) || ht_put(&s->series, &x->h)) {
+  bool bad = false;
+  if (!(x->labels = series_labels(s, &pa, sc, r, &bad)) || ht_put(&s->series, &x->h)) {
     free(x->labels);
     free(x->h.key);
     free(x);
-    x = NULL;
-    goto oom;
+    attrs_free(&pa);
+    *rc = bad ? SONDE_EINVAL : SONDE_ENOMEM;
+    return NULL;
   }
   attrs_free(&pa);
   return x;
@@ -610,7 +622,7 @@ static int series_bind(prom_state *s, series *x, mctx *mc, const rctx *r) {
     mc->fam = (family *)ht_get(&s->families, mc->name, fnv1a(mc->name));
     if (!mc->fam) {
       family *f = calloc(1, sizeof(*f));
-      if (!f || !(f->h.key = strdup(mc->name)) || !(f->help = strdup(mc->help))) {
+      if (!f || !(f->h.key = strdup(mc->name)) || !(f->help = prom_utf8_sanitize(mc->help))) {
         if (f) free(f->h.key);
         free(f);
         return SONDE_ENOMEM;
@@ -875,7 +887,12 @@ static void accumulate(cctx *c, mctx *mc, const sctx *sc, const rctx *r, const d
   }
   series *x = series_get(s, mc, sc, r, d->attrs, d->nattrs, true, &rc);
   if (!x) {
-    c->st->nomem++;
+    if (rc == SONDE_EINVAL) {
+      c->st->invalid++;
+      problem(c, "%s: %s", mc->m->name, "a label value is not valid UTF-8: dropped");
+    } else {
+      c->st->nomem++;
+    }
     return;
   }
   bool fresh = !x->fam;

@@ -535,6 +535,47 @@ static void test_resource_constant_labels(void **state) {
   prom_state_free(s);
 }
 
+static void test_invalid_utf8(void **state) {
+  (void)state;
+  assert_true(prom_utf8_valid("caf\xc3\xa9 \xf0\x9f\x98\x80"));
+  assert_false(prom_utf8_valid("\xc3"));             /* truncated */
+  assert_false(prom_utf8_valid("\xc0\xaf"));         /* overlong */
+  assert_false(prom_utf8_valid("\xed\xa0\x80"));     /* surrogate */
+  assert_false(prom_utf8_valid("\xf4\x90\x80\x80")); /* past U+10FFFF */
+  char *fixed = prom_utf8_sanitize("a\xff" "b");
+  assert_string_equal(fixed, "a\xef\xbf\xbd"
+                             "b");
+  free(fixed);
+  /* Protobuf strings are not checked on decode: build one with a bad attribute value. */
+  sonde_batch *b;
+  char err[256];
+  const char *json = ONE("{\"name\":\"g\",\"description\":\"ok\",\"gauge\":{\"dataPoints\":["
+                         "{\"asDouble\":1,\"attributes\":[{\"key\":\"k\",\"value\":{"
+                         "\"stringValue\":\"BAD\"}}]},{\"asDouble\":2}]}}");
+  assert_int_equal(
+      sonde_batch_from_json(SONDE_SIGNAL_METRICS, json, strlen(json), &b, err, sizeof(err)), 0);
+  const sonde_metrics *m = sonde_batch_metrics(b);
+  char *v = m->resource_metrics[0]
+                ->scope_metrics[0]
+                ->metrics[0]
+                ->gauge->data_points[0]
+                ->attributes[0]
+                ->value->string_value;
+  v[0] = (char)0xff; /* "\xffAD" */
+  m->resource_metrics[0]->scope_metrics[0]->metrics[0]->description[0] = (char)0xfe;
+  prom_state *s = new_state(NULL);
+  prom_stats st = {0};
+  char perr[256] = "";
+  prom_state_consume(s, m, 0, &st, perr, sizeof(perr));
+  assert_int_equal(st.invalid, 1);
+  assert_int_equal(st.stored, 1);
+  assert_non_null(strstr(perr, "not valid UTF-8"));
+  /* The bad point is dropped, the other one stays; the description is repaired. */
+  expect(s, false, "# HELP g \xef\xbf\xbdk\n# TYPE g gauge\ng{" L "} 2\n" TARGET);
+  prom_state_free(s);
+  sonde_batch_unref(b);
+}
+
 /* ---- allocation failures --------------------------------------------------------------------- */
 
 void *__real_malloc(size_t n);
@@ -608,6 +649,7 @@ int main(void) {
       cmocka_unit_test(test_conflicts_and_removal),
       cmocka_unit_test(test_expiration),
       cmocka_unit_test(test_options),
+      cmocka_unit_test(test_invalid_utf8),
       cmocka_unit_test(test_resource_constant_labels),
       cmocka_unit_test(test_alloc_failures),
   };

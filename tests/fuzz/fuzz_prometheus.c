@@ -2,8 +2,8 @@
  * - The input as an OTLP metrics request (protobuf): accumulated twice (the second time as
  *   deltas would be, a second later), expired, rendered as text and as OpenMetrics, and every
  *   line of both checked against the exposition grammar: HELP/TYPE comments, one TYPE per
- *   family, samples `name{label="escaped",...} value` of that family. No name, attribute or
- *   description may produce a line a scraper would reject.
+ *   family, samples `name{label="escaped",...} value` of that family, valid UTF-8. No name,
+ *   attribute or description may produce a line a scraper would reject.
  * - The input as a name: metric and label names must come out valid or be refused.
  * - The input as Accept / Accept-Encoding headers.
  * The exporter's sources are compiled into this file (libc, zlib-free), so the fuzz folder's
@@ -224,7 +224,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   prom_state_consume(st, sonde_batch_metrics(b), 500000000, &stats, err, sizeof(err));
   for (int om = 0; om < 2; om++) {
     sonde_buf out = {0};
-    if (prom_state_render(st, om, &out) == 0) check_exposition(&out, om);
+    if (prom_state_render(st, om, &out) == 0) {
+      check_exposition(&out, om);
+      /* Prometheus refuses a scrape with invalid UTF-8 anywhere in it. */
+      if (sonde_buf_append(&out, "", 1) == 0 && !prom_utf8_valid((const char *)out.data)) abort();
+    }
     sonde_buf_free(&out);
   }
   prom_state_expire(st, 1600000000);
