@@ -88,9 +88,10 @@ _Static_assert(sizeof(struct sonde_http_config) == 16, "struct sonde_http_config
 #define SONDE_HTTP_CNT_EVENTS 1 /* records sent */
 #define SONDE_HTTP_CNT_N 2
 
-#define SONDE_HTTP_RINGBUF_BYTES (16u << 20)
+#define SONDE_HTTP_RINGBUF_BYTES (8u << 20)
 /* User space drains the ring every SONDE_HTTP_DRAIN_MS, and is woken when 1/16 of it is used
- * (1 MiB: ~3000 records of a small request or response). */
+ * (512 KiB: ~1500 records of a small request or response). The ring's pages count twice in RSS
+ * (the kernel maps the data area twice). */
 #define SONDE_HTTP_DRAIN_MS 100
 
 #endif

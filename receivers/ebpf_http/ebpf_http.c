@@ -46,6 +46,7 @@
 #define SWEEP_NS (10 * NS_PER_S)
 #define TLS_SCAN_NS (2 * NS_PER_S)
 #define MAX_TLS_FILES 64
+#define SPANS_PER_BATCH 2048
 
 /* ---- configuration --------------------------------------------------------------------------- */
 
@@ -293,6 +294,7 @@ struct eh {
   eproc *procs[PROC_BUCKETS];
   tident *tids[TID_BUCKETS];
   sonde_batch *tb; /* spans of the interval being filled */
+  size_t tb_spans;
   uint64_t mono_to_real;
   hx_routes *routes;
   hx_red *red;
@@ -740,6 +742,8 @@ static int build_span(eh *e, econn *c, eproc *q, const hx_exchange *ex, const sc
   return span_push(q, sp);
 }
 
+static void flush_spans(eh *e);
+
 /* One finished exchange of connection c. */
 static void on_exchange(econn *c, const hx_exchange *ex, const sctx *s) {
   eh *e = c->owner;
@@ -784,6 +788,8 @@ static void on_exchange(econn *c, const hx_exchange *ex, const sctx *s) {
     return;
   }
   madd(e->m_spans, e, 1);
+  /* A busy node fills batches before the interval ends: sent at once, they bound our memory. */
+  if (++e->tb_spans >= SPANS_PER_BATCH) flush_spans(e);
 }
 
 static void h1_done(void *ud, const hx_exchange *ex, uint64_t tag) {
@@ -1156,10 +1162,8 @@ static void send_batch(eh *e, sonde_batch *b, const char *what) {
   sonde_batch_unref(b);
 }
 
-static void on_flush(void *arg) {
-  eh *e = arg;
-  drain(e);
-  read_lost(e);
+static void flush_spans(eh *e) {
+  e->tb_spans = 0;
   sonde_batch *b = e->tb;
   e->tb = NULL;
   if (!b) return;
@@ -1172,6 +1176,13 @@ static void on_flush(void *arg) {
     return;
   }
   send_batch(e, b, "spans");
+}
+
+static void on_flush(void *arg) {
+  eh *e = arg;
+  drain(e);
+  read_lost(e);
+  flush_spans(e);
 }
 
 static void on_metrics(void *arg) {
