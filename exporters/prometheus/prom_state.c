@@ -716,16 +716,25 @@ static int64_t floor_div(int64_t a, int64_t b) {
   return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
-/* Re-buckets one side of an exponential histogram from scale `from` down to `to`, then adds
- * the other side into it, replacing the offset, the counts and their number. */
-static int exp_merge_side(int32_t *off, uint64_t **counts, size_t *n, int32_t from,
-                          const exp_buckets *add, int32_t add_from, int32_t to) {
+/* Merging never makes more buckets than this on a side: two points far apart (a hostile or
+ * broken sender) would otherwise ask for gigabytes. Such a merge is refused. */
+#define EXP_MAX_SPAN 16384
+
+/* Re-buckets one side of an exponential histogram (off/counts/n at scale `from`) down to `to`
+ * and adds the other side (`add`, at `add_from`) into it; the result goes to the out
+ * parameters, the inputs are left alone. */
+static int exp_merge_side(int32_t off, const uint64_t *counts, size_t n, int32_t from,
+                          const exp_buckets *add, int32_t add_from, int32_t to, int32_t *out_off,
+                          uint64_t **out_counts, size_t *out_n) {
   int64_t lo = INT64_MAX, hi = INT64_MIN;
   int sh1 = from - to, sh2 = add_from - to;
   size_t an = add ? add->n_bucket_counts : 0;
-  if (*n) {
-    lo = floor_div(*off, (int64_t)1 << sh1);
-    hi = floor_div(*off + (int64_t)*n - 1, (int64_t)1 << sh1);
+  *out_counts = NULL;
+  *out_n = 0;
+  *out_off = 0;
+  if (n) {
+    lo = floor_div(off, (int64_t)1 << sh1);
+    hi = floor_div(off + (int64_t)n - 1, (int64_t)1 << sh1);
   }
   if (an) {
     int64_t l2 = floor_div(add->offset, (int64_t)1 << sh2);
@@ -733,24 +742,18 @@ static int exp_merge_side(int32_t *off, uint64_t **counts, size_t *n, int32_t fr
     lo = l2 < lo ? l2 : lo;
     hi = h2 > hi ? h2 : hi;
   }
-  if (lo > hi) {
-    free(*counts);
-    *counts = NULL;
-    *n = 0;
-    *off = 0;
-    return 0;
-  }
+  if (lo > hi) return 0;
+  if (hi - lo + 1 > EXP_MAX_SPAN) return SONDE_EINVAL;
   size_t nn = (size_t)(hi - lo + 1);
   uint64_t *out = calloc(nn, sizeof(uint64_t));
   if (!out) return SONDE_ENOMEM;
-  for (size_t i = 0; i < *n; i++)
-    out[floor_div(*off + (int64_t)i, (int64_t)1 << sh1) - lo] += (*counts)[i];
+  for (size_t i = 0; i < n; i++)
+    out[floor_div(off + (int64_t)i, (int64_t)1 << sh1) - lo] += counts[i];
   for (size_t i = 0; i < an; i++)
     out[floor_div(add->offset + (int64_t)i, (int64_t)1 << sh2) - lo] += add->bucket_counts[i];
-  free(*counts);
-  *counts = out;
-  *n = nn;
-  *off = (int32_t)lo;
+  *out_counts = out;
+  *out_n = nn;
+  *out_off = (int32_t)lo;
   return 0;
 }
 
@@ -781,9 +784,23 @@ static int exp_set(series *x, const exp_dp *p) {
 static int exp_merge(series *x, const exp_dp *p) {
   int32_t to = p->scale < x->scale ? p->scale : x->scale;
   if (x->scale - to > 62 || p->scale - to > 62) return SONDE_EINVAL;
-  if (exp_merge_side(&x->pos_off, &x->pos, &x->npos, x->scale, p->positive, p->scale, to) ||
-      exp_merge_side(&x->neg_off, &x->neg, &x->nneg, x->scale, p->negative, p->scale, to))
-    return SONDE_ENOMEM;
+  int32_t po, no;
+  uint64_t *pc, *nc;
+  size_t pn, nn;
+  int rc = exp_merge_side(x->pos_off, x->pos, x->npos, x->scale, p->positive, p->scale, to, &po,
+                          &pc, &pn);
+  if (rc) return rc;
+  rc = exp_merge_side(x->neg_off, x->neg, x->nneg, x->scale, p->negative, p->scale, to, &no, &nc,
+                      &nn);
+  if (rc) {
+    free(pc);
+    return rc;
+  }
+  /* Both sides made: only now is the series changed, so a failure leaves it as it was. */
+  free(x->pos);
+  free(x->neg);
+  x->pos = pc, x->npos = pn, x->pos_off = po;
+  x->neg = nc, x->nneg = nn, x->neg_off = no;
   x->scale = to;
   x->zero_count += p->zero_count;
   x->count += p->count;
@@ -803,11 +820,22 @@ static int summary_set(series *x, const sum_dp *p) {
       return SONDE_ENOMEM;
     }
   }
+  /* Sorted by quantile, the later of equal ones kept: client_golang keeps them in a map. */
   size_t n = 0;
   for (size_t i = 0; i < p->n_quantile_values; i++) {
     if (!p->quantile_values[i]) continue;
-    q[n] = p->quantile_values[i]->quantile;
-    v[n] = p->quantile_values[i]->value;
+    double qi = p->quantile_values[i]->quantile, vi = p->quantile_values[i]->value;
+    size_t j = 0;
+    while (j < n && q[j] < qi)
+      j++;
+    if (j < n && q[j] == qi) {
+      v[j] = vi;
+      continue;
+    }
+    memmove(q + j + 1, q + j, (n - j) * sizeof(double));
+    memmove(v + j + 1, v + j, (n - j) * sizeof(double));
+    q[j] = qi;
+    v[j] = vi;
     n++;
   }
   series_free_values(x);

@@ -240,7 +240,8 @@ static const char every_type[] = ONE(
     "\"count\":\"6\",\"sum\":20,\"bucketCounts\":[\"1\",\"2\",\"3\"],\"explicitBounds\":[1,5]}]}},"
     "{\"name\":\"lat\",\"unit\":\"s\",\"description\":\"Latency.\",\"summary\":{\"dataPoints\":[{"
     "\"timeUnixNano\":\"1000000000\",\"count\":\"3\",\"sum\":4,\"quantileValues\":["
-    "{\"quantile\":0.5,\"value\":1},{\"quantile\":0.9,\"value\":2}]}]}}");
+    "{\"quantile\":0.9,\"value\":2},{\"quantile\":0.5,\"value\":7},{\"quantile\":0.5,\"value\":1}]}"
+    "]}}");
 
 #define EVERY_TEXT                                                                                 \
   "# HELP http_requests_total Requests.\n"                                                         \
@@ -388,6 +389,17 @@ static void test_exponential_histogram(void **state) {
          "e_bucket{" L ",le=\"+Inf\"} 7\n"
          "e_sum{" L "} 8\n"
          "e_count{" L "} 7\n" TARGET);
+  /* Buckets a million apart would take megabytes to merge: refused, the series unchanged. */
+  const char *far =
+      ONE("{\"name\":\"e\",\"exponentialHistogram\":{\"aggregationTemporality\":1,\"dataPoints\":"
+          "[{\"startTimeUnixNano\":\"20\",\"timeUnixNano\":\"30\",\"count\":\"1\",\"sum\":1,"
+          "\"scale\":0,\"positive\":{\"offset\":1000000,\"bucketCounts\":[\"1\"]}}]}}");
+  assert_int_equal(feed(s, 0, far).invalid, 1);
+  sonde_buf out = {0};
+  assert_int_equal(prom_state_render(s, false, &out), 0);
+  assert_int_equal(sonde_buf_append(&out, "", 1), 0);
+  assert_non_null(strstr((char *)out.data, "e_count{" L "} 7\n"));
+  sonde_buf_free(&out);
   prom_state_free(s);
 }
 
@@ -542,7 +554,8 @@ static void test_invalid_utf8(void **state) {
   assert_false(prom_utf8_valid("\xc0\xaf"));         /* overlong */
   assert_false(prom_utf8_valid("\xed\xa0\x80"));     /* surrogate */
   assert_false(prom_utf8_valid("\xf4\x90\x80\x80")); /* past U+10FFFF */
-  char *fixed = prom_utf8_sanitize("a\xff" "b");
+  char *fixed = prom_utf8_sanitize("a\xff"
+                                   "b");
   assert_string_equal(fixed, "a\xef\xbf\xbd"
                              "b");
   free(fixed);
