@@ -190,10 +190,12 @@ typedef struct builder {
   vtype types[16];
   size_t n_types;
   pp_profile p;
-  /* OTLP index -> pprof object (NULL: not written yet) */
+  /* OTLP index -> pprof object (NULL: not written yet). Allocated once per batch (they are as
+   * large as the dictionary) and cleared after each group where *src says they were set. */
   Perftools__Profiles__Location **locs;
   Perftools__Profiles__Mapping **maps;
   Perftools__Profiles__Function **fns;
+  int32_t *lsrc, *msrc, *fsrc; /* the OTLP index of each written location, mapping, function */
   Perftools__Profiles__Sample **samples;
   struct svals {
     int col, cpu;
@@ -231,6 +233,7 @@ static Perftools__Profiles__Function *fn_of(builder *bd, int32_t fi) {
     return NULL;
   f->start_line = of->start_line;
   bd->fns[fi] = f;
+  bd->fsrc[bd->n_fv] = fi;
   bd->fv[bd->n_fv++] = f;
   return f;
 }
@@ -254,6 +257,7 @@ static Perftools__Profiles__Mapping *map_of(builder *bd, int32_t mi) {
       (m->build_id = st_add(&bd->st, &bd->a, bid ? bid : "")) < 0)
     return NULL;
   bd->maps[mi] = m;
+  bd->msrc[bd->n_mv] = mi;
   bd->mv[bd->n_mv++] = m;
   return m;
 }
@@ -299,6 +303,7 @@ static Perftools__Profiles__Location *loc_of(builder *bd, int32_t li, int *err) 
     }
   }
   bd->locs[li] = l;
+  bd->lsrc[bd->n_lv] = li;
   bd->lv[bd->n_lv++] = l;
   return l;
 oom:
@@ -425,31 +430,62 @@ static int add_profile(builder *bd, const oprof_t *op, int64_t *t0, int64_t *t1)
   return 0;
 }
 
-static void builder_free(builder *bd) {
-  ar_free(&bd->a);
-  st_free(&bd->st);
+/* The index maps of a batch (builder_tables), freed once all its groups are encoded. */
+static void builder_free_tables(builder *bd) {
   free(bd->locs);
   free(bd->maps);
   free(bd->fns);
   free(bd->lv);
   free(bd->mv);
   free(bd->fv);
-  free(bd->samples);
-  free(bd->sv);
+  free(bd->lsrc);
+  free(bd->msrc);
+  free(bd->fsrc);
 }
 
-static int builder_init(builder *bd, const dict_t *d) {
+static int builder_tables(builder *bd, const dict_t *d) {
   memset(bd, 0, sizeof(*bd));
   bd->d = d;
-  perftools__profiles__profile__init(&bd->p);
   size_t nl = d->n_location_table, nm = d->n_mapping_table, nf = d->n_function_table;
   bd->locs = calloc(nl + 1, sizeof(*bd->locs));
   bd->lv = calloc(nl + 1, sizeof(*bd->lv));
+  bd->lsrc = calloc(nl + 1, sizeof(*bd->lsrc));
   bd->maps = calloc(nm + 1, sizeof(*bd->maps));
   bd->mv = calloc(nm + 1, sizeof(*bd->mv));
+  bd->msrc = calloc(nm + 1, sizeof(*bd->msrc));
   bd->fns = calloc(nf + 1, sizeof(*bd->fns));
   bd->fv = calloc(nf + 1, sizeof(*bd->fv));
-  if (!bd->locs || !bd->lv || !bd->maps || !bd->mv || !bd->fns || !bd->fv) return SONDE_ENOMEM;
+  bd->fsrc = calloc(nf + 1, sizeof(*bd->fsrc));
+  if (!bd->locs || !bd->lv || !bd->lsrc || !bd->maps || !bd->mv || !bd->msrc || !bd->fns ||
+      !bd->fv || !bd->fsrc)
+    return SONDE_ENOMEM;
+  return 0;
+}
+
+/* Ends one group's profile: what it wrote is cleared from the index maps (in time proportional to
+ * what the group used, not to the dictionary), the rest freed. */
+static void builder_end(builder *bd) {
+  for (size_t i = 0; i < bd->n_lv; i++)
+    bd->locs[bd->lsrc[i]] = NULL;
+  for (size_t i = 0; i < bd->n_mv; i++)
+    bd->maps[bd->msrc[i]] = NULL;
+  for (size_t i = 0; i < bd->n_fv; i++)
+    bd->fns[bd->fsrc[i]] = NULL;
+  bd->n_lv = bd->n_mv = bd->n_fv = 0;
+  ar_free(&bd->a);
+  st_free(&bd->st);
+  memset(&bd->st, 0, sizeof bd->st);
+  free(bd->samples);
+  free(bd->sv);
+  bd->samples = NULL;
+  bd->sv = NULL;
+  bd->n_samples = bd->cap_samples = 0;
+  bd->n_types = 0;
+}
+
+/* Starts one group's profile on the tables of builder_tables. */
+static int builder_begin(builder *bd) {
+  perftools__profiles__profile__init(&bd->p);
   return st_add(&bd->st, &bd->a, "") == 0 ? 0 : SONDE_ENOMEM; /* string 0 is "" */
 }
 
@@ -516,15 +552,23 @@ static void copy_str(char *dst, size_t cap, const char *s) {
   snprintf(dst, cap, "%s", s ? s : "");
 }
 
-/* One service's profile: every resource of the batch with that service not used yet. */
-/* A resource's labels (pprof_enc_res_labels), for grouping by label set. */
-typedef struct lblset {
+/* What puts a resource into a group: its service and, by label set, its labels
+ * (pprof_enc_res_labels), worked out once per resource. */
+typedef struct rkey {
+  char service[128];
   pprof_enc_label *l;
   size_t n;
-} lblset;
+  uint64_t h; /* of the service and the labels, in any order: unequal keys differ here mostly */
+} rkey;
 
-static bool same_labels(const lblset *a, const lblset *b) {
-  if (a->n != b->n) return false;
+static void rkey_hash(rkey *k) {
+  k->h = hash_str(k->service);
+  for (size_t i = 0; i < k->n; i++) /* a sum: the order of the attributes does not matter */
+    k->h += hash_str(k->l[i].name) * 31 + hash_str(k->l[i].value);
+}
+
+static bool same_group(const rkey *a, const rkey *b) {
+  if (a->h != b->h || a->n != b->n || strcmp(a->service, b->service)) return false;
   for (size_t i = 0; i < a->n; i++) {
     size_t k = 0;
     while (k < b->n && (strcmp(a->l[i].name, b->l[k].name) || strcmp(a->l[i].value, b->l[k].value)))
@@ -534,24 +578,19 @@ static bool same_labels(const lblset *a, const lblset *b) {
   return true;
 }
 
-/* ls: NULL to group by service only, else every resource's labels; seed: the resource that
- * starts this group. */
-static int encode_service(const sonde_profiles *req, int gzip_level, bool *used, const lblset *ls,
-                          size_t seed, pprof_enc_svc *out) {
-  static const dict_t empty =
-      OPENTELEMETRY__PROTO__PROFILES__V1DEVELOPMENT__PROFILES_DICTIONARY__INIT;
-  const dict_t *d = req->dictionary ? req->dictionary : &empty;
-  builder bd;
+/* One group's profile: every resource from seed on in the same group as seed; resources before
+ * seed are all in earlier groups. bd holds the batch's index maps. */
+static int encode_service(const sonde_profiles *req, int gzip_level, bool *used, const rkey *keys,
+                          size_t seed, builder *bd, pprof_enc_svc *out) {
+  const dict_t *d = bd->d;
   uint8_t *packed = NULL;
-  int rc = builder_init(&bd, d);
+  int rc = builder_begin(bd);
   int64_t t0 = 0, t1 = 0;
-  char svc[128];
   bool first = true;
-  for (size_t i = 0; !rc && i < req->n_resource_profiles; i++) {
+  snprintf(out->service, sizeof out->service, "%s", keys[seed].service);
+  for (size_t i = seed; !rc && i < req->n_resource_profiles; i++) {
     const rprof_t *rp = req->resource_profiles[i];
-    if (used[i] || !rp) continue;
-    service_of(rp, svc, sizeof svc);
-    if (strcmp(svc, out->service) || (ls && !same_labels(&ls[i], &ls[seed]))) continue;
+    if (used[i] || !rp || !same_group(&keys[i], &keys[seed])) continue;
     used[i] = true;
     if (!out->resource) out->resource = rp->resource;
     for (size_t s = 0; !rc && s < rp->n_scope_profiles; s++) {
@@ -574,21 +613,21 @@ static int encode_service(const sonde_profiles *req, int gzip_level, bool *used,
                    dstr(d, op->period_type->unit_strindex));
           out->period = op->period;
         }
-        rc = add_profile(&bd, op, &t0, &t1);
+        rc = add_profile(bd, op, &t0, &t1);
       }
     }
   }
-  out->n_samples = bd.n_samples;
-  if (!rc && bd.n_samples == 0) goto out; /* nothing sampled: no profile */
-  if (!rc) rc = finish(&bd, t0, t1);
+  out->n_samples = bd->n_samples;
+  if (!rc && bd->n_samples == 0) goto out; /* nothing sampled: no profile */
+  if (!rc) rc = finish(bd, t0, t1);
   out->time_ns = t0;
   out->duration_ns = t1 > t0 ? t1 - t0 : 0;
   if (!rc) {
-    size_t n = perftools__profiles__profile__get_packed_size(&bd.p);
+    size_t n = perftools__profiles__profile__get_packed_size(&bd->p);
     if (!(packed = malloc(n ? n : 1))) {
       rc = SONDE_ENOMEM;
     } else {
-      perftools__profiles__profile__pack(&bd.p, packed);
+      perftools__profiles__profile__pack(&bd->p, packed);
       if (gzip_level > 0) {
         rc = gzip_buf(packed, n, gzip_level, &out->pprof);
       } else {
@@ -600,7 +639,7 @@ static int encode_service(const sonde_profiles *req, int gzip_level, bool *used,
   }
 out:
   free(packed);
-  builder_free(&bd);
+  builder_end(bd);
   return rc;
 }
 
@@ -608,29 +647,36 @@ out:
 
 int pprof_enc_batch(const sonde_profiles *req, int gzip_level, bool by_labels, pprof_enc_svc **out,
                     size_t *n) {
+  static const dict_t empty =
+      OPENTELEMETRY__PROTO__PROFILES__V1DEVELOPMENT__PROFILES_DICTIONARY__INIT;
   *out = NULL;
   *n = 0;
   if (!req || !req->n_resource_profiles) return 0;
   size_t nr = req->n_resource_profiles;
   bool *used = calloc(nr, sizeof(bool));
   pprof_enc_svc *v = calloc(nr, sizeof(*v));
-  lblset *ls = by_labels ? calloc(nr, sizeof(*ls)) : NULL;
+  rkey *keys = calloc(nr, sizeof(*keys));
   pprof_enc_label *tmp = by_labels ? malloc(MAX_GROUP_LABELS * sizeof(*tmp)) : NULL;
-  int rc = !used || !v || (by_labels && (!ls || !tmp)) ? SONDE_ENOMEM : 0;
-  for (size_t i = 0; by_labels && !rc && i < nr; i++) {
+  builder bd;
+  int rc = builder_tables(&bd, req->dictionary ? req->dictionary : &empty);
+  if (!used || !v || !keys || (by_labels && !tmp)) rc = SONDE_ENOMEM;
+  for (size_t i = 0; !rc && i < nr; i++) {
     const rprof_t *rp = req->resource_profiles[i];
-    ls[i].n = pprof_enc_res_labels(rp ? rp->resource : NULL, tmp, MAX_GROUP_LABELS);
-    if (ls[i].n && !(ls[i].l = malloc(ls[i].n * sizeof(*tmp))))
+    if (!rp) continue;
+    rkey *k = &keys[i];
+    service_of(rp, k->service, sizeof k->service);
+    k->n = by_labels ? pprof_enc_res_labels(rp->resource, tmp, MAX_GROUP_LABELS) : 0;
+    if (k->n && !(k->l = malloc(k->n * sizeof(*tmp))))
       rc = SONDE_ENOMEM;
-    else if (ls[i].n)
-      memcpy(ls[i].l, tmp, ls[i].n * sizeof(*tmp));
+    else if (k->n)
+      memcpy(k->l, tmp, k->n * sizeof(*tmp));
+    rkey_hash(k);
   }
   size_t nv = 0;
-  for (size_t i = 0; i < req->n_resource_profiles && !rc; i++) {
+  for (size_t i = 0; i < nr && !rc; i++) {
     if (used[i] || !req->resource_profiles[i]) continue;
     pprof_enc_svc *s = &v[nv];
-    service_of(req->resource_profiles[i], s->service, sizeof s->service);
-    rc = encode_service(req, gzip_level, used, ls, i, s);
+    rc = encode_service(req, gzip_level, used, keys, i, &bd, s);
     if (!rc && s->n_samples) {
       nv++;
     } else {
@@ -638,10 +684,11 @@ int pprof_enc_batch(const sonde_profiles *req, int gzip_level, bool by_labels, p
       memset(s, 0, sizeof(*s));
     }
   }
+  builder_free_tables(&bd);
   free(used);
-  for (size_t i = 0; ls && i < nr; i++)
-    free(ls[i].l);
-  free(ls);
+  for (size_t i = 0; keys && i < nr; i++)
+    free(keys[i].l);
+  free(keys);
   free(tmp);
   if (rc || !nv) {
     pprof_enc_free(v, nv);
