@@ -891,7 +891,8 @@ typedef struct cctx {
 } cctx;
 
 static void problem(cctx *c, const char *fmt, const char *name, const char *extra) {
-  if (c->err && c->errlen && !c->err[0]) snprintf(c->err, c->errlen, fmt, name, extra);
+  if (c->err && c->errlen && !c->err[0])
+    snprintf(c->err, c->errlen, fmt, name ? name : "", extra ? extra : "");
 }
 
 /* One data point: flags, attributes and the timestamps every kind has. */
@@ -929,16 +930,16 @@ static void accumulate(cctx *c, mctx *mc, const sctx *sc, const rctx *r, const d
     return;
   }
   rc = 0;
+  uint64_t start = x->start; /* changed with the values only */
   switch (mc->kind) {
   case SK_NUMBER: {
     double v = num_value(d->p);
-    uint64_t start = d->start;
+    start = d->start;
     if (!fresh && temporality == T_DELTA && d->start == x->ts) {
       v += x->value;
       start = x->start;
     }
     x->value = v;
-    x->start = start;
     break;
   }
   case SK_HIST:
@@ -958,7 +959,7 @@ static void accumulate(cctx *c, mctx *mc, const sctx *sc, const rctx *r, const d
         return;
       }
       rc = mc->kind == SK_HIST ? hist_set(x, hp) : exp_set(x, ep);
-      x->start = d->start;
+      start = d->start;
       break;
     }
     if (d->start != x->ts) {
@@ -970,7 +971,7 @@ static void accumulate(cctx *c, mctx *mc, const sctx *sc, const rctx *r, const d
         return;
       }
       rc = mc->kind == SK_HIST ? hist_set(x, hp) : exp_set(x, ep);
-      x->start = d->start;
+      start = d->start;
       break;
     }
     rc = mc->kind == SK_HIST ? hist_merge(x, hp) : exp_merge(x, ep);
@@ -978,7 +979,7 @@ static void accumulate(cctx *c, mctx *mc, const sctx *sc, const rctx *r, const d
   }
   case SK_SUMMARY:
     rc = summary_set(x, d->p);
-    x->start = d->start;
+    start = d->start;
     break;
   }
   if (!rc) rc = series_bind(s, x, mc, r);
@@ -990,6 +991,7 @@ static void accumulate(cctx *c, mctx *mc, const sctx *sc, const rctx *r, const d
     if (fresh) series_remove(s, x);
     return;
   }
+  x->start = start;
   if (d->ts > x->ts || fresh) x->ts = d->ts;
   if (mc->ptype == PT_COUNTER || mc->kind == SK_HIST) set_exemplars(x, mc->kind, d->p);
   x->updated = c->now;

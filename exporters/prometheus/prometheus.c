@@ -171,6 +171,7 @@ static void on_sweep(void *arg) {
 static int gzip_body(const sonde_buf *in, sonde_buf *out) {
   z_stream z;
   memset(&z, 0, sizeof(z));
+  if (in->len > 0xffffffffu) return SONDE_ETOOBIG; /* one deflate call takes 32-bit lengths */
   /* Level 1: the body is rebuilt on every scrape, so speed matters more than the last bytes. */
   if (deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return SONDE_ENOMEM;
   size_t bound = deflateBound(&z, in->len);
