@@ -88,6 +88,9 @@ typedef struct job {
   int enc_status;
   sonde_buf body;
   size_t series, bytes;
+  /* the bearer token, read with the encoding (thread pool): a file read does not block the loop */
+  int tok_status, tok_errno;
+  char tok[4096], tok_err[160];
 } job;
 
 /* ---- encoding (thread pool) ------------------------------------------------------------------ */
@@ -139,6 +142,47 @@ static int encode_series(const paexp *e, const pprof_enc_svc *s,
   return 0;
 }
 
+/* The token, from the option or the file (read for every call, so a rotated token is taken),
+ * into j->tok ("" when neither is set). Runs on the thread pool: a failure is described in
+ * j->tok_err (and j->tok_errno) for encode_done to log. */
+static int bearer(const paexp *e, job *j) {
+  char *out = j->tok;
+  size_t len = sizeof j->tok;
+  const pa_config *c = e->cfg;
+  const char *src = c->bearer_token_file && *c->bearer_token_file ? c->bearer_token_file : NULL;
+  out[0] = 0;
+  if (c->bearer_token && *c->bearer_token) {
+    src = NULL;
+    snprintf(out, len, "%s", c->bearer_token);
+  } else if (src) {
+    FILE *f = fopen(src, "re");
+    if (!f) {
+      j->tok_errno = errno;
+      snprintf(j->tok_err, sizeof j->tok_err, "bearer_token_file %s", src);
+      return SONDE_ERETRY; /* a token being rotated may be back soon */
+    }
+    size_t n = fread(out, 1, len - 1, f);
+    bool more = n == len - 1 && fgetc(f) != EOF;
+    fclose(f);
+    out[n] = 0;
+    if (more) {
+      snprintf(j->tok_err, sizeof j->tok_err, "bearer_token_file %s: longer than %zu bytes", src,
+               len - 1);
+      return SONDE_EPERMANENT;
+    }
+  }
+  size_t l = strlen(out);
+  while (l && strchr(" \t\r\n", out[l - 1]))
+    out[--l] = 0;
+  if (strpbrk(out, "\r\n")) {
+    snprintf(j->tok_err, sizeof j->tok_err,
+             "%s%s: the token holds a line break (it must be one line)",
+             src ? "bearer_token_file " : "bearer_token", src ? src : "");
+    return SONDE_EPERMANENT;
+  }
+  return 0;
+}
+
 static void encode_work(void *arg) {
   job *j = arg;
   const paexp *e = j->e;
@@ -186,6 +230,7 @@ static void encode_work(void *arg) {
   if (sonde_buf_reserve(&j->body, len ? len : 1)) goto out;
   j->body.len = parca__profilestore__v1alpha1__write_raw_request__pack(&req, j->body.data);
   j->series = n;
+  j->tok_status = bearer(e, j);
   rc = 0;
 out:
   free(ser);
@@ -231,54 +276,31 @@ static void call_done(void *arg, int status, int64_t retry_ns) {
   job_free(j);
 }
 
-/* The token, from the option or the file (read now); "" when neither is set. */
-static int bearer(paexp *e, char *out, size_t len) {
-  out[0] = 0;
-  const pa_config *c = e->cfg;
-  if (c->bearer_token && *c->bearer_token) {
-    snprintf(out, len, "%s", c->bearer_token);
-  } else if (c->bearer_token_file && *c->bearer_token_file) {
-    FILE *f = fopen(c->bearer_token_file, "re");
-    if (!f) {
-      sonde_log(e->h, SONDE_LOG_ERROR, "bearer_token_file %s: %s", c->bearer_token_file,
-                strerror(errno));
-      return SONDE_ERETRY; /* a token being rotated may be back soon */
-    }
-    size_t n = fread(out, 1, len - 1, f);
-    fclose(f);
-    out[n] = 0;
-  }
-  size_t l = strlen(out);
-  while (l && strchr(" \t\r\n", out[l - 1]))
-    out[--l] = 0;
-  if (strpbrk(out, "\r\n")) {
-    sonde_log(e->h, SONDE_LOG_ERROR, "the bearer token holds a line break");
-    return SONDE_EPERMANENT;
-  }
-  return 0;
-}
-
 static void encode_done(void *arg, int status) {
   job *j = arg;
   paexp *e = j->e;
   e->in_work--;
   int st = status ? status : j->enc_status;
-  char tok[4096], auth[4200];
+  char auth[4200];
   if (st) {
     sonde_log(e->h, SONDE_LOG_ERROR, "cannot encode the profiles: %s", sonde_strerror(st));
     call_done(j, st == SONDE_ENOMEM || st == SONDE_ECANCELED ? SONDE_ERETRY : SONDE_EPERMANENT, 0);
   } else if (!j->series) {
     call_done(j, 0, 0); /* nothing sampled: nothing to send */
-  } else if ((st = bearer(e, tok, sizeof tok))) {
-    call_done(j, st, 0);
+  } else if (j->tok_status) {
+    if (j->tok_errno)
+      sonde_log(e->h, SONDE_LOG_ERROR, "%s: %s", j->tok_err, strerror(j->tok_errno));
+    else
+      sonde_log(e->h, SONDE_LOG_ERROR, "%s", j->tok_err);
+    call_done(j, j->tok_status, 0);
   } else {
     const char *hn[] = {"authorization"};
     const char *hv[] = {auth};
-    snprintf(auth, sizeof auth, "Bearer %s", tok);
+    snprintf(auth, sizeof auth, "Bearer %s", j->tok);
     otlp_call c = {.path = WRITE_RAW,
                    .header_names = hn,
                    .header_values = hv,
-                   .n_headers = tok[0] ? 1 : 0,
+                   .n_headers = j->tok[0] ? 1 : 0,
                    .body = j->body};
     memset(&j->body, 0, sizeof j->body); /* taken by the call */
     int rc = otlp_grpc_call(e->client, &c, call_done, j);
@@ -315,6 +337,10 @@ static int pa_validate(const void *config, char *err, size_t errlen) {
     return SONDE_ECONFIG;
   if (c->bearer_token && *c->bearer_token && c->bearer_token_file && *c->bearer_token_file) {
     snprintf(err, errlen, "set bearer_token or bearer_token_file, not both");
+    return SONDE_ECONFIG;
+  }
+  if (c->bearer_token && strlen(c->bearer_token) >= sizeof(((job *)0)->tok)) {
+    snprintf(err, errlen, "bearer_token: longer than %zu bytes", sizeof(((job *)0)->tok) - 1);
     return SONDE_ECONFIG;
   }
   return 0;

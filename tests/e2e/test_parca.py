@@ -104,6 +104,28 @@ parca:
     assert recs[0]["authorization"] == "Bearer late", recs[0]
 
 
+def case_token_file_too_long(tmp, body):
+    """A token file longer than a token can be is refused with its name, not sent cut short."""
+    tok = os.path.join(tmp, "long-token")
+    with open(tok, "w") as f:
+        f.write("x" * 5000)
+    ref = tp.Reference(tmp, "parca_reference.mjs")
+    try:
+        s = tp.run_sonde("parca-long-token", """
+parca:
+  endpoint: http://127.0.0.1:%d
+  bearer_token_file: "%s"
+""" % (ref.port, tok), exporter="parca")
+        ts.post(s.hport, body)
+        s.wait_log(r"bearer_token_file .*long-token: longer than 4095 bytes")
+        assert tp.wait_metric(s, "otelcol_exporter_send_failed_profiles_total",
+                              tp.ITEMS) == tp.ITEMS
+        assert ref.records() == [], ref.records()
+        s.stop_ok()
+    finally:
+        ref.stop()
+
+
 def case_tls(tmp, body):
     cert, key = tp.self_signed(tmp)
     ref = tp.Reference(tmp, "parca_reference.mjs", "--cert", cert, "--key", key)
@@ -169,6 +191,7 @@ def test():
     case_h2c(tmpd, body, t_ns)
     case_tls(tmpd, body)
     case_token_file_missing(tmpd, body)
+    case_token_file_too_long(tmpd, body)
     case_status(tmpd, body, 14)
     case_status(tmpd, body, 3)
     print("parca: WriteRaw decoded with @parca/client over h2c and TLS; UNAVAILABLE retried, "
