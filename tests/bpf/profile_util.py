@@ -265,11 +265,11 @@ service:
                            text=True)
         return r.returncode, r.stdout + r.stderr
 
-    def start(self):
+    def start(self, timeout=20):
         self.log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen([self.bin, "--config", self.config], stdout=self.log_file,
                                      stderr=subprocess.STDOUT)
-        deadline = time.time() + 20
+        deadline = time.time() + timeout
         while time.time() < deadline:
             if "sampling" in self.log():
                 return

@@ -275,9 +275,9 @@ def main():
     # Started before sonde, and still running in its chain when sonde starts.
     pre = subprocess.Popen([w["chains"], "chain", str(SECONDS + 1), "0"])
     time.sleep(0.2)
-    s.start()
-    procs = {}
+    procs = {"pre": pre}
     try:
+        s.start()
         evicted0 = s.metric("sonde_ebpf_profiler_processes_evicted_total") or 0
         procs["main"] = subprocess.Popen([w["chains"], "main", str(SECONDS + 1)])  # 2 threads
         procs["qsort"] = subprocess.Popen([w["chains"], "qsort", str(SECONDS)])
@@ -285,10 +285,9 @@ def main():
         procs["dlopen"] = subprocess.Popen([w["chains"], "dlopen", w["dlib"], str(SECONDS)])
         procs["signal"] = subprocess.Popen([w["chains"], "signal", str(SECONDS)])
         procs["throw"] = subprocess.Popen([w["throw"], "throw", str(SECONDS)])
-        for name, p in list(procs.items()) + [("pre", pre)]:
+        for name, p in procs.items():
             assert p.wait() == 0, "workload %s exited %d" % (name, p.returncode)
         phases = ["concurrent workloads %.1f s" % (time.time() - t_start)]
-        procs["pre"] = pre
         procs["spawn"] = subprocess.Popen([w["chains"], "spawn", str(CHILDREN), str(CHILD_MS),
                                            w["child"]])
         assert procs["spawn"].wait() == 0, "spawn failed"
@@ -303,7 +302,11 @@ def main():
         ours = {p.pid for p in procs.values()} | {reuse}
         t_wait = time.time()
         while True:
-            by_pid = pu.samples_by_pid(pu.load_profiles(s.out))
+            try:
+                by_pid = pu.samples_by_pid(pu.load_profiles(s.out))
+            except ValueError:  # a line being written
+                time.sleep(0.2)
+                continue
             kid_pids = {p for p, rows in by_pid.items() if any(
                 pu.sample_attrs(d, smp).get("thread.name") == "wl_child" for _r, d, smp in rows)}
             profiled = len((ours | kid_pids) & set(by_pid)) + 1  # the reused pid: 2 processes
@@ -315,10 +318,11 @@ def main():
             time.sleep(0.5)
         phases.append("evictions settled %.1f s" % (time.time() - t_start))
     finally:
-        s.stop()
         for p in procs.values():
             if p.poll() is None:
                 p.kill()
+                p.wait()
+        s.stop()
     t_run = time.time() - t_start
 
     by_pid = pu.samples_by_pid(pu.load_profiles(s.out))
