@@ -696,6 +696,19 @@ static void encode_work(void *arg) {
   r->payload.data[4] = (uint8_t)ml;
 }
 
+/* A request ready to go (exports once encoded, otlp_grpc_call at once): its deadline starts now
+ * and it waits for the connection. */
+static void enqueue(ogrpc *g, greq *r) {
+  if (g->timeout_ns > 0) r->deadline_ms = uv_now(g->loop) + (uint64_t)(g->timeout_ns / 1000000);
+  if (g->wait_tail)
+    g->wait_tail->qnext = r;
+  else
+    g->wait_head = r;
+  g->wait_tail = r;
+  r->waiting = true;
+  kick(g);
+}
+
 static void encode_done(void *arg, int status) {
   greq *r = arg;
   ogrpc *g = r->g;
@@ -710,14 +723,7 @@ static void encode_done(void *arg, int status) {
     complete(r, SONDE_ERETRY, 0);
     return;
   }
-  if (g->timeout_ns > 0) r->deadline_ms = uv_now(g->loop) + (uint64_t)(g->timeout_ns / 1000000);
-  if (g->wait_tail)
-    g->wait_tail->qnext = r;
-  else
-    g->wait_head = r;
-  g->wait_tail = r;
-  r->waiting = true;
-  kick(g);
+  enqueue(g, r);
 }
 
 int otlp_grpc_send(void *inst, sonde_batch *b, sonde_send_cb cb, void *arg) {
@@ -790,14 +796,7 @@ int otlp_grpc_call(void *inst, otlp_call *c, sonde_send_cb cb, void *arg) {
   r->next = g->all;
   if (g->all) g->all->prev = r;
   g->all = r;
-  if (g->timeout_ns > 0) r->deadline_ms = uv_now(g->loop) + (uint64_t)(g->timeout_ns / 1000000);
-  if (g->wait_tail)
-    g->wait_tail->qnext = r;
-  else
-    g->wait_head = r;
-  g->wait_tail = r;
-  r->waiting = true;
-  kick(g);
+  enqueue(g, r);
   return 0;
 fail:
   sonde_buf_free(&c->body);
