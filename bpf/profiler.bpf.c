@@ -88,9 +88,10 @@ struct walk {
   __u64 pc, sp, fp;
   __u32 pid, n;
   __u32 dwarf_frames;
-  __u8 stop;  /* 1: stopped at a pc in no known mapping: user space continues from a stack copy */
-  __u8 exact; /* pc is an interrupted instruction (leaf, signal), not a return address */
-  __u8 pad[2];
+  __u8 stop;   /* 1: stopped at a pc in no known mapping: user space continues from a stack copy */
+  __u8 exact;  /* pc is an interrupted instruction (leaf, signal), not a return address */
+  __u8 via_fp; /* pc came from a frame-pointer step: maybe garbage, not worth a stack copy */
+  __u8 pad;
   __u64 frames[SONDE_PROF_USTACK_MAX];
 };
 struct {
@@ -163,11 +164,15 @@ static long walk_step(__u32 i, struct walk_ctx *c) {
   if (!proc->n || at < m->start || at >= m->end) {
     m = NULL;
     if (!(proc->flags & SONDE_UW_PROC_PARTIAL)) {
-      w->stop = 1; /* mapped since user space read the maps: it finishes from a stack copy */
+      /* Mapped since user space read the maps: it finishes from a stack copy. Unless a
+       * frame-pointer step (JIT code, no tables) led here: then it is most likely not code, and
+       * a copy per sample would be paid for nothing; the stack ends. */
+      if (!w->via_fp) w->stop = 1;
       return 1;
     }
   }
   __u8 type = SONDE_UW_CFA_NONE, rflags = 0;
+  w->via_fp = 0;
   __s32 cfa_off = 0;
   __s16 rbp_off = 0;
   if (m && m->n_rows) {
@@ -228,6 +233,7 @@ static long walk_step(__u32 i, struct walk_ctx *c) {
     w->sp = fp + 16;
     w->fp = frame[0];
     w->pc = frame[1];
+    w->via_fp = 1;
   }
   if (!w->pc) return 1;
   __u32 idx = w->n;
@@ -279,6 +285,7 @@ int sample(struct bpf_perf_event_data *ctx) {
   w->dwarf_frames = 0;
   w->stop = 0;
   w->exact = 1;
+  w->via_fp = 0;
   w->frames[0] = pc;
   if (pc) {
     struct walk_ctx c = {w, bpf_map_lookup_elem(&uw_procs, &pid)};

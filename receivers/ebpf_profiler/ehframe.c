@@ -693,6 +693,7 @@ int uw_walk(const uw_walk_map *maps, size_t nmaps, uint64_t pc, uint64_t sp, uin
             const uint8_t *stack, size_t len, uint64_t stack_addr, int whole, int unknown_need,
             uint64_t *frames, size_t *n, size_t max) {
   walk_mem mem = {stack, len, stack_addr, whole, 0};
+  int via_fp = 0; /* as in BPF: a pc found by a frame-pointer step in no map ends the stack */
   while (*n < max) {
     uint64_t at = exact ? pc : pc - 1;
     const uw_walk_map *m = NULL;
@@ -705,7 +706,9 @@ int uw_walk(const uw_walk_map *maps, size_t nmaps, uint64_t pc, uint64_t sp, uin
         hi = mid;
     }
     if (lo && at < maps[lo - 1].end) m = &maps[lo - 1];
-    if (m ? m->need : unknown_need) return UW_WALK_NEED;
+    if (m ? m->need : (unknown_need && !via_fp)) return UW_WALK_NEED;
+    if (!m && via_fp && nmaps) return UW_WALK_END;
+    via_fp = 0;
     struct sonde_uw_row row = {0};
     if (m && m->n_rows && at >= m->bias) {
       uint64_t va = at - m->bias;
@@ -753,6 +756,7 @@ int uw_walk(const uw_walk_map *maps, size_t nmaps, uint64_t pc, uint64_t sp, uin
       sp = fp + 16;
       fp = f;
       pc = v;
+      via_fp = 1;
     }
     if (!pc) return UW_WALK_END;
     frames[(*n)++] = pc;
