@@ -2,8 +2,8 @@
 /* The HTTP tracer's BPF side: the bytes processes read and write on TCP sockets, without kprobes.
  *
  * on_enter/on_exit: raw tracepoints sys_enter/sys_exit (one program each, a switch on the syscall
- * number: no tracefs needed). At entry the arguments of the syscalls we care about are saved per
- * thread; at exit, if the fd is a TCP socket (task->files->fdt->fd[fd] -> struct socket -> sock,
+ * number: no tracefs needed). At exit (close: at entry), with the arguments read from the saved
+ * registers, if the fd is a TCP socket (task->files->fdt->fd[fd] -> struct socket -> sock,
  * read with CO-RE), one record goes to the ring buffer with the connection's addresses, the byte
  * count and the first `capture` bytes (the first iovecs for readv/writev/recvmsg/sendmsg).
  * accept/accept4/connect only note the connection's role; close() sends a close record for
@@ -106,7 +106,7 @@ struct {
   __type(value, struct sonde_http_conn);
 } conns SEC(".maps");
 
-enum { K_BUF = 1, K_IOV, K_MSG, K_SENDFILE, K_CONNECT };
+enum { K_BUF = 1, K_IOV, K_MSG };
 
 struct args {
   __u64 buf; /* buffer, iovec array or msghdr */
@@ -115,14 +115,6 @@ struct args {
   __u8 kind, dir;
   __u8 pad[2];
 };
-
-/* tid -> the arguments of the syscall it is in. */
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 16384);
-  __type(key, __u32);
-  __type(value, struct args);
-} inflight SEC(".maps");
 
 struct ssl_call {
   __u64 ssl, buf, outlen; /* outlen: SSL_*_ex's size_t * (0 for SSL_read/SSL_write) */
@@ -241,11 +233,14 @@ static __always_inline void submit(struct scratch *s, __u32 n, bool wake) {
   n &= 2 * SONDE_HTTP_CAP_MAX - 1;
   s->h.captured = n;
   /* Waking user space costs an IPI per record: it drains on a timer and is woken only when the
-   * ring fills up, or for a process's first record (so it reads /proc/PID while the process is
-   * still there). */
-  __u64 flags = wake || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > cfg.wakeup_bytes
-                    ? BPF_RB_FORCE_WAKEUP
-                    : BPF_RB_NO_WAKEUP;
+   * waiting data crosses wakeup_bytes (once per crossing: while it stays above, every record
+   * would pay for a wakeup the reader is already busy with), or for a process's first record (so
+   * it reads /proc/PID while the process is still there). */
+  __u64 waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+  __u64 flags =
+      wake || (waiting <= cfg.wakeup_bytes && waiting + sizeof(s->h) + n > cfg.wakeup_bytes)
+          ? BPF_RB_FORCE_WAKEUP
+          : BPF_RB_NO_WAKEUP;
   if (bpf_ringbuf_output(&events, s, sizeof(s->h) + n, flags))
     count(SONDE_HTTP_CNT_LOST);
   else
@@ -349,9 +344,40 @@ static __always_inline void set_role(int fd, __u8 role) {
   bpf_map_update_elem(&conns, &skv, &c, BPF_ANY);
 }
 
+/* close() is seen at entry: at exit the fd no longer names the socket. */
 SEC("raw_tp/sys_enter")
 int on_enter(struct bpf_raw_tracepoint_args *ctx) {
-  long nr = ctx->args[1];
+  if (ctx->args[1] != NR_CLOSE) return 0;
+  __u64 id = bpf_get_current_pid_tgid();
+  if (!pid_wanted(id >> 32)) return 0;
+  struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+  int fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
+  struct sock *sk = fd_sock(fd);
+  if (!sk) return 0;
+  __u64 skv = (__u64)sk;
+  struct sonde_http_conn *c = bpf_map_lookup_elem(&conns, &skv);
+  if (!c) return 0;
+  __u8 verdict = c->verdict;
+  bpf_map_delete_elem(&conns, &skv);
+  if (verdict == SONDE_HTTP_VERDICT_SKIP) return 0;
+  struct scratch *s = start_rec(SONDE_HTTP_REC_CLOSE, id, fd, sk, 0, 0);
+  if (s) submit(s, 0, false);
+  return 0;
+}
+
+/* Everything else at exit, where the return value is known. The arguments are read from the
+ * registers saved at entry, which these syscalls leave as they were (the *_CORE_SYSCALL macros
+ * read orig_x0 on arm64, where x0 holds the return value by now): no per-thread map, so a
+ * read or write on anything but a traced socket costs a switch and a few reads. */
+SEC("raw_tp/sys_exit")
+int on_exit(struct bpf_raw_tracepoint_args *ctx) {
+  long ret = ctx->args[1];
+  struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+#if defined(__TARGET_ARCH_x86)
+  long nr = BPF_CORE_READ(regs, orig_ax);
+#else
+  long nr = BPF_CORE_READ((struct user_pt_regs *)regs, regs[8]);
+#endif
   struct args a = {0};
   switch (nr) {
   case NR_READ:
@@ -375,73 +401,36 @@ int on_enter(struct bpf_raw_tracepoint_args *ctx) {
     a.kind = K_MSG, a.dir = 1;
     break;
   case NR_SENDFILE:
-    a.kind = K_SENDFILE, a.dir = 1;
+    a.kind = 0, a.dir = 1; /* counted, nothing to copy */
     break;
   case NR_CONNECT:
-    a.kind = K_CONNECT;
+    if (ret != 0 && ret != -EINPROGRESS) return 0;
     break;
-  case NR_CLOSE:
+  case NR_ACCEPT:
+  case NR_ACCEPT4:
+    if (ret < 0) return 0;
     break;
   default:
     return 0;
   }
+  if (nr != NR_CONNECT && ret <= 0) return 0;
   __u64 id = bpf_get_current_pid_tgid();
   if (!pid_wanted(id >> 32)) return 0;
-  struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-  int fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
-  if (nr == NR_CLOSE) {
-    struct sock *sk = fd_sock(fd);
-    if (!sk) return 0;
-    __u64 skv = (__u64)sk;
-    struct sonde_http_conn *c = bpf_map_lookup_elem(&conns, &skv);
-    if (!c) return 0;
-    __u8 verdict = c->verdict;
-    bpf_map_delete_elem(&conns, &skv);
-    if (verdict == SONDE_HTTP_VERDICT_SKIP) return 0;
-    struct scratch *s = start_rec(SONDE_HTTP_REC_CLOSE, id, fd, sk, 0, 0);
-    if (s) submit(s, 0, false);
+  if (nr == NR_ACCEPT || nr == NR_ACCEPT4) {
+    set_role(ret, SONDE_HTTP_ROLE_SERVER);
+    return 0;
+  }
+  a.fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
+  if (nr == NR_CONNECT) {
+    set_role(a.fd, SONDE_HTTP_ROLE_CLIENT);
     return 0;
   }
   if (nr == NR_RECVFROM && (PT_REGS_PARM4_CORE_SYSCALL(regs) & MSG_PEEK)) return 0;
   if (nr == NR_RECVMSG && (PT_REGS_PARM3_CORE_SYSCALL(regs) & MSG_PEEK)) return 0;
-  if (nr == NR_SENDFILE) {
-    a.fd = fd; /* out_fd */
-  } else {
-    a.fd = fd;
+  if (nr != NR_SENDFILE) {
     a.buf = PT_REGS_PARM2_CORE_SYSCALL(regs);
     a.cnt = PT_REGS_PARM3_CORE_SYSCALL(regs);
   }
-  __u32 tid = (__u32)id;
-  bpf_map_update_elem(&inflight, &tid, &a, BPF_ANY);
-  return 0;
-}
-
-SEC("raw_tp/sys_exit")
-int on_exit(struct bpf_raw_tracepoint_args *ctx) {
-  /* The syscall number of the exiting call is in the saved registers (orig_ax on x86). */
-  long ret = ctx->args[1];
-  __u64 id = bpf_get_current_pid_tgid();
-  __u32 tid = (__u32)id;
-  struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-#if defined(__TARGET_ARCH_x86)
-  long nr = BPF_CORE_READ(regs, orig_ax);
-#else
-  long nr = BPF_CORE_READ((struct user_pt_regs *)regs, regs[8]);
-#endif
-  if (nr == NR_ACCEPT || nr == NR_ACCEPT4) {
-    if (ret >= 0 && pid_wanted(id >> 32)) set_role(ret, SONDE_HTTP_ROLE_SERVER);
-    return 0;
-  }
-  struct args *ap = bpf_map_lookup_elem(&inflight, &tid);
-  if (!ap) return 0;
-  struct args a = *ap;
-  bpf_map_delete_elem(&inflight, &tid);
-  if (a.kind == K_CONNECT) {
-    if (ret == 0 || ret == -EINPROGRESS) set_role(a.fd, SONDE_HTTP_ROLE_CLIENT);
-    return 0;
-  }
-  if (ret <= 0) return 0;
-  if (a.kind == K_SENDFILE) a.kind = 0; /* counted, nothing to copy */
   emit_data(id, &a, ret);
   return 0;
 }

@@ -88,14 +88,14 @@ EOF
 metric() {
   curl -s "http://localhost:$MPORT/metrics" | awk -v n="$1" '$1 ~ "^"n"({|$)" {s += $2} END {print s + 0}'
 }
-# Sum of run_time_ns of this sonde's BPF programs: those using the newest maps named inflight
+# Sum of run_time_ns of this sonde's BPF programs: those using the newest maps named scratch_map
 # (sys_enter/sys_exit) and ssl_calls (the SSL uprobes).
 bpf_ns() {
   python3 -c '
 import json, subprocess
 maps = json.loads(subprocess.check_output(["bpftool", "map", "show", "-j"]))
 ids = set()
-for name in ("inflight", "ssl_calls"):
+for name in ("scratch_map", "ssl_calls"):
     m = [x["id"] for x in maps if x.get("name") == name]
     if m:
         ids.add(max(m))
