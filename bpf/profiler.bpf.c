@@ -337,7 +337,12 @@ int sample(struct bpf_perf_event_data *ctx) {
       flags |= SONDE_PROF_F_KSTACK_ERR;
   }
   __u32 n = w->n <= SONDE_PROF_USTACK_MAX ? w->n : SONDE_PROF_USTACK_MAX;
-  bpf_probe_read_kernel(s->ustack, sizeof(s->ustack), w->frames);
+  /* Only the frames found (the record's tail is left as reserved: user space reads n_ustack). */
+  bpf_probe_read_kernel(s->ustack,
+                        (n & (2 * SONDE_PROF_USTACK_MAX - 1)) * 8 <= sizeof(s->ustack)
+                            ? (n & (2 * SONDE_PROF_USTACK_MAX - 1)) * 8
+                            : sizeof(s->ustack),
+                        w->frames);
   s->n_ustack = (__u16)n;
   if (w->dwarf_frames) flags |= SONDE_PROF_F_DWARF;
   if (n == SONDE_PROF_USTACK_MAX) flags |= SONDE_PROF_F_USTACK_TRUNC;
