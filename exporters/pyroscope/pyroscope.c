@@ -14,8 +14,9 @@
  * otlp_grpc one (otlp_grpc_call): connections, TLS, deadlines, and otelcol's status rules
  * (429/502/503/504 or UNAVAILABLE and the like retried, Retry-After honoured, others permanent).
  * basic_auth, tenant_id (X-Scope-OrgID) and headers go on every request. With the ingest API a
- * batch is done once every series' request is answered: any retryable failure retries the whole
- * batch (series already accepted are sent again). */
+ * batch's series are sent at most max_conns at a time and the batch is done once every one is
+ * answered: any retryable failure retries the whole batch (series already accepted are sent
+ * again). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,7 +121,9 @@ typedef struct job {
   int enc_status;
   preq *reqs;
   size_t nreqs, profiles, bytes;
-  size_t pending; /* calls not answered yet */
+  size_t next;    /* the next request to issue */
+  size_t pending; /* calls issued and not answered yet */
+  bool pumping;   /* inside pump (a call may be answered before it returns) */
   int worst;
   int64_t retry_ns;
 } job;
@@ -415,10 +418,41 @@ static void finish(job *j) {
   job_free(j);
 }
 
+static void call_done(void *arg, int status, int64_t retry_ns);
+
+/* Issues the job's next calls, at most max_conns in flight (more would only wait for a
+ * connection in the client). After a retryable failure the rest is not sent: the whole batch goes
+ * again, and its series were sent twice. After a permanent one it is (its series may be good).
+ * Finishes the job once nothing is in flight and nothing more is to be sent. */
+static void pump(job *j) {
+  pyexp *e = j->e;
+  if (j->pumping) return;
+  j->pumping = true;
+  while (j->next < j->nreqs && j->worst != SONDE_ERETRY && j->pending < (size_t)e->cfg->max_conns) {
+    preq *r = &j->reqs[j->next++];
+    /* connect's unary protocol version (servers that require it refuse calls without) */
+    static const char *const hn[] = {"Connect-Protocol-Version"}, *const hv[] = {"1"};
+    bool push = e->cfg->api == API_PUSH; /* connect over HTTP/1.1 */
+    otlp_call c = {.path = r->path,
+                   .content_type = r->ctype,
+                   .header_names = hn,
+                   .header_values = hv,
+                   .n_headers = push ? 1 : 0,
+                   .body = r->body};
+    memset(&r->body, 0, sizeof r->body); /* taken by the call */
+    j->pending++;
+    int rc = (e->grpc ? otlp_grpc_call : otlp_http_call)(e->client, &c, call_done, j);
+    if (rc) call_done(j, rc == SONDE_ENOMEM || rc == SONDE_ESHUTDOWN ? SONDE_ERETRY : rc, 0);
+  }
+  j->pumping = false;
+  if (j->pending == 0) finish(j);
+}
+
 static void call_done(void *arg, int status, int64_t retry_ns) {
   job *j = arg;
   merge(j, status, retry_ns);
-  if (--j->pending == 0) finish(j);
+  j->pending--;
+  pump(j);
 }
 
 static void encode_done(void *arg, int status) {
@@ -433,23 +467,7 @@ static void encode_done(void *arg, int status) {
   } else if (!j->nreqs) {
     finish(j); /* nothing sampled: nothing to send */
   } else {
-    j->pending = j->nreqs + 1; /* +1 until every call is queued */
-    for (size_t i = 0; i < j->nreqs; i++) {
-      preq *r = &j->reqs[i];
-      /* connect's unary protocol version (servers that require it refuse calls without) */
-      static const char *const hn[] = {"Connect-Protocol-Version"}, *const hv[] = {"1"};
-      bool push = e->cfg->api == API_PUSH; /* connect over HTTP/1.1 */
-      otlp_call c = {.path = r->path,
-                     .content_type = r->ctype,
-                     .header_names = hn,
-                     .header_values = hv,
-                     .n_headers = push ? 1 : 0,
-                     .body = r->body};
-      memset(&r->body, 0, sizeof r->body); /* taken by the call */
-      int rc = (e->grpc ? otlp_grpc_call : otlp_http_call)(e->client, &c, call_done, j);
-      if (rc) call_done(j, rc == SONDE_ENOMEM || rc == SONDE_ESHUTDOWN ? SONDE_ERETRY : rc, 0);
-    }
-    call_done(j, 0, 0);
+    pump(j);
   }
   maybe_stopped(e);
 }

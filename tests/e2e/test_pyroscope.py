@@ -11,6 +11,7 @@ self-signed CA (labels, ids, timestamps); push.v1 over gRPC h2c with auth metada
 retried); 503 retried until accepted; 400 dropped, not retried.
 """
 import base64
+import copy
 import json
 import os
 import re
@@ -347,6 +348,35 @@ pyroscope:
     assert sorted(set(names)) == ["cart_api.cpu{}", POD1, POD2], names
 
 
+def case_ingest_window(tmp, body):
+    """Twelve series over one connection, the first answered 503: the other eleven are not sent
+    before the batch's retry (they were, and went twice)."""
+    many = copy.deepcopy(body)
+    one = body["resourceProfiles"][2]  # cart/api: one profile of two samples
+    many["resourceProfiles"] = []
+    for i in range(12):
+        r = copy.deepcopy(one)
+        r["resource"]["attributes"][0]["value"]["stringValue"] = "svc-%d" % i
+        many["resourceProfiles"].append(r)
+    ref = Reference(tmp, "pyroscope_reference.js", "--fail-status", "503", "--fail-count", "1")
+    try:
+        s = run_sonde("pyroscope-window", """
+pyroscope:
+  endpoint: http://127.0.0.1:%d
+  max_conns: 1
+  retry_on_failure: {initial_interval: 100ms, max_interval: 200ms}
+""" % ref.port)
+        ts.post(s.hport, many)
+        assert wait_metric(s, "otelcol_exporter_sent_profiles_total", 24) == 24
+        recs = ref.records()
+        s.stop_ok()
+    finally:
+        ref.stop()
+    assert len(recs) == 13 and recs[0].get("failed") == 503, [r.get("query") for r in recs]
+    names = sorted(r["query"]["name"] for r in recs[1:])
+    assert names == sorted("svc-%d.cpu{}" % i for i in range(12)), names
+
+
 def test():
     if not shutil.which("node"):
         raise AssertionError("node is needed (tests/e2e/node)")
@@ -356,6 +386,7 @@ def test():
     case_ingest(tmpd, body, t_ns)
     case_push_tls(tmpd, body, t_ns)
     case_ingest_partial(tmpd, body)
+    case_ingest_window(tmpd, body)
     case_push_grpc(tmpd, body, t_ns)
     case_retry(tmpd, body, 503, "push")
     case_retry(tmpd, body, 400, "push")
