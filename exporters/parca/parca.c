@@ -339,6 +339,20 @@ static int pa_validate(const void *config, char *err, size_t errlen) {
     snprintf(err, errlen, "set bearer_token or bearer_token_file, not both");
     return SONDE_ECONFIG;
   }
+  /* Parca's profile types are name:sample_type:sample_unit:period_type:period_unit[:delta], so the
+   * name must be a metric name without ':' (a bad one was refused with every batch). */
+  const char *pn = c->profile_name;
+  for (size_t i = 0; pn && pn[i]; i++) {
+    char ch = pn[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_' ||
+          (i && ch >= '0' && ch <= '9'))) {
+      snprintf(err, errlen,
+               "profile_name \"%s\": use letters, digits and '_' only, not starting with a digit "
+               "(it is the name part of Parca's name:type:unit:... profile types)",
+               pn);
+      return SONDE_ECONFIG;
+    }
+  }
   if (c->bearer_token && strlen(c->bearer_token) >= sizeof(((job *)0)->tok)) {
     snprintf(err, errlen, "bearer_token: longer than %zu bytes", sizeof(((job *)0)->tok) - 1);
     return SONDE_ECONFIG;

@@ -180,6 +180,28 @@ parca:
         ref.stop()
 
 
+def case_bad_profile_name(tmp):
+    """A profile_name Parca's profile types cannot carry is a configuration error that says why."""
+    s = harness.Sonde("", "parca-bad-name")
+    with open(s.config, "w") as f:
+        f.write("""
+receivers:
+  otlp:
+    protocols:
+      http: {endpoint: "127.0.0.1:0"}
+exporters:
+  parca:
+    endpoint: 127.0.0.1:1
+    insecure: true
+    profile_name: "cpu:samples"
+service:
+  pipelines:
+    profiles: {receivers: [otlp], exporters: [parca]}
+""")
+    rc, out = harness.run_cli("validate", "--config", s.config)
+    assert rc != 0 and 'profile_name "cpu:samples"' in out and "name part" in out, (rc, out)
+
+
 def test():
     if not shutil.which("node"):
         raise AssertionError("node is needed (tests/e2e/node)")
@@ -192,6 +214,7 @@ def test():
     case_tls(tmpd, body)
     case_token_file_missing(tmpd, body)
     case_token_file_too_long(tmpd, body)
+    case_bad_profile_name(tmpd)
     case_status(tmpd, body, 14)
     case_status(tmpd, body, 3)
     print("parca: WriteRaw decoded with @parca/client over h2c and TLS; UNAVAILABLE retried, "
