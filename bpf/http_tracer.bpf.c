@@ -272,7 +272,7 @@ static __always_inline struct scratch *start_rec(__u32 type, __u64 id, int fd, s
 static __always_inline __u32 copy_iov(struct scratch *s, const struct iovec *iov, __u64 cnt,
                                       __u64 want) {
   __u32 n = 0;
-#pragma unroll
+  /* A bounded loop, not unrolled: gRPC writes a frame as many small iovecs. */
   for (int i = 0; i < SONDE_HTTP_IOV_MAX; i++) {
     if (i >= cnt || n >= want) break;
     struct iovec v;

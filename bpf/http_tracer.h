@@ -13,7 +13,7 @@
 /* Bytes of one transfer the BPF side can copy (capture_bytes is at most this). */
 #define SONDE_HTTP_CAP_MAX 4096
 /* iovecs of one readv/writev/recvmsg/sendmsg copied into the capture, in order. */
-#define SONDE_HTTP_IOV_MAX 8
+#define SONDE_HTTP_IOV_MAX 64
 
 enum sonde_http_rec_type {
   SONDE_HTTP_REC_DATA = 1,  /* struct sonde_http_data (+ captured bytes) */
@@ -89,8 +89,8 @@ _Static_assert(sizeof(struct sonde_http_config) == 16, "struct sonde_http_config
 #define SONDE_HTTP_CNT_N 2
 
 #define SONDE_HTTP_RINGBUF_BYTES (8u << 20)
-/* User space drains the ring every SONDE_HTTP_DRAIN_MS, and is woken when 1/16 of it is used
- * (512 KiB: ~1500 records of a small request or response). The ring's pages count twice in RSS
+/* User space drains the ring every SONDE_HTTP_DRAIN_MS, and is woken when 1/32 of it is used
+ * (256 KiB: ~700 records of a small request or response). The ring's pages count twice in RSS
  * (the kernel maps the data area twice). */
 #define SONDE_HTTP_DRAIN_MS 100
 

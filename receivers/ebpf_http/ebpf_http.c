@@ -257,6 +257,11 @@ typedef struct econn {
   uint8_t pre[24];
   uint8_t npre, pre_dir;
   uint64_t pre_ts;
+  /* An HTTP/2 server may send its SETTINGS before the client's preface is seen: kept aside. */
+  uint8_t *defer;
+  uint32_t ndefer;
+  uint8_t defer_dir;
+  uint64_t defer_ts, defer_total;
 } econn;
 
 /* A span's identity, chosen when its request is seen. */
@@ -812,6 +817,9 @@ static void h2_exchange(void *ud, const hx_exchange *ex) {
 /* ---- connections ----------------------------------------------------------------------------- */
 
 static void conn_drop_decoders(econn *c, uint64_t ts) {
+  free(c->defer);
+  c->defer = NULL;
+  c->ndefer = 0;
   if (c->h1) {
     hx_h1_close(c->h1, ts);
     hx_h1_free(c->h1);
@@ -930,9 +938,13 @@ static void classify(eh *e, econn *c, uint8_t dir, bool tls, const uint8_t *p, s
     c->state = C_SKIP;
     set_verdict(e, c, SONDE_HTTP_VERDICT_SKIP);
     madd(e->m_not_http, e, 1);
-    if (e->h->api->log_enabled(e->h, SONDE_LOG_DEBUG))
-      sonde_log(e->h, SONDE_LOG_DEBUG, "not HTTP: pid %u, %s %zu bytes: %.*s", c->pid,
-                in ? "read" : "wrote", n, (int)(n > 40 ? 40 : n), p);
+    if (e->h->api->log_enabled(e->h, SONDE_LOG_DEBUG)) {
+      char hex[3 * 16 + 1] = "";
+      for (size_t i = 0; i < n && i < 16; i++)
+        snprintf(hex + 3 * i, 4, "%02x ", p[i]);
+      sonde_log(e->h, SONDE_LOG_DEBUG, "not HTTP: pid %u, %s %zu bytes: %s", c->pid,
+                in ? "read" : "wrote", n, hex);
+    }
     return;
   }
   c->h1 = hx_h1_new(c->server, &h1_hooks, c);
@@ -945,6 +957,24 @@ static int feed(econn *c, uint8_t dir, const uint8_t *p, size_t n, uint64_t tota
   if (c->state == C_H1) return hx_h1_feed(c->h1, dir, p, n, total, ts);
   if (c->state == C_H2) return hx_h2_feed(c->h2, dir, p, n, total, ts);
   return 0;
+}
+
+/* A SETTINGS frame on stream 0: what an HTTP/2 server writes first. */
+static bool h2_settings_frame(const uint8_t *p, size_t n) {
+  if (n < 9 || p[3] != 0x04 || (p[5] | p[6] | p[7] | p[8])) return false;
+  uint32_t len = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
+  return len % 6 == 0 && len <= 16384;
+}
+
+/* Feeds what was kept aside once the connection turned out HTTP/2, or drops it. */
+static int feed_deferred(econn *c) {
+  int rc = 0;
+  if (c->defer && c->state == C_H2)
+    rc = feed(c, c->defer_dir, c->defer, c->ndefer, c->defer_total, c->defer_ts);
+  free(c->defer);
+  c->defer = NULL;
+  c->ndefer = 0;
+  return rc;
 }
 
 static void on_data(eh *e, const struct sonde_http_data *d, const uint8_t *p) {
@@ -968,6 +998,16 @@ static void on_data(eh *e, const struct sonde_http_data *d, const uint8_t *p) {
   int rc = 0;
   if (c->state == C_NEW) {
     if (!d->captured) return; /* sendfile before any bytes: nothing to judge by */
+    if (!c->npre && !c->defer && h2_settings_frame(p, d->captured)) {
+      if ((c->defer = malloc(d->captured))) {
+        memcpy(c->defer, p, d->captured);
+        c->ndefer = d->captured;
+        c->defer_dir = d->dir;
+        c->defer_ts = d->ktime_ns;
+        c->defer_total = d->total;
+      }
+      return;
+    }
     if (c->npre && c->pre_dir != d->dir) {
       classify(e, c, c->pre_dir, c->tls, c->pre, c->npre);
       rc = feed(c, c->pre_dir, c->pre, c->npre, c->npre, c->pre_ts);
@@ -991,6 +1031,7 @@ static void on_data(eh *e, const struct sonde_http_data *d, const uint8_t *p) {
   }
   if (!rc) rc = feed(c, d->dir, p, d->captured, d->total, d->ktime_ns);
 fed:
+  if (!rc && c->defer && c->state != C_NEW) rc = feed_deferred(c);
   if (rc) {
     if (e->h->api->log_enabled(e->h, SONDE_LOG_DEBUG))
       sonde_log(e->h, SONDE_LOG_DEBUG, "not HTTP after all: pid %u, %s %u of %llu bytes: %s: %.*s",
@@ -1470,7 +1511,7 @@ static int eh_start(void *inst) {
   e->skel->rodata->cfg.capture = (uint32_t)e->cfg->capture_bytes;
   e->skel->rodata->cfg.include_only = inc->pids.n && !inc->executables.n && !inc->container_ids.n;
   e->skel->rodata->cfg.port_filter = e->cfg->open_ports != NULL;
-  e->skel->rodata->cfg.wakeup_bytes = SONDE_HTTP_RINGBUF_BYTES / 16;
+  e->skel->rodata->cfg.wakeup_bytes = SONDE_HTTP_RINGBUF_BYTES / 32;
   if (sonde_http_tracer__load(e->skel)) {
     int er = errno;
     sonde_log(e->h, SONDE_LOG_ERROR, "loading the BPF HTTP tracer: %s%s", strerror(er),

@@ -332,6 +332,46 @@ https.createServer({key: fs.readFileSync(dir + "/key.pem"), cert: fs.readFileSyn
 http.createServer(handler).listen(v6Port, "::1", ready);
 """
 
+GRPC_SERVER = r"""
+import sys, grpc
+from concurrent import futures
+def hello(req, ctx):
+    if req == b"missing":
+        ctx.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+    return b"hi " + req
+h = grpc.method_handlers_generic_handler("demo.Greeter", {
+    "Hello": grpc.unary_unary_rpc_method_handler(hello)})
+s = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+s.add_generic_rpc_handlers((h,))
+s.add_insecure_port("127.0.0.1:%s" % sys.argv[1])
+s.start()
+print("ready", flush=True)
+s.wait_for_termination()
+"""
+
+GRPC_CLIENT = r"""
+import sys, grpc
+ch = grpc.insecure_channel("127.0.0.1:%s" % sys.argv[1])
+call = ch.unary_unary("/demo.Greeter/Hello")
+out = []
+for m in [b"a", b"b", b"missing"]:
+    try:
+        call(m, timeout=5); out.append("OK")
+    except grpc.RpcError as e:
+        out.append(e.code().name)
+print(" ".join(out))
+ch.close()
+"""
+
+
+def grpc_python():
+    """A Python with grpcio (Debian's python3-grpcio is for /usr/bin/python3), or None."""
+    for py in ("/usr/bin/python3", sys.executable):
+        if os.path.exists(py) and subprocess.run([py, "-c", "import grpc"],
+                                                 capture_output=True).returncode == 0:
+            return py
+    return None
+
 
 def main():
     if os.geteuid() != 0:
@@ -342,9 +382,10 @@ def main():
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     tmp = tempfile.mkdtemp(prefix="sonde-bpf-http-")
     os.chmod(tmp, 0o755)  # nginx's workers run as www-data
-    py_port, ng_port, tls_port, rst_port, par_port, node_port, v6_port = (
-        free_port() for _ in range(7))
-    s = Sonde(tmp, [py_port, ng_port, tls_port, rst_port, par_port, node_port, v6_port])
+    py_port, ng_port, tls_port, rst_port, par_port, node_port, v6_port, grpc_port = (
+        free_port() for _ in range(8))
+    s = Sonde(tmp, [py_port, ng_port, tls_port, rst_port, par_port, node_port, v6_port,
+                    grpc_port])
     rc, out = s.validate()
     if rc != 0:
         if "needs CAP_BPF" in out or "kernel feature missing" in out:
@@ -402,6 +443,14 @@ def main():
         run_checks(s, tmp, py, py_port, ng_port, tls_port, rst_port, par, par_port, big)
         if node:
             node_checks(s, node, node_port, v6_port)
+        gpy = grpc_python()
+        if gpy:
+            g = subprocess.Popen([gpy, "-c", GRPC_SERVER, str(grpc_port)], stdout=subprocess.PIPE)
+            procs.append(g)
+            assert g.stdout.readline().strip() == b"ready"
+            grpc_checks(s, gpy, g, grpc_port)
+        else:
+            print("gRPC: skipped (no python3-grpcio)")
     finally:
         for p in procs:
             p.terminate()
@@ -570,7 +619,13 @@ def run_checks(s, tmp, py, py_port, ng_port, tls_port, rst_port, par, par_port, 
     print("TLS: nginx and curl through libssl uprobes, 2 spans each side")
 
     # ---- wrk: spans for every request it completed (and those in flight when it stopped) ----
-    out = subprocess.run(["wrk", "-t1", "-c4", "-d2s", "http://127.0.0.1:%d/f8.html" % ng_port],
+    # Paced (a 1 ms delay() per request on 4 connections, <= 4000 req/s): exact counts must not
+    # depend on how much CPU the machine leaves sonde; tests/bpf/bench_http.sh saturates.
+    lua = os.path.join(s.tmp, "delay.lua")
+    with open(lua, "w") as f:
+        f.write("function delay() return 1 end\n")
+    out = subprocess.run(["wrk", "-t1", "-c4", "-d2s", "-s", lua,
+                          "http://127.0.0.1:%d/f8.html" % ng_port],
                          capture_output=True, text=True, timeout=60).stdout
     n = int([l for l in out.splitlines() if "requests in" in l][0].split()[0])
     w = s.wait_spans(lambda x: x["kind"] == SERVER and x["a"].get("url.path") == "/f8.html", n,
@@ -617,6 +672,31 @@ def node_checks(s, node, node_port, v6_port):
     v6c = s.wait_spans(lambda x: x["kind"] == CLIENT and x["a"].get("server.port") == v6_port, 1)
     assert len(v6c) == 1 and v6c[0]["a"]["network.peer.address"] == "::1", describe(v6c[0])
     print("IPv6: one span each side, addresses ::1")
+
+
+def grpc_checks(s, gpy, g, port):
+    # ---- gRPC over h2c (grpcio both sides): one span per call, grpc-status from trailers ----
+    out = subprocess.run([gpy, "-c", GRPC_CLIENT, str(port)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.split() == ["OK", "OK", "NOT_FOUND"], out.stdout + out.stderr
+    srv = s.wait_spans(lambda x: x["kind"] == SERVER and x["res"]["process.pid"] == g.pid, 3)
+    cli = s.wait_spans(lambda x: x["kind"] == CLIENT and x["a"].get("server.port") == port, 3)
+    assert len(srv) == 3 and len(cli) == 3, "\n".join(map(describe, srv + cli))
+    for spans in (srv, cli):
+        spans.sort(key=lambda x: int(x["startTimeUnixNano"]))
+        assert [x["name"] for x in spans] == ["/demo.Greeter/Hello"] * 3, spans
+        assert [x["a"].get("rpc.grpc.status_code") for x in spans] == [0, 0, 5], \
+            "\n".join(map(describe, spans))
+        assert all(x["a"]["rpc.service"] == "demo.Greeter" and x["a"]["rpc.method"] == "Hello"
+                   for x in spans)
+    # NOT_FOUND is an error for the client only (semconv).
+    assert [x.get("status", {}).get("code") == 2 for x in cli] == [False, False, True]
+    assert not any(x.get("status", {}).get("code") == 2 for x in srv)
+    time.sleep(1.2)
+    h = s.histograms("rpc.server.duration")
+    n = sum(c for (pid, _), c in h.items() if pid == g.pid)
+    assert n == 3, h
+    print("gRPC h2c: 3 calls, 3 spans each side with grpc-status 0, 0, 5; rpc.server.duration 3")
 
 
 if __name__ == "__main__":
