@@ -103,33 +103,23 @@ static int lbl_cmp(const void *a, const void *b) {
   return strcmp(((const lbl *)a)->name, ((const lbl *)b)->name);
 }
 
-static int encode_series(const paexp *e, const pprof_enc_svc *s,
-                         Parca__Profilestore__V1alpha1__RawProfileSeries *ser, pprof_enc_label *rl,
-                         char (*names)[128], lbl *tmp, Parca__Profilestore__V1alpha1__Label *L,
-                         Parca__Profilestore__V1alpha1__Label **LP) {
-  size_t m = 0;
+static void encode_series(const paexp *e, const pprof_enc_svc *s,
+                          Parca__Profilestore__V1alpha1__RawProfileSeries *ser, pprof_enc_label *sl,
+                          size_t nl, lbl *tmp, Parca__Profilestore__V1alpha1__Label *L,
+                          Parca__Profilestore__V1alpha1__Label **LP) {
+  char name[128];
   if (e->cfg->profile_name && *e->cfg->profile_name) {
-    snprintf(names[0], 128, "%s", e->cfg->profile_name);
+    snprintf(name, sizeof name, "%s", e->cfg->profile_name);
   } else if (!strcmp(s->period_type, "cpu") && !strcmp(s->period_unit, "nanoseconds")) {
-    snprintf(names[0], 128, "parca_agent_cpu");
+    snprintf(name, sizeof name, "parca_agent_cpu");
   } else {
     char ty[100];
     pprof_enc_label_name(s->sample_type, ty, sizeof ty);
-    snprintf(names[0], 128, "parca_agent_%s", ty[0] == '_' ? ty + 1 : ty);
+    snprintf(name, sizeof name, "parca_agent_%s", ty[0] == '_' ? ty + 1 : ty);
   }
-  tmp[m++] = (lbl){"__name__", names[0]};
-  tmp[m++] = (lbl){"service_name", s->service};
-  size_t nr = pprof_enc_res_labels(s->resource, rl, MAX_LABELS);
-  for (size_t k = 0; k < nr; k++)
-    tmp[m++] = (lbl){rl[k].name, rl[k].value};
-  for (size_t k = 0; k < e->cfg->labels.n; k++) {
-    pprof_enc_label_name(e->cfg->labels.keys[k], names[1 + k], 128);
-    bool dup = false;
-    for (size_t x = 0; x < m && !dup; x++)
-      dup = !strcmp(tmp[x].name, names[1 + k]);
-    if (dup) continue; /* the resource's value stays */
-    tmp[m++] = (lbl){names[1 + k], e->cfg->labels.values[k] ? e->cfg->labels.values[k] : ""};
-  }
+  size_t m = pprof_enc_series_labels(s, name, &e->cfg->labels, sl, nl);
+  for (size_t k = 0; k < m; k++)
+    tmp[k] = (lbl){sl[k].name, sl[k].value};
   qsort(tmp, m, sizeof *tmp, lbl_cmp);
   for (size_t k = 0; k < m; k++) {
     parca__profilestore__v1alpha1__label__init(&L[k]);
@@ -139,7 +129,6 @@ static int encode_series(const paexp *e, const pprof_enc_svc *s,
   }
   ser->labels->labels = LP;
   ser->labels->n_labels = m;
-  return 0;
 }
 
 /* The token, from the option or the file (read for every call, so a rotated token is taken),
@@ -201,18 +190,16 @@ static void encode_work(void *arg) {
   Parca__Profilestore__V1alpha1__RawSample **smpp = calloc(n, sizeof *smpp);
   Parca__Profilestore__V1alpha1__Label *L = calloc(n * nl, sizeof *L);
   Parca__Profilestore__V1alpha1__Label **LP = calloc(n * nl, sizeof *LP);
-  pprof_enc_label *rl = calloc(n * MAX_LABELS, sizeof *rl);
-  char(*names)[128] = calloc(n * (1 + e->cfg->labels.n), sizeof *names);
+  pprof_enc_label *sl = calloc(n * nl, sizeof *sl);
   lbl *tmp = calloc(n * nl, sizeof *tmp);
   rc = SONDE_ENOMEM;
-  if (!ser || !serp || !ls || !smp || !smpp || !L || !LP || !rl || !names || !tmp) goto out;
+  if (!ser || !serp || !ls || !smp || !smpp || !L || !LP || !sl || !tmp) goto out;
   for (size_t i = 0; i < n; i++) {
     parca__profilestore__v1alpha1__raw_profile_series__init(&ser[i]);
     parca__profilestore__v1alpha1__label_set__init(&ls[i]);
     parca__profilestore__v1alpha1__raw_sample__init(&smp[i]);
     ser[i].labels = &ls[i];
-    encode_series(e, &v[i], &ser[i], &rl[i * MAX_LABELS], &names[i * (1 + e->cfg->labels.n)],
-                  &tmp[i * nl], &L[i * nl], &LP[i * nl]);
+    encode_series(e, &v[i], &ser[i], &sl[i * nl], nl, &tmp[i * nl], &L[i * nl], &LP[i * nl]);
     smp[i].raw_profile.data = v[i].pprof.data;
     smp[i].raw_profile.len = v[i].pprof.len;
     smpp[i] = &smp[i];
@@ -240,8 +227,7 @@ out:
   free(smpp);
   free(L);
   free(LP);
-  free(rl);
-  free(names);
+  free(sl);
   free(tmp);
   pprof_enc_free(v, n);
   j->enc_status = rc;

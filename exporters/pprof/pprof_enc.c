@@ -750,3 +750,23 @@ size_t pprof_enc_res_labels(const Opentelemetry__Proto__Resource__V1__Resource *
   }
   return n;
 }
+
+size_t pprof_enc_series_labels(const pprof_enc_svc *s, const char *name, const sonde_strmap *extra,
+                               pprof_enc_label *out, size_t max) {
+  snprintf(out[0].name, sizeof out[0].name, "__name__");
+  snprintf(out[0].value, sizeof out[0].value, "%s", name);
+  snprintf(out[1].name, sizeof out[1].name, "service_name");
+  snprintf(out[1].value, sizeof out[1].value, "%s", s->service);
+  size_t n = 2 + pprof_enc_res_labels(s->resource, out + 2, max - 2);
+  for (size_t i = 0; extra && i < extra->n && n < max; i++) {
+    pprof_enc_label *l = &out[n];
+    pprof_enc_label_name(extra->keys[i], l->name, sizeof l->name);
+    bool dup = !strncmp(l->name, "__", 2) || !strcmp(l->name, "service_name");
+    for (size_t k = 0; k < n && !dup; k++)
+      dup = !strcmp(out[k].name, l->name);
+    if (dup) continue;
+    snprintf(l->value, sizeof l->value, "%s", extra->values[i] ? extra->values[i] : "");
+    n++;
+  }
+  return n;
+}

@@ -65,4 +65,13 @@ size_t pprof_enc_res_labels(const Opentelemetry__Proto__Resource__V1__Resource *
 /* A Prometheus label name from any text, as above, into out (len >= 2). */
 void pprof_enc_label_name(const char *s, char *out, size_t len);
 
+/* The labels of one series of a labelled backend (Pyroscope, Parca), in this order: __name__
+ * (name), service_name (the group's service), the resource's (pprof_enc_res_labels), then the
+ * configured ones (extra: names sanitized as above, values cut like the resource's). A configured
+ * label whose name is reserved ("__" prefix, service_name) or already there is left out:
+ * backends refuse duplicate label names, and the resource's value wins. Fills at most max (>= 2),
+ * returns how many. */
+size_t pprof_enc_series_labels(const pprof_enc_svc *s, const char *name, const sonde_strmap *extra,
+                               pprof_enc_label *out, size_t max);
+
 #endif

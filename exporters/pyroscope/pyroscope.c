@@ -165,46 +165,27 @@ static void key_value(const char *s, char *out, size_t len) {
   out[o] = 0;
 }
 
-/* Whether configured label k (its name sanitized into name) is left out: the resource has one of
- * that name, an earlier configured one sanitized the same, or the name is reserved. Pyroscope
- * refuses duplicate label names. */
-static bool cfg_label_dup(const pyexp *e, size_t k, const char *name, const pprof_enc_label *rl,
-                          size_t nr) {
-  if (!strcmp(name, "service_name") || !strncmp(name, "__", 2)) return true;
-  for (size_t i = 0; i < nr; i++)
-    if (!strcmp(rl[i].name, name)) return true;
-  for (size_t i = 0; i < k; i++) {
-    char other[128];
-    pprof_enc_label_name(e->cfg->labels.keys[i], other, sizeof other);
-    if (!strcmp(other, name)) return true;
-  }
-  return false;
+/* Labels a series can have: MAX_LABELS of its resource, __name__, service_name, the configured. */
+static size_t max_labels(const pyexp *e) {
+  return MAX_LABELS + 2 + e->cfg->labels.n;
 }
 
-/* name{labels} for the ingest API. */
+/* name{labels} for the ingest API: the series' labels but __name__ and service_name, which the
+ * name part carries. */
 static int ingest_key(const pyexp *e, const pprof_enc_svc *s, sonde_buf *k) {
   char ty[64], v[256];
   type_name(s, ty, sizeof ty);
   key_value(s->service, v, sizeof v);
+  size_t nl = max_labels(e);
+  pprof_enc_label *l = malloc(nl * sizeof *l);
+  if (!l) return SONDE_ENOMEM;
+  size_t n = pprof_enc_series_labels(s, ty, &e->cfg->labels, l, nl);
   int rc = sonde_buf_printf(k, "%s.%s{", v, ty);
-  pprof_enc_label l[MAX_LABELS];
-  size_t n = pprof_enc_res_labels(s->resource, l, MAX_LABELS);
-  bool first = true;
-  for (size_t i = 0; !rc && i < n + e->cfg->labels.n; i++) {
-    char name[128];
-    const char *val;
-    if (i < n) {
-      snprintf(name, sizeof name, "%s", l[i].name);
-      val = l[i].value;
-    } else {
-      pprof_enc_label_name(e->cfg->labels.keys[i - n], name, sizeof name);
-      if (cfg_label_dup(e, i - n, name, l, n)) continue;
-      val = e->cfg->labels.values[i - n] ? e->cfg->labels.values[i - n] : "";
-    }
-    key_value(val, v, sizeof v);
-    rc = sonde_buf_printf(k, "%s%s=%s", first ? "" : ",", name, v);
-    first = false;
+  for (size_t i = 2; !rc && i < n; i++) {
+    key_value(l[i].value, v, sizeof v);
+    rc = sonde_buf_printf(k, "%s%s=%s", i == 2 ? "" : ",", l[i].name, v);
   }
+  free(l);
   if (!rc) rc = sonde_buf_append(k, "}", 1);
   return rc;
 }
@@ -259,50 +240,31 @@ static int build_push(job *j, const pprof_enc_svc *v, size_t n, preq *r) {
   Push__V1__RawProfileSeries **sp = calloc(n, sizeof *sp);
   Push__V1__RawSample *samples = calloc(n, sizeof *samples);
   Push__V1__RawSample **smp = calloc(n, sizeof *smp);
-  size_t nl = MAX_LABELS + 2 + e->cfg->labels.n;
+  size_t nl = max_labels(e);
   Types__V1__LabelPair *lp = calloc(n * nl, sizeof *lp);
   Types__V1__LabelPair **lpp = calloc(n * nl, sizeof *lpp);
-  pprof_enc_label *lab = calloc(n * MAX_LABELS, sizeof *lab);
+  pprof_enc_label *lab = calloc(n * nl, sizeof *lab);
   char(*ids)[40] = calloc(n, sizeof *ids);
-  char(*names)[2][128] = calloc(n, sizeof *names);
-  char(*extra)[128] = calloc(e->cfg->labels.n + 1, sizeof *extra);
-  if (!series || !sp || !samples || !smp || !lp || !lpp || !lab || !ids || !names || !extra)
-    goto out;
-  for (size_t k = 0; k < e->cfg->labels.n; k++)
-    pprof_enc_label_name(e->cfg->labels.keys[k], extra[k], sizeof extra[k]);
+  if (!series || !sp || !samples || !smp || !lp || !lpp || !lab || !ids) goto out;
   for (size_t i = 0; i < n; i++) {
     const pprof_enc_svc *s = &v[i];
     push__v1__raw_profile_series__init(&series[i]);
     push__v1__raw_sample__init(&samples[i]);
     Types__V1__LabelPair *L = &lp[i * nl];
     Types__V1__LabelPair **LP = &lpp[i * nl];
-    size_t m = 0;
+    pprof_enc_label *sl = &lab[i * nl];
+    char name[128];
     if (is_cpu(s))
-      snprintf(names[i][0], sizeof names[i][0], "process_cpu");
+      snprintf(name, sizeof name, "process_cpu");
     else
-      pprof_enc_label_name(s->sample_type, names[i][0], sizeof names[i][0]);
-    snprintf(names[i][1], sizeof names[i][1], "%s", s->service);
-    types__v1__label_pair__init(&L[m]);
-    L[m].name = "__name__";
-    L[m++].value = names[i][0];
-    types__v1__label_pair__init(&L[m]);
-    L[m].name = "service_name";
-    L[m++].value = names[i][1];
-    pprof_enc_label *rl = &lab[i * MAX_LABELS];
-    size_t nr = pprof_enc_res_labels(s->resource, rl, MAX_LABELS);
-    for (size_t k = 0; k < nr; k++) {
-      types__v1__label_pair__init(&L[m]);
-      L[m].name = rl[k].name;
-      L[m++].value = rl[k].value;
-    }
-    for (size_t k = 0; k < e->cfg->labels.n; k++) {
-      if (cfg_label_dup(e, k, extra[k], rl, nr)) continue;
-      types__v1__label_pair__init(&L[m]);
-      L[m].name = extra[k];
-      L[m++].value = e->cfg->labels.values[k] ? e->cfg->labels.values[k] : "";
-    }
-    for (size_t k = 0; k < m; k++)
+      pprof_enc_label_name(s->sample_type, name, sizeof name);
+    size_t m = pprof_enc_series_labels(s, name, &e->cfg->labels, sl, nl);
+    for (size_t k = 0; k < m; k++) {
+      types__v1__label_pair__init(&L[k]);
+      L[k].name = sl[k].name;
+      L[k].value = sl[k].value;
       LP[k] = &L[k];
+    }
     series[i].labels = LP;
     series[i].n_labels = m;
     /* a random (version 4) UUID per profile */
@@ -342,8 +304,6 @@ out:
   free(lpp);
   free(lab);
   free(ids);
-  free(names);
-  free(extra);
   return rc;
 }
 

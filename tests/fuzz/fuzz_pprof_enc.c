@@ -54,6 +54,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       for (size_t m = 0; m < k; m++)
         if (!strcmp(lab[k].name, lab[m].name)) abort();
     }
+    /* a series' labels with configured ones that clash with reserved and resource names */
+    static char *keys[] = {"env", "service.name", "__x", "k8s.pod.name", "env", "9lives"};
+    static char *vals[] = {"prod", "svc", "x", "pod", "again", NULL};
+    const sonde_strmap extra = {.keys = keys, .values = vals, .n = 6};
+    pprof_enc_label sl[24];
+    size_t ns = pprof_enc_series_labels(&v[i], "process_cpu", &extra, sl, 24);
+    if (ns < 2 || strcmp(sl[0].name, "__name__") || strcmp(sl[1].value, v[i].service)) abort();
+    for (size_t k = 1; k < ns; k++) {
+      check_name(sl[k].name);
+      if (!strncmp(sl[k].name, "__", 2)) abort();
+      for (size_t m = 0; m < k; m++)
+        if (!strcmp(sl[k].name, sl[m].name)) abort();
+    }
   }
   pprof_enc_free(v, n);
   sonde_batch_unref(b);
