@@ -59,9 +59,10 @@ def main():
                 shutil.copy(workload, path)
                 paths.append(path)
                 procs.append(subprocess.Popen([path, "cold", "0.3"]))
-            for p in procs:
-                p.wait()
-                pids.append(p.pid)
+            while any(p.poll() is None for p in procs):
+                peak = max(peak, s.metric("sonde_ebpf_profiler_unwind_rows"))
+                time.sleep(0.1)
+            pids += [p.pid for p in procs]
             peak = max(peak, s.metric("sonde_ebpf_profiler_unwind_rows"))
         # Exited processes leave at the report after their last samples, their files at the
         # report after that (reports every second; later on a loaded machine).
