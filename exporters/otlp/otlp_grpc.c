@@ -726,14 +726,10 @@ static void encode_done(void *arg, int status) {
   enqueue(g, r);
 }
 
-int otlp_grpc_send(void *inst, sonde_batch *b, sonde_send_cb cb, void *arg) {
-  ogrpc *g = inst;
-  if (g->stopping) return SONDE_ESHUTDOWN;
-  greq *r = calloc(1, sizeof *r);
-  if (!r) return SONDE_ENOMEM;
+/* A new request joins g->all (req_free leaves it), with its callback and no answer yet. */
+static void track(ogrpc *g, greq *r, sonde_signal sig, sonde_send_cb cb, void *arg) {
   r->g = g;
-  r->b = sonde_batch_ref(b);
-  r->sig = sonde_batch_signal(b);
+  r->sig = sig;
   r->cb = cb;
   r->arg = arg;
   r->grpc_status = -1;
@@ -741,6 +737,15 @@ int otlp_grpc_send(void *inst, sonde_batch *b, sonde_send_cb cb, void *arg) {
   r->next = g->all;
   if (g->all) g->all->prev = r;
   g->all = r;
+}
+
+int otlp_grpc_send(void *inst, sonde_batch *b, sonde_send_cb cb, void *arg) {
+  ogrpc *g = inst;
+  if (g->stopping) return SONDE_ESHUTDOWN;
+  greq *r = calloc(1, sizeof *r);
+  if (!r) return SONDE_ENOMEM;
+  r->b = sonde_batch_ref(b);
+  track(g, r, sonde_batch_signal(b), cb, arg);
   int rc = g->h->api->queue_work(g->h, encode_work, encode_done, r);
   if (rc) {
     r->done = true;
@@ -786,16 +791,8 @@ int otlp_grpc_call(void *inst, otlp_call *c, sonde_send_cb cb, void *arg) {
   sonde_buf_append(&r->payload, pre, 5);
   sonde_buf_append(&r->payload, c->body.data, c->body.len);
   sonde_buf_free(&c->body);
-  r->g = g;
   r->generic = true;
-  r->sig = SONDE_SIGNAL_PROFILES;
-  r->cb = cb;
-  r->arg = arg;
-  r->grpc_status = -1;
-  r->retry_delay_ns = -1;
-  r->next = g->all;
-  if (g->all) g->all->prev = r;
-  g->all = r;
+  track(g, r, SONDE_SIGNAL_PROFILES, cb, arg);
   enqueue(g, r);
   return 0;
 fail:
