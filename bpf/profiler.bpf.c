@@ -2,13 +2,19 @@
 /* The CPU profiler's BPF side.
  *
  * sample(): attached to one CPU-clock perf_event per CPU. For every sample of a user process it
- * records the kernel stack (bpf_get_stack), the user stack by walking frame pointers with
- * bpf_probe_read_user, the user registers (for the DWARF unwinder to come), and the task's ids,
- * and sends it all as one record over the `events` ring buffer.
+ * walks the user stack with the unwind rows user space published for the process's files
+ * (walk_step in a bpf_loop; frame pointers where a mapping has no rows), records the kernel stack
+ * (bpf_get_stack), the task's ids and, for a process image's first sample, its executable's
+ * inode, and sends it all as one record over the `events` ring buffer. Where the walk meets a pc
+ * in no mapping it knows, it stops and the record carries a copy of the stack for user space to
+ * finish the walk (struct sonde_prof_sample_stack).
  *
  * on_exit(): raw tracepoint sched_process_exit. When the last thread of a process that was ever
  * sampled exits, it tells user space so the process's state can be dropped. Processes never sampled
  * produce nothing (the `sampled` LRU map is how we know).
+ *
+ * on_exec(): raw tracepoint sched_process_exec. Remembers every exec's path (`execs`) and tells
+ * user space when a sampled process starts a new image.
  *
  * bpf_probe_read_user may fail on pages not present (it cannot fault them in from this context):
  * the walk then just stops there, and user space sees a shorter stack.

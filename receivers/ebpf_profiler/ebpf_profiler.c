@@ -1,19 +1,22 @@
 /* The `ebpf_profiler` receiver: a CPU profile of every process on the node, from BPF.
  *
  * Sampling: one CPU-clock perf_event per CPU at samples_per_second, each with the BPF program
- * bpf/profiler.bpf.c attached; it sends one record per sample (kernel stack, user stack walked by
- * frame pointers, user registers, ids) over a BPF ring buffer. The ring buffer's epoll fd is
- * watched with uv_poll, so records are read on the loop as they come.
+ * bpf/profiler.bpf.c attached; it sends one record per sample (kernel stack, user stack walked
+ * with the unwind rows this file publishes, or a stack copy when BPF met a mapping it does not
+ * know, which pend_walk finishes here) over a BPF ring buffer, drained on the loop.
  *
- * Aggregation (loop thread): samples with the same pid, tid, cpu, thread name and stack are
- * counted together; every reporter_interval the counts become ONE OTLP profiles batch in the
- * v1development dictionary form (one ResourceProfiles per process). Addresses are resolved against
- * the process's executable mappings only then, so a process whose /proc was not read yet still
- * gets its samples attributed once the read completes.
+ * Aggregation (loop thread): samples with the same pid, image (exec / pid reuse), tid, cpu,
+ * thread name and stack are counted together; every reporter_interval the counts become ONE OTLP
+ * profiles batch in the v1development dictionary form (one ResourceProfiles per process image).
+ * Addresses are resolved against the process's executable mappings only then, so a process whose
+ * /proc was not read yet still gets its samples attributed once the read completes.
  *
  * Processes: the first sample of a pid queues a read of /proc/PID/{exe,cgroup,maps} and of the
- * mapped files' build ids on the thread pool (never on the loop). An address outside the known
- * mappings (dlopen, JIT) queues a re-read, at most once a second per process. The BPF
+ * mapped files' build ids on the thread pool (never on the loop), which also builds the unwind
+ * rows of the files the sample's addresses fall in (ehframe.c); files are reference-counted by
+ * the processes that map them and their rows freed when none does. An address outside the known
+ * mappings (dlopen, JIT) queues a re-read (every 200 ms for a waiting stack copy, else once a
+ * second). The BPF
  * sched_process_exit hook reports the exit of sampled processes; their state is dropped after the
  * next report. A process quiet for a minute is checked with kill(pid, 0) in case its exit record
  * was lost (ring buffer full).
