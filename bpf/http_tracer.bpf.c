@@ -232,15 +232,15 @@ static __always_inline void submit(struct scratch *s, __u32 n, bool wake) {
   /* n <= SONDE_HTTP_CAP_MAX already; the mask is what the verifier can follow. */
   n &= 2 * SONDE_HTTP_CAP_MAX - 1;
   s->h.captured = n;
-  /* Waking user space costs an IPI per record: it drains on a timer and is woken only when the
-   * waiting data crosses wakeup_bytes (once per crossing: while it stays above, every record
-   * would pay for a wakeup the reader is already busy with), or for a process's first record (so
-   * it reads /proc/PID while the process is still there). */
+  /* Waking user space costs an IPI per record: it drains on a timer and is woken each time the
+   * waiting data crosses a multiple of wakeup_bytes (a power of two), so at most once per that
+   * many bytes however fast records come; and for a process's first record (so it reads
+   * /proc/PID while the process is still there). */
   __u64 waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-  __u64 flags =
-      wake || (waiting <= cfg.wakeup_bytes && waiting + sizeof(s->h) + n > cfg.wakeup_bytes)
-          ? BPF_RB_FORCE_WAKEUP
-          : BPF_RB_NO_WAKEUP;
+  __u64 mask = ~((__u64)cfg.wakeup_bytes - 1);
+  __u64 flags = wake || (waiting & mask) != ((waiting + sizeof(s->h) + n) & mask)
+                    ? BPF_RB_FORCE_WAKEUP
+                    : BPF_RB_NO_WAKEUP;
   if (bpf_ringbuf_output(&events, s, sizeof(s->h) + n, flags))
     count(SONDE_HTTP_CNT_LOST);
   else

@@ -79,7 +79,7 @@ struct sonde_http_config {
   __u32 capture;      /* bytes copied per call, <= SONDE_HTTP_CAP_MAX */
   __u32 include_only; /* 1: only pids marked INCLUDE in pid_filter */
   __u32 port_filter;  /* 1: only connections with a local or remote port set in `ports` */
-  __u32 wakeup_bytes; /* wake user space only when this much is waiting */
+  __u32 wakeup_bytes; /* wake user space each time this much more is waiting (a power of 2) */
 };
 _Static_assert(sizeof(struct sonde_http_config) == 16, "struct sonde_http_config layout");
 
@@ -89,8 +89,8 @@ _Static_assert(sizeof(struct sonde_http_config) == 16, "struct sonde_http_config
 #define SONDE_HTTP_CNT_N 2
 
 #define SONDE_HTTP_RINGBUF_BYTES (8u << 20)
-/* User space drains the ring every SONDE_HTTP_DRAIN_MS, and is woken when 1/32 of it is used
- * (256 KiB: ~700 records of a small request or response). The ring's pages count twice in RSS
+/* User space drains the ring every SONDE_HTTP_DRAIN_MS, and is woken each time another 1/32 of
+ * it fills (256 KiB: ~700 records of a small request or response). The ring's pages count twice in RSS
  * (the kernel maps the data area twice). */
 #define SONDE_HTTP_DRAIN_MS 100
 

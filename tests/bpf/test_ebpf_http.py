@@ -392,6 +392,24 @@ def main():
             skip_or_fail("sonde validate: " + out.strip())
         raise AssertionError("sonde validate failed:\n" + out)
 
+    # Bad options and missing privileges: one clear sentence each, from `sonde validate`.
+    bad = os.path.join(tmp, "bad.yaml")
+    with open(s.config) as f:
+        good = f.read()
+    with open(bad, "w") as f:
+        f.write(good.replace('open_ports: "', 'open_ports: "80-70,'))
+    r = subprocess.run([s.bin, "validate", "--config", bad], capture_output=True, text=True)
+    assert r.returncode != 0 and "open_ports" in r.stdout + r.stderr and "80-70" in \
+        r.stdout + r.stderr, r.stdout + r.stderr
+    os.chmod(s.config, 0o644)
+    if shutil.which("setpriv"):
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            s.bin, "validate", "--config", s.config], capture_output=True,
+                           text=True)
+        assert r.returncode != 0 and "needs CAP_BPF and CAP_PERFMON" in r.stdout + r.stderr, \
+            r.stdout + r.stderr
+    print("validate: a bad port range and a process without CAP_BPF are refused, by name")
+
     www = os.path.join(tmp, "www")
     os.makedirs(www)
     for i in range(10):
