@@ -396,13 +396,20 @@ int sample(struct bpf_perf_event_data *ctx) {
   return 0;
 }
 
+/* An excluded process is never sampled, yet user space must hear of its exit (its pid_filter
+ * entry must not outlive it) and exec (the verdict was on the old executable). */
+static __always_inline bool excluded(__u32 pid) {
+  __u32 *f = bpf_map_lookup_elem(&pid_filter, &pid);
+  return f && *f == SONDE_PROF_PID_EXCLUDE;
+}
+
 SEC("raw_tp/sched_process_exit")
 int on_exit(struct bpf_raw_tracepoint_args *ctx) {
   struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
   /* signal->live drops to 0 when the last thread of the group is on its way out. */
   if (BPF_CORE_READ(task, signal, live.counter) != 0) return 0;
   __u32 pid = task->tgid;
-  if (!bpf_map_lookup_elem(&sampled, &pid)) return 0;
+  if (!bpf_map_lookup_elem(&sampled, &pid) && !excluded(pid)) return 0;
   bpf_map_delete_elem(&sampled, &pid);
   struct sonde_prof_exit *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
   if (!e) return 0;
@@ -428,7 +435,7 @@ int on_exec(struct bpf_raw_tracepoint_args *ctx) {
   const char *filename = BPF_CORE_READ(bprm, filename);
   if (bpf_probe_read_kernel_str(x->path, sizeof(x->path), filename) < 0) x->path[0] = 0;
   bpf_map_update_elem(&execs, &pid, x, BPF_ANY);
-  if (!bpf_map_lookup_elem(&sampled, &pid)) return 0;
+  if (!bpf_map_lookup_elem(&sampled, &pid) && !excluded(pid)) return 0;
   /* The next sample is the new image's first: it names the new executable. */
   bpf_map_delete_elem(&sampled, &pid);
   struct sonde_prof_exit *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);

@@ -5,7 +5,9 @@ A sonde that profiles only executables named evict* sees 24 distinct files (fres
 exit. Checks, from sonde's own self-metrics and the profile it writes:
   * tables were built while they ran (sonde_ebpf_profiler_unwind_rows above its start value);
   * once they are gone, rows and files in use return to the start value (only the vdso's);
-  * their stacks were complete all the same (>= 99% down to main).
+  * their stacks were complete all the same (>= 99% down to main);
+  * a process excluded by that selection (a shell) that execs one of them is profiled from the
+    exec on (the verdict is on the executable, not the pid).
 
 Needs root and a BPF-capable kernel: otherwise exits 77 (skipped), or fails when
 SONDE_REQUIRE_BPF=1.
@@ -72,6 +74,13 @@ def main():
                      base_rows, base_files, s.metric("sonde_ebpf_profiler_unwind_rows"),
                      s.metric("sonde_ebpf_profiler_unwind_files")))
         evicted = s.metric("sonde_ebpf_profiler_processes_evicted_total")
+        # A shell (excluded: not evict*) spins until sonde has seen it, then execs a workload.
+        target = os.path.join(tmp, "evict_exec")
+        shutil.copy(workload, target)
+        sh = subprocess.Popen(["/bin/sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); "
+                               "done; exec %s cold 1" % target])
+        sh.wait()
+        time.sleep(2.5)  # the report that carries its samples
     finally:
         s.stop()
 
@@ -86,6 +95,10 @@ def main():
     for pid, path in zip(pids, paths):
         n, i, c, _bad = t.chain_counts(path, by_pid.get(pid, []))
         tot, in_chain, complete = tot + n, in_chain + i, complete + c
+    _t, exec_in_chain, exec_complete, _b = t.chain_counts(target, by_pid.get(sh.pid, []))
+    print("excluded shell exec'ing a workload: %d samples after the exec, %d complete" % (
+        exec_in_chain, exec_complete))
+    assert exec_in_chain >= 5, "the exec'd workload was not profiled (the shell's exclusion stuck)"
     print("%d files: rows in use %d at start, %d at the peak, back to %d; %d processes evicted; "
           "%d samples, %d in the chain, %d complete" % (FILES, base_rows, peak, base_rows, evicted,
                                                          tot, in_chain, complete))
