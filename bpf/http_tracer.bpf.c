@@ -248,7 +248,7 @@ static __always_inline void submit(struct scratch *s, __u32 n, bool wake) {
 }
 
 static __always_inline struct scratch *start_rec(__u32 type, __u64 id, int fd, struct sock *sk,
-                                                 __u8 dir, __u64 total) {
+                                                 __u8 dir, __u64 total, bool comm) {
   __u32 zero = 0;
   struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
   if (!s) return NULL;
@@ -263,7 +263,11 @@ static __always_inline struct scratch *start_rec(__u32 type, __u64 id, int fd, s
   s->h.dir = dir;
   s->h.flags = 0;
   s->h.role = SONDE_HTTP_ROLE_UNKNOWN;
-  bpf_get_current_comm(s->h.comm, sizeof(s->h.comm));
+  /* The thread name names a process gone before user space read /proc: its first record has it. */
+  if (comm)
+    bpf_get_current_comm(s->h.comm, sizeof(s->h.comm));
+  else
+    s->h.comm[0] = 0;
   if (!fill_conn(&s->h, sk)) return NULL;
   return s;
 }
@@ -294,7 +298,11 @@ static __always_inline void emit_data(__u64 id, struct args *a, long ret) {
   if (!sk) return;
   __u32 tid = (__u32)id;
   __u64 skv = (__u64)sk;
-  if (a->dir == 0) bpf_map_update_elem(&last_read, &tid, &skv, BPF_ANY);
+  if (a->dir == 0) {
+    /* An LRU update takes a lock: only when the thread moved to another socket. */
+    __u64 *lr = bpf_map_lookup_elem(&last_read, &tid);
+    if (!lr || *lr != skv) bpf_map_update_elem(&last_read, &tid, &skv, BPF_ANY);
+  }
   /* Inside SSL_read/SSL_write: these are TLS records; the uprobe sends the plaintext. */
   struct ssl_call *sc = bpf_map_lookup_elem(&ssl_calls, &tid);
   if (sc) {
@@ -303,20 +311,19 @@ static __always_inline void emit_data(__u64 id, struct args *a, long ret) {
   }
   struct sonde_http_conn *c = bpf_map_lookup_elem(&conns, &skv);
   if (c && c->verdict == SONDE_HTTP_VERDICT_SKIP) return;
-  struct scratch *s = start_rec(SONDE_HTTP_REC_DATA, id, a->fd, sk, a->dir, (__u64)ret);
+  __u32 pid = id >> 32;
+  bool first = !bpf_map_lookup_elem(&active, &pid);
+  struct scratch *s = start_rec(SONDE_HTTP_REC_DATA, id, a->fd, sk, a->dir, (__u64)ret, first);
   if (!s) return;
+  if (first) {
+    __u8 one = 1;
+    bpf_map_update_elem(&active, &pid, &one, BPF_ANY);
+  }
   if (c) {
     s->h.role = c->role;
   } else {
     struct sonde_http_conn nc = {0};
     bpf_map_update_elem(&conns, &skv, &nc, BPF_NOEXIST);
-  }
-  __u32 pid = id >> 32;
-  bool first = false;
-  if (!bpf_map_lookup_elem(&active, &pid)) {
-    __u8 one = 1;
-    bpf_map_update_elem(&active, &pid, &one, BPF_ANY);
-    first = true;
   }
   __u64 want = cfg.capture;
   if (want > SONDE_HTTP_CAP_MAX) want = SONDE_HTTP_CAP_MAX;
@@ -360,7 +367,7 @@ int on_enter(struct bpf_raw_tracepoint_args *ctx) {
   __u8 verdict = c->verdict;
   bpf_map_delete_elem(&conns, &skv);
   if (verdict == SONDE_HTTP_VERDICT_SKIP) return 0;
-  struct scratch *s = start_rec(SONDE_HTTP_REC_CLOSE, id, fd, sk, 0, 0);
+  struct scratch *s = start_rec(SONDE_HTTP_REC_CLOSE, id, fd, sk, 0, 0, false);
   if (s) submit(s, 0, false);
   return 0;
 }
@@ -482,7 +489,8 @@ static __always_inline int ssl_exit(long rc, bool ex) {
     struct sonde_http_conn nc = {.verdict = SONDE_HTTP_VERDICT_SKIP};
     bpf_map_update_elem(&conns, &skv, &nc, BPF_ANY);
   }
-  struct scratch *s = start_rec(SONDE_HTTP_REC_DATA, id, -1, (struct sock *)skv, c.dir, total);
+  struct scratch *s =
+      start_rec(SONDE_HTTP_REC_DATA, id, -1, (struct sock *)skv, c.dir, total, false);
   if (!s) return 0;
   s->h.role = role;
   s->h.flags = SONDE_HTTP_F_TLS;

@@ -45,7 +45,7 @@ struct sonde_http_data {
   __u16 lport, rport; /* host byte order */
   __u16 pad[2];
   __u8 laddr[16], raddr[16]; /* network byte order; IPv4 in the first 4 bytes */
-  char comm[16];
+  char comm[16];             /* thread name, in a process's first record only ("" otherwise) */
 };
 _Static_assert(sizeof(struct sonde_http_data) == 104, "struct sonde_http_data layout");
 
@@ -90,8 +90,8 @@ _Static_assert(sizeof(struct sonde_http_config) == 16, "struct sonde_http_config
 
 #define SONDE_HTTP_RINGBUF_BYTES (8u << 20)
 /* User space drains the ring every SONDE_HTTP_DRAIN_MS, and is woken each time another 1/32 of
- * it fills (256 KiB: ~700 records of a small request or response). The ring's pages count twice in RSS
- * (the kernel maps the data area twice). */
+ * it fills (256 KiB: ~700 records of a small request or response). The ring's pages count twice in
+ * RSS (the kernel maps the data area twice). */
 #define SONDE_HTTP_DRAIN_MS 100
 
 #endif
