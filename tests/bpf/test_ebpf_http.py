@@ -230,6 +230,23 @@ def curl(*args):
     return res, out
 
 
+def read_response(sock):
+    """One Content-Length response from sock."""
+    got = b""
+    while b"\r\n\r\n" not in got:
+        b = sock.recv(65536)
+        assert b, got
+        got += b
+    head, body = got.split(b"\r\n\r\n", 1)
+    n = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(
+        b"content-length:")][0])
+    while len(body) < n:
+        b = sock.recv(65536)
+        assert b, got
+        body += b
+    return head
+
+
 def raw_exchange(port, data, chunks=None, read_until_close=True, timeout=5):
     """Sends data (in the given chunk sizes), returns what came back; our local port too."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -429,15 +446,28 @@ def main():
         f.write(NGINX_CONF % {"tmp": tmp, "port": ng_port, "tls_port": tls_port})
 
     procs = []
+    # nginx and one keep-alive connection to it exist before sonde starts: the connection's next
+    # request must still make a span on both sides (its role comes from the bytes).
+    ng = subprocess.Popen([nginx_bin, "-c", os.path.join(tmp, "nginx.conf"), "-p", tmp],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(ng)
+    wait_port(ng_port)
+    early = socket.create_connection(("127.0.0.1", ng_port), timeout=5)
+    early_req = b"GET /f2.html?early=%d HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    early.sendall(early_req % 1)
+    got = read_response(early)
+    assert got.startswith(b"HTTP/1.1 200"), got[:200]
     s.start()
     try:
+        early.sendall(early_req % 2)
+        got = read_response(early)
+        assert got.startswith(b"HTTP/1.1 200"), got[:200]
+        early_port = early.getsockname()[1]
+        early.close()
         py = subprocess.Popen([sys.executable, "-m", "http.server", str(py_port), "--bind",
                                "127.0.0.1", "--directory", www], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
         procs.append(py)
-        ng = subprocess.Popen([nginx_bin, "-c", os.path.join(tmp, "nginx.conf"), "-p", tmp],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(ng)
         rst = subprocess.Popen([sys.executable, "-c", RESET_SERVER, str(rst_port)],
                                stdout=subprocess.PIPE)
         procs.append(rst)
@@ -457,6 +487,14 @@ def main():
         deadline = time.time() + 10
         while s.metric("sonde_ebpf_http_tls_files") < want and time.time() < deadline:
             time.sleep(0.2)
+
+        e_srv = s.wait_spans(lambda x: x["kind"] == SERVER and
+                             x["a"].get("network.peer.port") == early_port, 1)
+        e_cli = s.wait_spans(lambda x: x["kind"] == CLIENT and x["a"].get("url.path") == "/f2.html"
+                             and x["res"]["process.pid"] == os.getpid(), 1)
+        assert len(e_srv) == 1 and len(e_cli) == 1, "\n".join(map(describe, e_srv + e_cli))
+        assert e_srv[0]["a"].get("url.query") == "early=2", describe(e_srv[0])
+        print("a connection opened before sonde: its next request makes one span each side")
 
         run_checks(s, tmp, py, py_port, ng_port, tls_port, rst_port, par, par_port, big)
         if node:
@@ -519,7 +557,8 @@ def run_checks(s, tmp, py, py_port, ng_port, tls_port, rst_port, par, par_port, 
     got, out = curl(*["http://127.0.0.1:%d%s" % (ng_port, p) for p in ng_paths])
     assert [c for c, _ in got] == [200] * 5 + [503, 404], out.stdout
     ng_srv = s.wait_spans(lambda x: x["kind"] == SERVER and x["a"].get("server.port") == ng_port
-                          and x["a"]["url.path"] in ng_paths, len(ng_paths))
+                          and x["a"]["url.path"] in ng_paths and "url.query" not in x["a"],
+                          len(ng_paths))
     assert len(ng_srv) == len(ng_paths), "\n".join(map(describe, ng_srv))
     assert len({x["a"]["network.peer.port"] for x in ng_srv}) == 1, "keep-alive: one connection"
     for p, (code, t) in zip(ng_paths, got):
@@ -584,7 +623,8 @@ def run_checks(s, tmp, py, py_port, ng_port, tls_port, rst_port, par, par_port, 
     assert not bad, "spans for bad input:\n" + "\n".join(map(describe, bad))
     # This process's own client spans: the 4 pipelined requests and the 1-byte one, no more.
     mine = [x for x in s.spans() if x["kind"] == CLIENT and x["res"]["process.pid"] == os.getpid()]
-    assert sorted(x["a"]["url.path"] for x in mine) == ["/f%d.html" % i for i in range(1, 6)], \
+    assert sorted(x["a"]["url.path"] for x in mine) == sorted(
+        ["/f%d.html" % i for i in range(1, 6)] + ["/f2.html"]), \
         "\n".join(map(describe, mine))
     assert not_http_before >= 2, not_http_before
     print("bad input: no spans, %d connections judged not HTTP" % not_http_before)
