@@ -105,9 +105,35 @@ static int level_validate(const otlp_config *c, char *err, size_t errlen) {
   return 0;
 }
 
+int otlp_header_validate(const char *name, const char *value, char *err, size_t errlen) {
+  static const char tchar[] = "!#$%&'*+-.^_`|~"; /* RFC 9110 5.6.2, with letters and digits */
+  bool ok = name && *name;
+  for (const char *p = name; ok && *p; p++)
+    ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+         strchr(tchar, *p);
+  if (!ok) {
+    snprintf(err, errlen,
+             "headers: \"%s\" is not a header name (letters, digits and !#$%%&'*+-.^_`|~ only)",
+             name ? name : "");
+    return SONDE_ECONFIG;
+  }
+  if (value && strpbrk(value, "\r\n")) {
+    snprintf(err, errlen, "headers: the value of \"%s\" holds a line break", name);
+    return SONDE_ECONFIG;
+  }
+  return 0;
+}
+
+int otlp_headers_validate(const sonde_strmap *h, char *err, size_t errlen) {
+  for (size_t i = 0; i < h->n; i++)
+    if (otlp_header_validate(h->keys[i], h->values[i], err, errlen)) return SONDE_ECONFIG;
+  return 0;
+}
+
 int otlp_grpc_validate(const void *config, char *err, size_t errlen) {
   const otlp_config *c = config;
   if (level_validate(c, err, errlen)) return SONDE_ECONFIG;
+  if (otlp_headers_validate(&c->headers, err, errlen)) return SONDE_ECONFIG;
   if (empty(c->endpoint)) {
     snprintf(err, errlen, "requires a non-empty \"endpoint\"");
     return SONDE_ECONFIG;
@@ -121,6 +147,7 @@ int otlp_grpc_validate(const void *config, char *err, size_t errlen) {
 int otlp_http_validate(const void *config, char *err, size_t errlen) {
   const otlp_config *c = config;
   if (level_validate(c, err, errlen)) return SONDE_ECONFIG;
+  if (otlp_headers_validate(&c->headers, err, errlen)) return SONDE_ECONFIG;
   const char *eps[] = {c->endpoint, c->traces_endpoint, c->metrics_endpoint, c->logs_endpoint,
                        c->profiles_endpoint};
   bool any = false;

@@ -47,6 +47,10 @@ typedef struct otlp_config {
 extern const sonde_option otlp_tls_options[];
 extern const sonde_option otlp_grpc_options[];
 extern const sonde_option otlp_http_options[];
+/* A header (gRPC metadata) name must be an HTTP token and its value one line; these say which
+ * one is not, for the exporters' validate. */
+int otlp_header_validate(const char *name, const char *value, char *err, size_t errlen);
+int otlp_headers_validate(const sonde_strmap *h, char *err, size_t errlen);
 int otlp_grpc_validate(const void *config, char *err, size_t errlen);
 int otlp_http_validate(const void *config, char *err, size_t errlen);
 

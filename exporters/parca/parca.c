@@ -321,6 +321,7 @@ static int pa_validate(const void *config, char *err, size_t errlen) {
   otlp_url u;
   if (otlp_parse_grpc_endpoint(c->endpoint, c->insecure || c->tls.insecure, &u, err, errlen))
     return SONDE_ECONFIG;
+  if (otlp_headers_validate(&c->headers, err, errlen)) return SONDE_ECONFIG;
   if (c->bearer_token && *c->bearer_token && c->bearer_token_file && *c->bearer_token_file) {
     snprintf(err, errlen, "set bearer_token or bearer_token_file, not both");
     return SONDE_ECONFIG;

@@ -457,6 +457,9 @@ static int py_validate(const void *config, char *err, size_t errlen) {
   const py_config *c = config;
   otlp_url u;
   if (otlp_parse_http_url(c->endpoint, &u, err, errlen)) return SONDE_ECONFIG;
+  if (otlp_headers_validate(&c->headers, err, errlen) ||
+      otlp_header_validate("X-Scope-OrgID", c->tenant_id, err, errlen))
+    return SONDE_ECONFIG;
   if ((c->basic_auth.username && *c->basic_auth.username) !=
       (c->basic_auth.password && *c->basic_auth.password)) {
     snprintf(err, errlen, "basic_auth needs both username and password");

@@ -181,7 +181,8 @@ parca:
 
 
 def case_bad_profile_name(tmp):
-    """A profile_name Parca's profile types cannot carry is a configuration error that says why."""
+    """A profile_name Parca's profile types cannot carry, or a bad metadata name, is a
+    configuration error that says why."""
     s = harness.Sonde("", "parca-bad-name")
     with open(s.config, "w") as f:
         f.write("""
@@ -200,6 +201,24 @@ service:
 """)
     rc, out = harness.run_cli("validate", "--config", s.config)
     assert rc != 0 and 'profile_name "cpu:samples"' in out and "name part" in out, (rc, out)
+    # a metadata name HTTP/2 cannot carry is refused by name, not reset by the server at every call
+    with open(s.config, "w") as f:
+        f.write("""
+receivers:
+  otlp:
+    protocols:
+      http: {endpoint: "127.0.0.1:0"}
+exporters:
+  parca:
+    endpoint: 127.0.0.1:1
+    insecure: true
+    headers: {"x-team id": "a"}
+service:
+  pipelines:
+    profiles: {receivers: [otlp], exporters: [parca]}
+""")
+    rc, out = harness.run_cli("validate", "--config", s.config)
+    assert rc != 0 and '"x-team id" is not a header name' in out, (rc, out)
 
 
 def test():

@@ -377,6 +377,27 @@ pyroscope:
     assert names == sorted("svc-%d.cpu{}" % i for i in range(12)), names
 
 
+def case_bad_tenant():
+    """A tenant_id with a line break is a configuration error naming the header."""
+    s = harness.Sonde("", "pyroscope-bad-tenant")
+    with open(s.config, "w") as f:
+        f.write("""
+receivers:
+  otlp:
+    protocols:
+      http: {endpoint: "127.0.0.1:0"}
+exporters:
+  pyroscope:
+    endpoint: http://127.0.0.1:1
+    tenant_id: "team-a\\r\\nX-Evil: 1"
+service:
+  pipelines:
+    profiles: {receivers: [otlp], exporters: [pyroscope]}
+""")
+    rc, out = harness.run_cli("validate", "--config", s.config)
+    assert rc != 0 and 'the value of "X-Scope-OrgID" holds a line break' in out, (rc, out)
+
+
 def test():
     if not shutil.which("node"):
         raise AssertionError("node is needed (tests/e2e/node)")
@@ -387,6 +408,7 @@ def test():
     case_push_tls(tmpd, body, t_ns)
     case_ingest_partial(tmpd, body)
     case_ingest_window(tmpd, body)
+    case_bad_tenant()
     case_push_grpc(tmpd, body, t_ns)
     case_retry(tmpd, body, 503, "push")
     case_retry(tmpd, body, 400, "push")
