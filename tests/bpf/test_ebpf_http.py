@@ -499,6 +499,7 @@ def main():
         run_checks(s, tmp, py, py_port, ng_port, tls_port, rst_port, par, par_port, big)
         if node:
             node_checks(s, node, node_port, v6_port)
+        selection_checks(tmp, py, py_port, ng_port)
         gpy = grpc_python()
         if gpy:
             g = subprocess.Popen([gpy, "-c", GRPC_SERVER, str(grpc_port)], stdout=subprocess.PIPE)
@@ -730,6 +731,29 @@ def node_checks(s, node, node_port, v6_port):
     v6c = s.wait_spans(lambda x: x["kind"] == CLIENT and x["a"].get("server.port") == v6_port, 1)
     assert len(v6c) == 1 and v6c[0]["a"]["network.peer.address"] == "::1", describe(v6c[0])
     print("IPv6: one span each side, addresses ::1")
+
+
+def selection_checks(tmp, py, py_port, ng_port):
+    # ---- selection: a second sonde that traces only nginx, by executable name ----
+    sub = os.path.join(tmp, "sel")
+    os.makedirs(sub)
+    s2 = Sonde(sub, [py_port, ng_port])
+    with open(s2.config) as f:
+        cfg = f.read()
+    with open(s2.config, "w") as f:
+        f.write(cfg.replace("    capture_bytes: 4096", "    include: {executables: [nginx]}\n"
+                            "    exclude: {pids: [\"%d\"]}\n    capture_bytes: 4096" % py.pid))
+    s2.start()
+    try:
+        got, _ = curl("http://127.0.0.1:%d/f3.html?sel=1" % ng_port,
+                      "http://127.0.0.1:%d/f3.html?sel=1" % py_port)
+        assert [c for c, _ in got] == [200, 200]
+        ng = s2.wait_spans(lambda x: x["a"].get("url.path") == "/f3.html", 1)
+        assert len(ng) == 1 and ng[0]["kind"] == SERVER and \
+            ng[0]["res"]["process.executable.name"] == "nginx", "\n".join(map(describe, ng))
+    finally:
+        s2.stop()
+    print("selection: include executables [nginx] traces nginx only (not curl, not python)")
 
 
 def grpc_checks(s, gpy, g, port):
