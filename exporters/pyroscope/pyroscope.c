@@ -465,6 +465,11 @@ static int py_validate(const void *config, char *err, size_t errlen) {
     snprintf(err, errlen, "basic_auth needs both username and password");
     return SONDE_ECONFIG;
   }
+  if (c->basic_auth.username && strchr(c->basic_auth.username, ':')) {
+    /* RFC 7617: the user-id ends at the first ':' of user:password */
+    snprintf(err, errlen, "basic_auth: the username cannot contain ':'");
+    return SONDE_ECONFIG;
+  }
   return 0;
 }
 

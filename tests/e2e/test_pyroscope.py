@@ -378,7 +378,8 @@ pyroscope:
 
 
 def case_bad_tenant():
-    """A tenant_id with a line break is a configuration error naming the header."""
+    """A tenant_id with a line break, or a basic auth username with ':' (the server would split
+    it elsewhere), is a configuration error that says so."""
     s = harness.Sonde("", "pyroscope-bad-tenant")
     with open(s.config, "w") as f:
         f.write("""
@@ -396,6 +397,22 @@ service:
 """)
     rc, out = harness.run_cli("validate", "--config", s.config)
     assert rc != 0 and 'the value of "X-Scope-OrgID" holds a line break' in out, (rc, out)
+    with open(s.config, "w") as f:
+        f.write("""
+receivers:
+  otlp:
+    protocols:
+      http: {endpoint: "127.0.0.1:0"}
+exporters:
+  pyroscope:
+    endpoint: http://127.0.0.1:1
+    basic_auth: {username: "a:b", password: "c"}
+service:
+  pipelines:
+    profiles: {receivers: [otlp], exporters: [pyroscope]}
+""")
+    rc, out = harness.run_cli("validate", "--config", s.config)
+    assert rc != 0 and "the username cannot contain ':'" in out, (rc, out)
 
 
 def test():
