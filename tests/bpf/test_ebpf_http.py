@@ -78,6 +78,7 @@ class Sonde:
   ebpf_http:
     open_ports: "%s"
     capture_bytes: 4096  # 4 pipelined responses in one read exceed the default 1024
+    routes: {patterns: ["/status/{code}"]}
     flush_interval: 200ms
     metrics_interval: 500ms
 exporters:
@@ -566,7 +567,11 @@ def run_checks(s, tmp, py, py_port, ng_port, tls_port, rst_port, par, par_port, 
         x = [y for y in ng_srv if y["a"]["url.path"] == p][0]
         check_exchange(x, "GET", p, code)
         assert x["dur"] <= t, describe(x)
-    print("nginx keep-alive: %d spans on one connection, 503 an error" % len(ng_srv))
+    st = [x for x in ng_srv if x["a"]["url.path"] == "/status/x"][0]
+    assert st["a"]["http.route"] == "/status/{code}" and st["name"] == "GET /status/{code}", \
+        describe(st)
+    print("nginx keep-alive: %d spans on one connection, 503 an error, a configured route" %
+          len(ng_srv))
 
     # ---- a large file (sendfile) timed to its last byte; a gzip'd chunked response ----
     got, _ = curl("http://127.0.0.1:%d/big.bin" % ng_port)
