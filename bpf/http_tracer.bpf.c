@@ -247,8 +247,11 @@ static __always_inline void submit(struct scratch *s, __u32 n, bool wake) {
     count(SONDE_HTTP_CNT_EVENTS);
 }
 
+/* The record header in the per-CPU scratch; NULL when the port filter rejects the connection.
+ * cache (the connection's `conns` entry, may be NULL) provides the addresses once filled. */
 static __always_inline struct scratch *start_rec(__u32 type, __u64 id, int fd, struct sock *sk,
-                                                 __u8 dir, __u64 total, bool comm) {
+                                                 __u8 dir, __u64 total, bool comm,
+                                                 struct sonde_http_conn *cache) {
   __u32 zero = 0;
   struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
   if (!s) return NULL;
@@ -268,7 +271,23 @@ static __always_inline struct scratch *start_rec(__u32 type, __u64 id, int fd, s
     bpf_get_current_comm(s->h.comm, sizeof(s->h.comm));
   else
     s->h.comm[0] = 0;
+  if (cache && cache->cached) {
+    s->h.family = cache->family;
+    s->h.lport = cache->lport;
+    s->h.rport = cache->rport;
+    __builtin_memcpy(s->h.laddr, cache->laddr, 16);
+    __builtin_memcpy(s->h.raddr, cache->raddr, 16);
+    return s;
+  }
   if (!fill_conn(&s->h, sk)) return NULL;
+  if (cache) {
+    cache->family = s->h.family;
+    cache->lport = s->h.lport;
+    cache->rport = s->h.rport;
+    __builtin_memcpy(cache->laddr, s->h.laddr, 16);
+    __builtin_memcpy(cache->raddr, s->h.raddr, 16);
+    cache->cached = 1;
+  }
   return s;
 }
 
@@ -311,20 +330,24 @@ static __always_inline void emit_data(__u64 id, struct args *a, long ret) {
   }
   struct sonde_http_conn *c = bpf_map_lookup_elem(&conns, &skv);
   if (c && c->verdict == SONDE_HTTP_VERDICT_SKIP) return;
+  if (!c) {
+    struct sonde_http_conn nc = {0};
+    bpf_map_update_elem(&conns, &skv, &nc, BPF_NOEXIST);
+    c = bpf_map_lookup_elem(&conns, &skv);
+  }
   __u32 pid = id >> 32;
   bool first = !bpf_map_lookup_elem(&active, &pid);
-  struct scratch *s = start_rec(SONDE_HTTP_REC_DATA, id, a->fd, sk, a->dir, (__u64)ret, first);
-  if (!s) return;
+  struct scratch *s = start_rec(SONDE_HTTP_REC_DATA, id, a->fd, sk, a->dir, (__u64)ret, first, c);
+  if (!s) {
+    /* Not on an open port: from now on this connection costs one lookup. */
+    if (c) c->verdict = SONDE_HTTP_VERDICT_SKIP;
+    return;
+  }
   if (first) {
     __u8 one = 1;
     bpf_map_update_elem(&active, &pid, &one, BPF_ANY);
   }
-  if (c) {
-    s->h.role = c->role;
-  } else {
-    struct sonde_http_conn nc = {0};
-    bpf_map_update_elem(&conns, &skv, &nc, BPF_NOEXIST);
-  }
+  if (c) s->h.role = c->role;
   __u64 want = cfg.capture;
   if (want > SONDE_HTTP_CAP_MAX) want = SONDE_HTTP_CAP_MAX;
   if (want > (__u64)ret) want = ret;
@@ -367,7 +390,7 @@ int on_enter(struct bpf_raw_tracepoint_args *ctx) {
   __u8 verdict = c->verdict;
   bpf_map_delete_elem(&conns, &skv);
   if (verdict == SONDE_HTTP_VERDICT_SKIP) return 0;
-  struct scratch *s = start_rec(SONDE_HTTP_REC_CLOSE, id, fd, sk, 0, 0, false);
+  struct scratch *s = start_rec(SONDE_HTTP_REC_CLOSE, id, fd, sk, 0, 0, false, NULL);
   if (s) submit(s, 0, false);
   return 0;
 }
@@ -490,7 +513,7 @@ static __always_inline int ssl_exit(long rc, bool ex) {
     bpf_map_update_elem(&conns, &skv, &nc, BPF_ANY);
   }
   struct scratch *s =
-      start_rec(SONDE_HTTP_REC_DATA, id, -1, (struct sock *)skv, c.dir, total, false);
+      start_rec(SONDE_HTTP_REC_DATA, id, -1, (struct sock *)skv, c.dir, total, false, cn);
   if (!s) return 0;
   s->h.role = role;
   s->h.flags = SONDE_HTTP_F_TLS;

@@ -62,13 +62,17 @@ _Static_assert(sizeof(struct sonde_http_fork) == 24, "struct sonde_http_fork lay
 #define SONDE_HTTP_VERDICT_HTTP 1
 #define SONDE_HTTP_VERDICT_SKIP 2 /* not HTTP, or TLS: the socket's own bytes are not sent */
 
-/* The `conns` map: struct sock address -> this. */
+/* The `conns` map: struct sock address -> this. User space writes only the verdict (read,
+ * modify, write); BPF caches the connection's addresses so later records skip reading them. */
 struct sonde_http_conn {
   __u8 role;    /* SONDE_HTTP_ROLE_* */
   __u8 verdict; /* SONDE_HTTP_VERDICT_* */
-  __u8 pad[6];
+  __u8 cached;  /* 1: the fields below are filled (and passed the port filter) */
+  __u8 family;
+  __u16 lport, rport;
+  __u8 laddr[16], raddr[16];
 };
-_Static_assert(sizeof(struct sonde_http_conn) == 8, "struct sonde_http_conn layout");
+_Static_assert(sizeof(struct sonde_http_conn) == 40, "struct sonde_http_conn layout");
 
 /* Values of the `pid_filter` map. */
 #define SONDE_HTTP_PID_EXCLUDE 1

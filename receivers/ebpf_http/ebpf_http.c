@@ -852,7 +852,10 @@ static void conn_remove(eh *e, uint64_t sock, uint64_t ts) {
 
 static void set_verdict(eh *e, econn *c, uint8_t verdict) {
   if (!e->skel) return;
-  struct sonde_http_conn v = {.role = c->role, .verdict = verdict};
+  /* Read, modify, write: BPF keeps the connection's addresses in the entry. */
+  struct sonde_http_conn v;
+  if (bpf_map__lookup_elem(e->skel->maps.conns, &c->sock, 8, &v, sizeof(v), 0)) return;
+  v.verdict = verdict;
   bpf_map__update_elem(e->skel->maps.conns, &c->sock, 8, &v, sizeof(v), BPF_EXIST);
 }
 
