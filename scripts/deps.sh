@@ -5,7 +5,8 @@ set -eu
 PKGS="cmake make pkg-config gcc clang llvm bpftool libbpf-dev libelf-dev libdw-dev libdebuginfod-dev
 libiberty-dev libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev libyaml-dev libuv1-dev libzstd-dev
 zstd openssl libssl-dev zlib1g-dev libcmocka-dev libhttp-parser-dev libclang-rt-14-dev curl python3
-libpcre2-dev golang-go debuginfod prometheus g++ binutils libc6-dbg chromium nginx-light wrk"
+libpcre2-dev golang-go debuginfod prometheus g++ binutils libc6-dbg chromium nginx-light wrk
+python3-grpcio nghttp2-server"
 [ -n "${SONDE_EXTRA_PKGS:-}" ] && PKGS="$PKGS $SONDE_EXTRA_PKGS"
 
 missing=""

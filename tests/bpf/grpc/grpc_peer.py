@@ -1,0 +1,84 @@
+"""gRPC peers for test_ebpf_http_grpc.py on python3-grpcio (Debian), with no generated code: the
+methods of pkg.Service take and return raw bytes.
+
+  server PORT [CERT KEY]   serves pkg.Service/Method until killed; prints "ready"
+  client TARGET N CONC [CERT]
+      one channel: N sequential Method calls, one that the server answers NOT_FOUND, then CONC
+      concurrent calls (multiplexed on the same connection); prints their times as JSON.
+
+Method's request says what to do: b"sleep:MS" sleeps MS ms first, b"notfound" aborts NOT_FOUND;
+the reply echoes the request."""
+import concurrent.futures
+import json
+import sys
+import time
+
+import grpc
+
+
+def method(request, context):
+    if request == b"notfound":
+        context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+    if request.startswith(b"sleep:"):
+        time.sleep(int(request[6:]) / 1000.0)
+    return b"echo:" + request
+
+
+def server(port, cert=None, key=None):
+    s = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=16))
+    handler = grpc.unary_unary_rpc_method_handler(method)
+    s.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("pkg.Service",
+                                                                     {"Method": handler}),))
+    addr = "127.0.0.1:%d" % port
+    if cert:
+        with open(cert, "rb") as f:
+            c = f.read()
+        with open(key, "rb") as f:
+            k = f.read()
+        s.add_secure_port(addr, grpc.ssl_server_credentials([(k, c)]))
+    else:
+        s.add_insecure_port(addr)
+    s.start()
+    print("ready", flush=True)
+    s.wait_for_termination()
+
+
+def client(target, n, conc, cert=None):
+    if cert:
+        with open(cert, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        # The certificate is for CN=localhost.
+        ch = grpc.secure_channel(target, creds,
+                                 options=[("grpc.ssl_target_name_override", "localhost")])
+    else:
+        ch = grpc.insecure_channel(target)
+    grpc.channel_ready_future(ch).result(timeout=20)
+    call = ch.unary_unary("/pkg.Service/Method")
+    out = {"seq": []}
+    for i in range(n):
+        t = time.perf_counter()
+        assert call(b"call %d" % i, timeout=20) == b"echo:call %d" % i
+        out["seq"].append(time.perf_counter() - t)
+    t = time.perf_counter()
+    try:
+        call(b"notfound", timeout=20)
+        raise SystemExit("NOT_FOUND expected")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.NOT_FOUND, e
+    out["notfound"] = time.perf_counter() - t
+    # Concurrent calls that each take 300 ms on the server: in flight together on one connection.
+    t = time.perf_counter()
+    futs = [call.future(b"sleep:300", timeout=20) for _ in range(conc)]
+    for f in futs:
+        assert f.result() == b"echo:sleep:300"
+    out["conc_total"] = time.perf_counter() - t
+    ch.close()
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    a = sys.argv[1:]
+    if a[0] == "server":
+        server(int(a[1]), *a[2:4])
+    else:
+        client(a[1], int(a[2]), int(a[3]), *a[4:5])
