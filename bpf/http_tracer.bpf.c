@@ -183,21 +183,25 @@ static __always_inline bool pid_wanted(__u32 pid) {
   return !cfg.include_only;
 }
 
-/* The TCP sock behind fd in the current task, or NULL. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* The TCP sock behind fd in the current task, or NULL. Direct loads through BTF pointers (the
+ * task, and the file made one with bpf_rdonly_cast) instead of a probe-read helper call per
+ * field: this walk runs for every read and write on a socket of the machine. */
 static __always_inline struct sock *fd_sock(int fd) {
-  struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
-  struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-  if (fd < 0 || (unsigned)fd >= BPF_CORE_READ(fdt, max_fds)) return NULL;
-  struct file **fds = BPF_CORE_READ(fdt, fd);
-  struct file *f = NULL;
-  bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-  if (!f) return NULL;
-  if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK) return NULL;
-  struct socket *so = BPF_CORE_READ(f, private_data);
-  if (!so || BPF_CORE_READ(so, type) != 1 /* SOCK_STREAM */) return NULL;
-  struct sock *sk = BPF_CORE_READ(so, sk);
+  struct task_struct *task = bpf_get_current_task_btf();
+  struct fdtable *fdt = task->files->fdt;
+  if (fd < 0 || (unsigned)fd >= fdt->max_fds) return NULL;
+  struct file *fp = NULL;
+  bpf_probe_read_kernel(&fp, sizeof(fp), (void *)((__u64)fdt->fd + (__u64)fd * sizeof(fp)));
+  if (!fp) return NULL;
+  struct file *f = bpf_rdonly_cast(fp, bpf_core_type_id_kernel(struct file));
+  if ((f->f_inode->i_mode & S_IFMT) != S_IFSOCK) return NULL;
+  struct socket *so = bpf_rdonly_cast(f->private_data, bpf_core_type_id_kernel(struct socket));
+  if (!so || so->type != 1 /* SOCK_STREAM */) return NULL;
+  struct sock *sk = so->sk;
   if (!sk) return NULL;
-  __u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+  __u16 fam = sk->__sk_common.skc_family;
   if (fam != AF_INET && fam != AF_INET6) return NULL;
   return sk;
 }
