@@ -4,7 +4,8 @@ scraped by a real Prometheus. Nothing of sonde's code checks the results.
 
 Peers (tests/bpf/grpc/): python3-grpcio server and client over h2c and over TLS (Debian's grpcio
 links the system libssl, so the libssl uprobes see its plaintext), @grpc/grpc-js server and client
-over h2c (tests/e2e/node), nghttpd with curl --http2-prior-knowledge, raw sockets for bad input.
+over h2c and TLS (tests/e2e/node; node links OpenSSL statically: uprobes in the executable),
+nghttpd with curl --http2-prior-knowledge, raw sockets for bad input.
 
 Needs root, a kernel with BTF, raw tracepoints, uprobes and ring buffers, python3-grpcio,
 nghttp2-server, curl, openssl, prometheus, node with tests/e2e/node installed: otherwise exits 77
@@ -260,8 +261,8 @@ def main():
                              "e2e/node_deps test does)" % NODE_MODULES)
     nghttpd = shutil.which("nghttpd") or "/usr/sbin/nghttpd"
     tmp = tempfile.mkdtemp(prefix="sonde-bpf-grpc-")
-    py_port, tls_port, js_port, h2_port = (free_port() for _ in range(4))
-    s = GrpcSonde(tmp, [py_port, tls_port, js_port, h2_port])
+    py_port, tls_port, js_port, jstls_port, h2_port = (free_port() for _ in range(5))
+    s = GrpcSonde(tmp, [py_port, tls_port, js_port, jstls_port, h2_port])
     rc, out = s.validate()
     if rc != 0:
         if "needs CAP_BPF" in out or "kernel feature missing" in out:
@@ -292,6 +293,8 @@ def main():
                         {"OTEL_SERVICE_NAME": "grpctls-srv"})
         js_srv = start(["node", jspeer, "server", str(js_port)], procs,
                        {"OTEL_SERVICE_NAME": "grpcjs-srv"})
+        jstls_srv = start(["node", jspeer, "server", str(jstls_port), cert, key], procs,
+                          {"OTEL_SERVICE_NAME": "grpcjstls-srv"})
         h2d = subprocess.Popen([nghttpd, "--no-tls", "-d", www, str(h2_port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=dict(os.environ, OTEL_SERVICE_NAME="nghttpd-srv"))
@@ -317,6 +320,11 @@ def main():
         jpid, res = run_client(["node", jspeer, "client", "127.0.0.1:%d" % js_port, str(n),
                                 str(conc)], "grpcjs-cli")
         check_grpc(s, "grpc-js h2c", js_srv.pid, jpid, js_port, res, n, conc)
+        # ---- grpc-js over TLS (uprobes in the node executable, which links OpenSSL) ----
+        jtpid, res = run_client(["node", jspeer, "client", "127.0.0.1:%d" % jstls_port, str(n),
+                                 str(conc), cert], "grpcjstls-cli")
+        check_grpc(s, "grpc-js TLS", jstls_srv.pid, jtpid, jstls_port, res, n, conc,
+                   scheme="https")
 
         # ---- (4) plain HTTP/2: curl --http2-prior-knowledge against nghttpd ----
         paths = ["/f0.html", "/f1.html", "/f2.html?x=1", "/users/42", "/missing.html"]
@@ -411,6 +419,8 @@ def main():
                  count(SERVER, tls_srv.pid)),
                 ('sum(rpc_server_duration_milliseconds_count{job="grpcjs-srv"})',
                  count(SERVER, js_srv.pid)),
+                ('sum(rpc_client_duration_milliseconds_count{job="grpcjstls-cli"})',
+                 count(CLIENT, jtpid)),
                 ('sum(http_server_request_duration_seconds_count{job="nghttpd-srv"})',
                  count(SERVER, h2d.pid)),
                 ('sum(http_server_request_duration_seconds_count{job="nghttpd-srv",'
