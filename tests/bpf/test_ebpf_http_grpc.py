@@ -96,7 +96,7 @@ class Prometheus:
         assert doc["status"] == "success", doc
         return doc["data"]["result"]
 
-    def wait_value(self, q, want, timeout=30):
+    def wait_value(self, q, want, timeout=30, tol=0.0):
         deadline = time.time() + timeout
         got = None
         while time.time() < deadline:
@@ -106,7 +106,7 @@ class Prometheus:
                 res = None
             if res and len(res) == 1:
                 got = float(res[0]["value"][1])
-                if got == want:
+                if abs(got - want) <= tol:
                     return
             time.sleep(0.2)
         raise AssertionError("prometheus: %s: want %s, last %s" % (q, want, got))
@@ -427,6 +427,11 @@ def main():
                  'http_route="/users/{id}",http_response_status_code="404"})', 1)):
             assert want >= 1
             prom.wait_value(q, want)
+        # Units: the sum of rpc.server.duration (ms) is the sum of the server spans' durations.
+        ms = sum(x["dur"] for x in spans if x["kind"] == SERVER and
+                 x["res"]["process.pid"] == js_srv.pid) * 1e3
+        prom.wait_value('sum(rpc_server_duration_milliseconds_sum{job="grpcjs-srv"})', ms,
+                        tol=0.001 * total)
         # From the file exporter, per process: gRPC not in the http.* metrics.
         for name, pid, want in (("rpc.server.duration", js_srv.pid, total),
                                 ("rpc.client.duration", jpid, total),
@@ -440,7 +445,8 @@ def main():
                 time.sleep(0.2)
             assert got == want, "%s of pid %d: %d, %d spans" % (name, pid, got, want)
         print("RED: rpc.server/client.duration and http.server.request.duration counts equal "
-              "the span counts, through Prometheus and the file exporter")
+              "the span counts, through Prometheus and the file exporter; the ms sum is the "
+              "spans' durations")
     finally:
         for p in procs:
             p.terminate()
