@@ -311,6 +311,16 @@ def main():
         cpid, res = run_client([py, peer, "client", "127.0.0.1:%d" % py_port, str(n),
                                 str(conc)], "grpcpy-cli")
         check_grpc(s, "grpcio h2c", py_srv.pid, cpid, py_port, res, n, conc)
+        # ---- a traceparent in the call's metadata: the server span continues that trace ----
+        trace, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+        tp_pid, _ = run_client([py, peer, "traceparent", "127.0.0.1:%d" % py_port,
+                                "00-%s-%s-01" % (trace, parent)], "grpcpy-tp")
+        tp = s.wait_spans(lambda x: x["kind"] == SERVER and x["res"]["process.pid"] == py_srv.pid
+                          and x["traceId"] == trace, 1)
+        assert len(tp) == 1 and tp[0].get("parentSpanId") == parent, "\n".join(map(describe, tp))
+        tpc = s.wait_spans(lambda x: x["kind"] == CLIENT and x["res"]["process.pid"] == tp_pid, 1)
+        assert len(tpc) == 1 and tpc[0]["traceId"] == trace, tpc
+        print("traceparent in gRPC metadata: the server span continues the caller's trace")
         # ---- (2) grpcio over TLS (libssl uprobes) ----
         tpid, res = run_client([py, peer, "client", "127.0.0.1:%d" % tls_port, str(n),
                                 str(conc), cert], "grpctls-cli")

@@ -5,6 +5,8 @@ methods of pkg.Service take and return raw bytes.
   client TARGET N CONC [CERT]
       one channel: N sequential Method calls, one that the server answers NOT_FOUND, then CONC
       concurrent calls (multiplexed on the same connection); prints their times as JSON.
+  traceparent TARGET TP
+      one Method call with the W3C traceparent TP in its metadata, as an SDK would send it.
 
 Method's request says what to do: b"sleep:MS" sleeps MS ms first, b"notfound" aborts NOT_FOUND;
 the reply echoes the request."""
@@ -76,9 +78,18 @@ def client(target, n, conc, cert=None):
     print(json.dumps(out), flush=True)
 
 
+def traceparent(target, tp):
+    with grpc.insecure_channel(target) as ch:
+        call = ch.unary_unary("/pkg.Service/Method")
+        assert call(b"tp", metadata=(("traceparent", tp),), timeout=20) == b"echo:tp"
+    print(json.dumps({}), flush=True)
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
-    if a[0] == "server":
+    if a[0] == "traceparent":
+        traceparent(a[1], a[2])
+    elif a[0] == "server":
         server(int(a[1]), *a[2:4])
     else:
         client(a[1], int(a[2]), int(a[3]), *a[4:5])
