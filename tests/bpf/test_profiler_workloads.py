@@ -283,7 +283,8 @@ def main():
         procs["qsort"] = subprocess.Popen([w["chains"], "qsort", str(SECONDS)])
         procs["deep"] = subprocess.Popen([w["chains"], "deep", str(DEPTH), str(SECONDS)])
         procs["dlopen"] = subprocess.Popen([w["chains"], "dlopen", w["dlib"], str(SECONDS)])
-        procs["signal"] = subprocess.Popen([w["chains"], "signal", str(SECONDS)])
+        # Half in the handler, half interrupted: twice the samples of the others.
+        procs["signal"] = subprocess.Popen([w["chains"], "signal", str(2 * SECONDS)])
         procs["throw"] = subprocess.Popen([w["throw"], "throw", str(SECONDS)])
         for name, p in procs.items():
             assert p.wait() == 0, "workload %s exited %d" % (name, p.returncode)
