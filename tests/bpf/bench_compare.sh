@@ -32,6 +32,7 @@ import tempfile
 import time
 
 HERE = os.environ["HERE"]
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, HERE)
 import profile_util as pu  # noqa: E402
 
