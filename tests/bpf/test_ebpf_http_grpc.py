@@ -178,6 +178,13 @@ def check_grpc(s, what, srv_pid, cli_pid, port, res, n, conc, scheme="http"):
         for x, t in zip(spans[:n + 1], res["seq"] + [res["notfound"]]):
             assert 0 < x["dur"] <= t, "%s %s: span longer than the call (%.6f s): %s" % (
                 what, side, t, describe(x))
+        # Body sizes: the length-prefixed messages (5-byte prefix), the NOT_FOUND one without.
+        for i, x in enumerate(spans[:n + 1]):
+            req = b"call %d" % i if i < n else b"notfound"
+            want = (5 + len(req), 5 + len(b"echo:" + req) if i < n else 0)
+            got = (x["a"].get("http.request.body.size"), x["a"].get("http.response.body.size"))
+            assert got == want, "%s %s: body sizes %s, want %s: %s" % (what, side, got, want,
+                                                                      describe(x))
         # NOT_FOUND: an error for the client; not for the server (semconv's server list).
         nf = spans[n]
         err = nf.get("status", {}).get("code") == 2
@@ -321,6 +328,21 @@ def main():
         tpc = s.wait_spans(lambda x: x["kind"] == CLIENT and x["res"]["process.pid"] == tp_pid, 1)
         assert len(tpc) == 1 and tpc[0]["traceId"] == trace, tpc
         print("traceparent in gRPC metadata: the server span continues the caller's trace")
+        # ---- a server stream: one span per call, timed to the trailers, every reply counted ----
+        st_pid, res = run_client([py, peer, "stream", "127.0.0.1:%d" % py_port], "grpcpy-st")
+        st = s.wait_spans(lambda x: x["kind"] == SERVER and x["res"]["process.pid"] == py_srv.pid
+                          and x["name"] == "/pkg.Service/Stream", 1)
+        st += s.wait_spans(lambda x: x["kind"] == CLIENT and x["res"]["process.pid"] == st_pid, 1)
+        assert len(st) == 2, "\n".join(map(describe, st))
+        for x in st:
+            a = x["a"]
+            assert a.get("rpc.method") == "Stream" and a.get("rpc.grpc.status_code") == 0 and \
+                a.get("http.response.body.size") == 5 * (5 + 6) and \
+                a.get("http.request.body.size") == 5 + 2, describe(x)
+            assert 0.1 <= x["dur"] <= res["t"], "5 replies 20 ms apart, %.6f s in all: %s" % (
+                res["t"], describe(x))
+        print("server stream: one span each side, 5 replies in the body size, timed to the end")
+
         # ---- (2) grpcio over TLS (libssl uprobes) ----
         tpid, res = run_client([py, peer, "client", "127.0.0.1:%d" % tls_port, str(n),
                                 str(conc), cert], "grpctls-cli")

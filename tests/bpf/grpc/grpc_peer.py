@@ -7,6 +7,8 @@ methods of pkg.Service take and return raw bytes.
       concurrent calls (multiplexed on the same connection); prints their times as JSON.
   traceparent TARGET TP
       one Method call with the W3C traceparent TP in its metadata, as an SDK would send it.
+  stream TARGET
+      one call of the server-streaming pkg.Service/Stream: 5 replies b"part I", 20 ms apart.
 
 Method's request says what to do: b"sleep:MS" sleeps MS ms first, b"notfound" aborts NOT_FOUND;
 the reply echoes the request."""
@@ -26,11 +28,18 @@ def method(request, context):
     return b"echo:" + request
 
 
+def stream(request, context):
+    for i in range(5):
+        time.sleep(0.02)
+        yield b"part %d" % i
+
+
 def server(port, cert=None, key=None):
     s = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=16))
     handler = grpc.unary_unary_rpc_method_handler(method)
-    s.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("pkg.Service",
-                                                                     {"Method": handler}),))
+    streamer = grpc.unary_stream_rpc_method_handler(stream)
+    s.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "pkg.Service", {"Method": handler, "Stream": streamer}),))
     addr = "127.0.0.1:%d" % port
     if cert:
         with open(cert, "rb") as f:
@@ -85,9 +94,19 @@ def traceparent(target, tp):
     print(json.dumps({}), flush=True)
 
 
+def stream_client(target):
+    with grpc.insecure_channel(target) as ch:
+        t = time.perf_counter()
+        got = list(ch.unary_stream("/pkg.Service/Stream")(b"go", timeout=20))
+        assert got == [b"part %d" % i for i in range(5)], got
+        print(json.dumps({"t": time.perf_counter() - t}), flush=True)
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
-    if a[0] == "traceparent":
+    if a[0] == "stream":
+        stream_client(a[1])
+    elif a[0] == "traceparent":
         traceparent(a[1], a[2])
     elif a[0] == "server":
         server(int(a[1]), *a[2:4])
