@@ -1,6 +1,7 @@
 /* The short-lived child of `chains spawn` and the second executable of the pid-reuse case
  * (tests/bpf/test_profiler_workloads.py): `child run MS [WARM_MS]` spins MS ms of its own CPU
  * time in main -> k_a -> k_b -> k_c, after WARM_MS ms of CPU time in `warm`. */
+#define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>

@@ -1,5 +1,8 @@
 /* The library `chains dlopen` opens once it runs (tests/bpf/test_profiler_workloads.py):
  * lib_a -> lib_b -> lib_c, called from the program's d_b through a pointer from dlsym. */
+#define _POSIX_C_SOURCE 200809L
+#include <time.h>
+
 volatile unsigned long lib_sink;
 
 static inline __attribute__((always_inline)) unsigned long lcg(unsigned long x, int n) {
@@ -26,7 +29,6 @@ __attribute__((noinline)) unsigned long lib_a(unsigned long x) {
 }
 
 /* Outside the chain: spins SECONDS so that the profiler sees the new mapping first. */
-#include <time.h>
 __attribute__((noinline)) void lib_warm(double seconds) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
