@@ -24,6 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree from this import
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_ebpf_http import (CLIENT, SERVER, Sonde, describe, free_port, skip_or_fail,  # noqa: E402
                             wait_port)
