@@ -1091,6 +1091,8 @@ static int on_sample(prof *p, const struct sonde_prof_sample *s) {
      * image, read again. */
     q->exited = false;
     proc_new_image(p, q);
+    metric_add(p, p->m_evicted,
+               1); /* the exited process is gone; its entry now holds the new one */
     read = true;
   }
   if ((s->flags & SONDE_PROF_F_EXE) && !q->exe_ino) {
