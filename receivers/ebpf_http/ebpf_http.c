@@ -738,8 +738,31 @@ static int build_span(eh *e, econn *c, eproc *q, const hx_exchange *ex, const sc
     st->code = OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_ERROR;
     if (!(st->message = sonde_batch_strdup(b, err))) return SONDE_ENOMEM;
     sp->status = st;
-    char et[16];
-    snprintf(et, sizeof(et), "%d", ex->status);
+    /* gRPC: the status code's name (semconv), not the HTTP status, which is 200 for errors. */
+    static const char *const grpc_names[] = {"OK",
+                                             "CANCELLED",
+                                             "UNKNOWN",
+                                             "INVALID_ARGUMENT",
+                                             "DEADLINE_EXCEEDED",
+                                             "NOT_FOUND",
+                                             "ALREADY_EXISTS",
+                                             "PERMISSION_DENIED",
+                                             "RESOURCE_EXHAUSTED",
+                                             "FAILED_PRECONDITION",
+                                             "ABORTED",
+                                             "OUT_OF_RANGE",
+                                             "UNIMPLEMENTED",
+                                             "INTERNAL",
+                                             "UNAVAILABLE",
+                                             "DATA_LOSS",
+                                             "UNAUTHENTICATED"};
+    char et[24];
+    if (grpc && ex->grpc_status >= 0 && ex->grpc_status < 17)
+      snprintf(et, sizeof(et), "%s", grpc_names[ex->grpc_status]);
+    else if (grpc && ex->grpc_status >= 0)
+      snprintf(et, sizeof(et), "%d", ex->grpc_status);
+    else
+      snprintf(et, sizeof(et), "%d", ex->status);
     KV(sonde_batch_kv_str(b, "error.type", ex->reset ? "connection_reset" : et));
   }
   sp->attributes = a;

@@ -191,6 +191,9 @@ def check_grpc(s, what, srv_pid, cli_pid, port, res, n, conc, scheme="http"):
         err = nf.get("status", {}).get("code") == 2
         assert err == (side == "client"), "%s %s: error status of NOT_FOUND: %s" % (
             what, side, nf)
+        if err:  # semconv: the gRPC status code's name, not the HTTP status (200)
+            assert nf["a"].get("error.type") == "NOT_FOUND", "%s %s: error.type %r" % (
+                what, side, nf["a"].get("error.type"))
         for x in spans[:n] + spans[n + 1:]:
             assert x.get("status", {}).get("code", 0) != 2, describe(x)
         # The concurrent ones: each 300 ms on the server, all in flight at once.
