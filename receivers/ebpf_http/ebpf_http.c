@@ -798,17 +798,35 @@ static void on_exchange(econn *c, const hx_exchange *ex, const sctx *s) {
   if (!e->cfg->spans) return;
   sctx tmp;
   if (!s) {
-    /* HTTP/2 streams: fresh ids, the incoming traceparent continued. */
+    /* HTTP/2 streams, with HTTP/1's rules: a server continues an incoming traceparent; a
+     * client's own header names this client span; otherwise a client call made while its
+     * thread serves a request is that request's child. */
     memset(&tmp, 0, sizeof(tmp));
     tmp.tid = c->tid;
-    uint8_t sp[8];
-    if (parse_traceparent(ex->traceparent, tmp.trace, sp) && ex->server) {
+    uint8_t tr[16], sp[8];
+    bool tp = parse_traceparent(ex->traceparent, tr, sp);
+    const sctx *srv = ex->server ? NULL : tid_serving(e, c->tid);
+    if (tp) memcpy(tmp.trace, tr, 16);
+    if (tp && ex->server) {
       memcpy(tmp.parent, sp, 8);
       tmp.has_parent = true;
-    } else if (!ex->traceparent || ex->server) {
-      random_id(tmp.trace, 16);
+      random_id(tmp.span, 8);
+    } else if (tp) {
+      memcpy(tmp.span, sp, 8);
+      if (srv && !memcmp(srv->trace, tr, 16)) {
+        memcpy(tmp.parent, srv->span, 8);
+        tmp.has_parent = true;
+      }
+    } else {
+      if (srv) {
+        memcpy(tmp.trace, srv->trace, 16);
+        memcpy(tmp.parent, srv->span, 8);
+        tmp.has_parent = true;
+      } else {
+        random_id(tmp.trace, 16);
+      }
+      random_id(tmp.span, 8);
     }
-    random_id(tmp.span, 8);
     s = &tmp;
   }
   if (build_span(e, c, q, ex, s, route)) {

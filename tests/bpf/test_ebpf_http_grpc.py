@@ -331,6 +331,9 @@ def main():
         assert len(tp) == 1 and tp[0].get("parentSpanId") == parent, "\n".join(map(describe, tp))
         tpc = s.wait_spans(lambda x: x["kind"] == CLIENT and x["res"]["process.pid"] == tp_pid, 1)
         assert len(tpc) == 1 and tpc[0]["traceId"] == trace, tpc
+        # The caller's own header names its client span: the server span's parent is that span.
+        assert tpc[0].get("spanId") == parent, "client span id %s, header's %s" % (
+            tpc[0].get("spanId"), parent)
         print("traceparent in gRPC metadata: the server span continues the caller's trace")
         # ---- a server stream: one span per call, timed to the trailers, every reply counted ----
         st_pid, res = run_client([py, peer, "stream", "127.0.0.1:%d" % py_port], "grpcpy-st")
