@@ -1013,7 +1013,8 @@ static void agg_add(prof *p, proc *q, const struct sonde_prof_sample *s, const u
  * counts the sample. A stack that could not be walked to its end gets a last frame of address 0
  * (no mapping): it shows as an unknown root rather than as a complete stack, and is counted in
  * samples_truncated. */
-static bool pend_walk(prof *p, proc *q, const struct sonde_prof_sample_stack *r, bool may_wait) {
+static bool pend_walk(prof *p, proc *q, const struct sonde_prof_sample_stack *r, bool may_wait,
+                      uint64_t *stop_pc) {
   const struct sonde_prof_sample *s = &r->s;
   uint64_t frames[SONDE_PROF_USTACK_MAX];
   size_t n = s->n_ustack <= SONDE_PROF_USTACK_MAX ? s->n_ustack : SONDE_PROF_USTACK_MAX;
@@ -1030,7 +1031,10 @@ static bool pend_walk(prof *p, proc *q, const struct sonde_prof_sample_stack *r,
                  r->stack_addr, r->stack_len < SONDE_PROF_STACK_COPY, may_wait, frames, &n,
                  SONDE_PROF_USTACK_MAX);
     free(maps);
-    if (rc == UW_WALK_NEED && may_wait) return false;
+    if (rc == UW_WALK_NEED && may_wait) {
+      if (stop_pc) *stop_pc = frames[n - 1];
+      return false;
+    }
   }
   if ((rc == UW_WALK_NEED || rc == UW_WALK_CUT) && n) {
     if (n == SONDE_PROF_USTACK_MAX) n--;
@@ -1062,7 +1066,7 @@ static void pend_run(prof *p, proc *q, bool force) {
   while (*pp) {
     pend *x = *pp;
     bool wait = !force && !x->tries && q->have_info && !p->stopping;
-    if (!pend_walk(p, q, &x->r, wait)) {
+    if (!pend_walk(p, q, &x->r, wait, NULL)) {
       x->tries++;
       want = true;
       pp = &x->next;
@@ -1108,9 +1112,14 @@ static int on_sample(prof *p, const struct sonde_prof_sample *s) {
      * tables are there, else once the read that builds them is done. */
     const struct sonde_prof_sample_stack *r = (const void *)s;
     metric_add(p, p->m_copied, 1);
-    if (q->have_info && !q->loading && !read && pend_walk(p, q, r, true)) return 0;
+    uint64_t stop = 0;
+    if (q->have_info && !q->loading && !read && pend_walk(p, q, r, true, &stop)) return 0;
+    /* Stopped in a mapping already known whose file's rows were never built (the maps were read
+     * mid-exec, before the sample's code was reached): the read that builds them cannot wait for
+     * the re-read throttle, a short-lived process would be gone by then. */
+    if (stop && prof_procinfo_find(&q->info, stop)) read = !q->loading;
     if (q->npend >= PEND_MAX_PROC || p->npend >= PEND_MAX) {
-      pend_walk(p, q, r, false);
+      pend_walk(p, q, r, false, NULL);
     } else {
       size_t len = r->stack_len <= SONDE_PROF_STACK_COPY ? r->stack_len : SONDE_PROF_STACK_COPY;
       pend *x = malloc(offsetof(pend, r.stack) + len);

@@ -275,7 +275,8 @@ def chain_counts(workload, samples):
         if names[:len(want)] == want:
             complete += n
         elif len(bad) < 5:
-            bad.append(names)
+            bad.append([nm or "%s+%#x" % (os.path.basename(fname), addr)
+                        for nm, (_k, fname, addr, _b) in zip(names, user)])
     return total, in_chain, complete, bad
 
 

@@ -92,9 +92,11 @@ def main():
                 for smp in prof.get("samples", []):
                     by_pid.setdefault(int(ra["process.pid"]), []).append((d, smp))
     tot = in_chain = complete = 0
+    bad = []
     for pid, path in zip(pids, paths):
-        n, i, c, _bad = t.chain_counts(path, by_pid.get(pid, []))
+        n, i, c, b = t.chain_counts(path, by_pid.get(pid, []))
         tot, in_chain, complete = tot + n, in_chain + i, complete + c
+        bad += [(pid, names) for names in b]
     _t, exec_in_chain, exec_complete, _b = t.chain_counts(target, by_pid.get(sh.pid, []))
     print("excluded shell exec'ing a workload: %d samples after the exec, %d complete" % (
         exec_in_chain, exec_complete))
@@ -104,6 +106,8 @@ def main():
                                                          tot, in_chain, complete))
     assert peak > base_rows, "no tables were built for the workloads"
     assert in_chain >= 20, "too few chain samples: %d of %d" % (in_chain, tot)
+    for pid, names in bad[:10]:
+        print("incomplete, pid %d (#%d of %d): %s" % (pid, pids.index(pid), len(pids), names))
     assert complete >= 0.99 * in_chain, "incomplete stacks: %d/%d" % (complete, in_chain)
     print("OK")
 
