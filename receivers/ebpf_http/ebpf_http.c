@@ -30,6 +30,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <nghttp2/nghttp2.h>
 #include <uv.h>
 
 #include "http1.h"
@@ -687,10 +688,10 @@ static int build_span(eh *e, econn *c, eproc *q, const hx_exchange *ex, const sc
   if (ex->method) KV(sonde_batch_kv_str(b, "http.request.method", ex->method));
   if (ex->path) KV(sonde_batch_kv_str(b, "url.path", ex->path));
   if (ex->query && ex->server) KV(sonde_batch_kv_str(b, "url.query", ex->query));
-  KV(sonde_batch_kv_str(b, "url.scheme", c->tls ? "https" : "http"));
+  KV(sonde_batch_kv_str(b, "url.scheme", ex->tls ? "https" : "http"));
   if (ex->status) KV(sonde_batch_kv_int(b, "http.response.status_code", ex->status));
   KV(sonde_batch_kv_str(b, "network.protocol.name", "http"));
-  KV(sonde_batch_kv_str(b, "network.protocol.version", ex->proto == HX_HTTP1 ? "1.1" : "2"));
+  KV(sonde_batch_kv_str(b, "network.protocol.version", ex->version ? ex->version : "1.1"));
   KV(sonde_batch_kv_str(b, "network.peer.address", c->peer));
   KV(sonde_batch_kv_int(b, "network.peer.port", c->rport));
   if (ex->server) {
@@ -723,10 +724,15 @@ static int build_span(eh *e, econn *c, eproc *q, const hx_exchange *ex, const sc
     if (ex->grpc_status >= 0) KV(sonde_batch_kv_int(b, "rpc.grpc.status_code", ex->grpc_status));
   }
   const char *err = NULL;
-  if (ex->reset)
+  /* A gRPC status (from trailers, or from the RST_STREAM that ended the call) decides alone: a
+   * call the client cancelled is an error for the client, not for the server (semconv). */
+  if (grpc && ex->grpc_status >= 0) {
+    if (ex->grpc_status > 0 && (!ex->server || grpc_server_error(ex->grpc_status)))
+      err = ex->rst_code >= 0 ? "stream reset (RST_STREAM)" : "gRPC error status";
+  } else if (ex->reset && ex->rst_code >= 0)
+    err = "stream reset (RST_STREAM)";
+  else if (ex->reset)
     err = "connection closed before the response completed";
-  else if (grpc && ex->grpc_status > 0 && (!ex->server || grpc_server_error(ex->grpc_status)))
-    err = "gRPC error status";
   else if (!grpc && ex->status >= 500)
     err = "server error";
   else if (!grpc && !ex->server && ex->status >= 400)
@@ -761,9 +767,13 @@ static int build_span(eh *e, econn *c, eproc *q, const hx_exchange *ex, const sc
       snprintf(et, sizeof(et), "%s", grpc_names[ex->grpc_status]);
     else if (grpc && ex->grpc_status >= 0)
       snprintf(et, sizeof(et), "%d", ex->grpc_status);
+    else if (ex->reset && ex->rst_code >= 0) /* the HTTP/2 error code's name: "CANCEL" */
+      snprintf(et, sizeof(et), "%s", nghttp2_http2_strerror((uint32_t)ex->rst_code));
+    else if (ex->reset)
+      snprintf(et, sizeof(et), "connection_reset");
     else
       snprintf(et, sizeof(et), "%d", ex->status);
-    KV(sonde_batch_kv_str(b, "error.type", ex->reset ? "connection_reset" : et));
+    KV(sonde_batch_kv_str(b, "error.type", et));
   }
   sp->attributes = a;
   sp->n_attributes = n;
@@ -773,13 +783,17 @@ static int build_span(eh *e, econn *c, eproc *q, const hx_exchange *ex, const sc
 static void flush_spans(eh *e);
 
 /* One finished exchange of connection c. */
-static void on_exchange(econn *c, const hx_exchange *ex, const sctx *s) {
+static void on_exchange(econn *c, const hx_exchange *dex, const sctx *s) {
   eh *e = c->owner;
-  /* A request with no response makes no span: it may be a probe, or bytes we misread. */
-  if (!ex->status && !(ex->proto != HX_HTTP1 && ex->grpc_status >= 0)) {
+  /* A request with no response makes no span: it may be a probe, or bytes we misread. An HTTP/2
+   * stream that either side reset (RST_STREAM) did end, and makes one. */
+  if (!dex->status && !(dex->proto != HX_HTTP1 && (dex->grpc_status >= 0 || dex->rst_code >= 0))) {
     madd(e->m_unanswered, e, 1);
     return;
   }
+  hx_exchange x = *dex;
+  x.tls = c->tls;
+  const hx_exchange *ex = &x;
   eproc *q = proc_get(e, c->pid, NULL);
   if (!q || q->excluded) return;
   hx_resource res = proc_resource(e, q);
@@ -1296,6 +1310,13 @@ static void on_sweep(void *arg) {
       }
     }
   }
+  /* The RED series of an exited process go out in one last collection before they are forgotten
+   * (else what it did since the last metrics_interval would be lost). */
+  bool gone = false;
+  for (size_t i = 0; e->red && !gone && i < PROC_BUCKETS; i++)
+    for (eproc *q = e->procs[i]; q && !gone; q = q->next)
+      gone = !q->nspans && kill((pid_t)q->pid, 0) && errno == ESRCH;
+  if (gone) on_metrics(e);
   for (size_t i = 0; i < PROC_BUCKETS; i++) {
     for (eproc **pp = &e->procs[i]; *pp;) {
       eproc *q = *pp;

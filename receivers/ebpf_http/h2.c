@@ -44,12 +44,13 @@ enum {
 };
 
 /* Kept header values of a stream, as offsets into buf (-1: absent). */
-enum { V_METHOD, V_PATH, V_QUERY, V_AUTHORITY, V_UA, V_TRACEPARENT, V_CTYPE, V_N };
+enum { V_METHOD, V_PATH, V_QUERY, V_AUTHORITY, V_UA, V_TRACEPARENT, V_CTYPE, V_TIMEOUT, V_N };
 
 typedef struct h2_stream {
   uint32_t id;
   uint64_t start_ns;
   int status, grpc_status;
+  int rst_code; /* of the RST_STREAM that ended it; -1: none */
   uint64_t req_bytes, resp_bytes;
   int32_t off[V_N];
   char *buf;
@@ -89,6 +90,7 @@ struct hx_h2 {
   h2_stream **streams;
   size_t nstreams, streams_cap;
   uint32_t refused; /* streams not tracked because the table was full */
+  uint32_t max_sid; /* the highest stream id the client opened: lower ids are closed for good */
 };
 
 static int client_dir(const hx_h2 *h) {
@@ -168,6 +170,7 @@ static h2_stream *stream_open(hx_h2 *h, uint32_t id, uint64_t ts) {
   s->id = id;
   s->start_ns = ts;
   s->grpc_status = -1;
+  s->rst_code = -1;
   for (int i = 0; i < V_N; i++)
     s->off[i] = -1;
   h->streams[h->nstreams++] = s;
@@ -198,6 +201,63 @@ static const char *sv(const h2_stream *s, int which) {
   return s->off[which] < 0 ? NULL : s->buf + s->off[which];
 }
 
+/* grpc-timeout "<1-8 digits><H|M|S|m|u|n>" in ns; -1 when absent or malformed. */
+static int64_t grpc_timeout_ns(const char *v) {
+  if (!v) return -1;
+  size_t n = strlen(v);
+  if (n < 2 || n > 9) return -1;
+  int64_t x = 0;
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (v[i] < '0' || v[i] > '9') return -1;
+    x = x * 10 + (v[i] - '0');
+  }
+  switch (v[n - 1]) {
+  case 'H':
+    return x * 3600000000000;
+  case 'M':
+    return x * 60000000000;
+  case 'S':
+    return x * 1000000000;
+  case 'm':
+    return x * 1000000;
+  case 'u':
+    return x * 1000;
+  case 'n':
+    return x;
+  default:
+    return -1;
+  }
+}
+
+/* The gRPC status a call ended by RST_STREAM has, per gRPC's HTTP/2 protocol mapping: CANCEL is
+ * CANCELLED, or DEADLINE_EXCEEDED when it came once the call's grpc-timeout had run out. */
+static int grpc_status_of_rst(const h2_stream *s, uint64_t elapsed_ns) {
+  switch (s->rst_code) {
+  case 0x7:    /* REFUSED_STREAM */
+    return 14; /* UNAVAILABLE */
+  case 0x8: {  /* CANCEL */
+    /* The caller's deadline runs from before its HEADERS went out: 1 ms and 2% of slack. */
+    int64_t t = grpc_timeout_ns(sv(s, V_TIMEOUT));
+    return t >= 0 && (int64_t)elapsed_ns + 1000000 + t / 50 >= t ? 4 : 1;
+  }
+  case 0xb:   /* ENHANCE_YOUR_CALM */
+    return 8; /* RESOURCE_EXHAUSTED */
+  case 0xc:   /* INADEQUATE_SECURITY */
+    return 7; /* PERMISSION_DENIED */
+  case 0x0:
+  case 0x1:
+  case 0x2:
+  case 0x3:
+  case 0x4:
+  case 0x6:
+  case 0x9:
+  case 0xa:
+    return 13; /* INTERNAL */
+  default:     /* STREAM_CLOSED and codes gRPC does not map */
+    return 2;  /* UNKNOWN */
+  }
+}
+
 static void report(hx_h2 *h, h2_stream *s, bool reset, uint64_t ts) {
   hx_exchange ex = {0};
   const char *ct = sv(s, V_CTYPE);
@@ -215,6 +275,10 @@ static void report(hx_h2 *h, h2_stream *s, bool reset, uint64_t ts) {
   ex.content_type = ct;
   ex.status = s->status;
   ex.grpc_status = s->grpc_status;
+  ex.rst_code = s->rst_code;
+  ex.version = "2";
+  if (ex.proto == HX_GRPC && ex.grpc_status < 0 && s->rst_code >= 0)
+    ex.grpc_status = grpc_status_of_rst(s, ex.end_ns - ex.start_ns);
   ex.req_body_bytes = s->req_bytes;
   ex.resp_body_bytes = s->resp_bytes;
   ex.stream_id = s->id;
@@ -260,6 +324,8 @@ static void on_header(hx_h2 *h, int dir, const nghttp2_nv *nv) {
       stream_keep(s, V_TRACEPARENT, nv->value, nv->valuelen);
     } else if (name_is(nv, "content-type")) {
       stream_keep(s, V_CTYPE, nv->value, nv->valuelen);
+    } else if (name_is(nv, "grpc-timeout")) {
+      stream_keep(s, V_TIMEOUT, nv->value, nv->valuelen);
     }
   } else {
     if (name_is(nv, ":status")) {
@@ -310,8 +376,12 @@ static int block_start(hx_h2 *h, int dir) {
   d->block_sid = d->sid;
   d->block_end_stream = d->type == F_HEADERS && (d->flags & FL_END_STREAM);
   d->block_discard = d->type == F_PUSH; /* pushed requests are decoded for HPACK, not kept */
-  if (d->type == F_HEADERS && dir == client_dir(h) && !stream_find(h, d->sid) && (d->sid & 1))
+  /* A stream id at or below the highest one opened is closed (RFC 9113 5.1.1): HEADERS on it are
+   * trailers of a stream still open, or a protocol error, never a new request. */
+  if (d->type == F_HEADERS && dir == client_dir(h) && (d->sid & 1) && d->sid > h->max_sid) {
+    h->max_sid = d->sid;
     (void)stream_open(h, d->sid, d->frame_ts);
+  }
   return 0;
 }
 
@@ -342,9 +412,11 @@ static int settings_done(hx_h2 *h, int dir) {
   return 0;
 }
 
-static void rst_stream(hx_h2 *h, uint32_t sid, uint64_t ts) {
+static void rst_stream(hx_h2 *h, uint32_t sid, uint32_t code, uint64_t ts) {
   h2_stream *s = stream_find(h, sid);
-  if (s) report(h, s, true, ts);
+  if (!s) return;
+  s->rst_code = code > 0xffff ? 0xffff : (int)code;
+  report(h, s, true, ts);
 }
 
 static void goaway(hx_h2 *h, int dir, uint32_t last) {
@@ -382,7 +454,7 @@ static int prefix_done(hx_h2 *h, int dir) {
     return 0;
   }
   case F_RST:
-    rst_stream(h, d->sid, d->frame_ts);
+    rst_stream(h, d->sid, be32(d->pre), d->frame_ts);
     return 0;
   case F_GOAWAY:
     goaway(h, dir, be32(d->pre) & 0x7fffffffu);

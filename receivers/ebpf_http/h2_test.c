@@ -531,6 +531,104 @@ static void test_reset_and_close(void **state) {
   free(pr);
 }
 
+/* Calls the client cancels (RST_STREAM CANCEL before any response) are reported with the code;
+ * a gRPC one gets the status gRPC maps it to: CANCELLED, or DEADLINE_EXCEEDED once its
+ * grpc-timeout ran out (timestamps here are segment indexes: 1 ns apart, so "1n" has run out and
+ * "10S" has not); REFUSED_STREAM is UNAVAILABLE. */
+static void test_cancel(void **state) {
+  (void)state;
+  pair *pr = calloc(1, sizeof(*pr));
+  pair_init(pr, 0, 0, 0);
+  const char *timeouts[] = {"10S", "1n", NULL};
+  int32_t ids[4];
+  for (int i = 0; i < 3; i++) {
+    nghttp2_nv nv[] = {NV(":method", "POST"),
+                       NV(":scheme", "http"),
+                       NV(":authority", "grpc.local:50051"),
+                       NV(":path", "/pkg.Service/Slow"),
+                       NV("content-type", "application/grpc"),
+                       NV("grpc-timeout", timeouts[i] ? timeouts[i] : "")};
+    reqbody body = {.len = 10};
+    nghttp2_data_provider dp = {.source.ptr = &body, .read_callback = req_body_cb};
+    ids[i] = nghttp2_submit_request(pr->c, NULL, nv, timeouts[i] ? 6 : 5, &dp, NULL);
+    assert_true(ids[i] > 0);
+  }
+  ids[3] = request(pr, "GET", "/slow", NULL, NULL, NULL);
+  assert_int_equal(nghttp2_session_send(pr->c), 0);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(nghttp2_submit_rst_stream(pr->c, NGHTTP2_FLAG_NONE, ids[i],
+                                               i == 2 ? NGHTTP2_REFUSED_STREAM : NGHTTP2_CANCEL),
+                     0);
+  assert_int_equal(nghttp2_session_send(pr->c), 0);
+  assert_int_equal(count_frames(&pr->w.c2s, 24, 3, 0), 4); /* RST_STREAM */
+  for (int side = 0; side < 2; side++) {
+    got *g = calloc(1, sizeof(*g));
+    assert_int_equal(replay(&pr->w, side, 0, g), 0);
+    assert_int_equal(g->n, 4);
+    int want_grpc[4] = {1, 4, 14, -1}, want_rst[4] = {8, 8, 7, 8};
+    for (int i = 0; i < 4; i++) {
+      int k = find(g, (uint32_t)ids[i]);
+      assert_true(k >= 0);
+      assert_true(g->e[k].ex.reset);
+      assert_int_equal(g->e[k].ex.status, 0);
+      assert_int_equal(g->e[k].ex.proto, i < 3 ? HX_GRPC : HX_HTTP2);
+      assert_int_equal(g->e[k].ex.grpc_status, want_grpc[i]);
+      assert_int_equal(g->e[k].ex.rst_code, want_rst[i]);
+      assert_string_equal(g->e[k].ex.version, "2");
+      assert_true(g->e[k].ex.end_ns < 999999); /* ended by the RST, not by the close */
+    }
+    free(g);
+  }
+  pair_free(pr);
+  free(pr);
+}
+
+static size_t put_frame(uint8_t *out, int type, int flags, uint32_t sid, const uint8_t *p,
+                        size_t n) {
+  uint8_t h[9] = {(uint8_t)(n >> 16),   (uint8_t)(n >> 8),   (uint8_t)n,
+                  (uint8_t)type,        (uint8_t)flags,      (uint8_t)(sid >> 24),
+                  (uint8_t)(sid >> 16), (uint8_t)(sid >> 8), (uint8_t)sid};
+  memcpy(out, h, 9);
+  memcpy(out + 9, p, n);
+  return 9 + n;
+}
+
+/* A closed stream id is not reopened (RFC 9113 5.1.1): HEADERS on stream 1 after stream 1 ended,
+ * or after stream 3 opened, start no exchange; stream 3 (higher) does. Hand-made frames: no
+ * conforming peer writes this. Header blocks use the static table only (":method GET",
+ * ":scheme http", ":path /", ":status 200"), so HPACK state stays right whatever is dropped. */
+static void test_stream_reopen(void **state) {
+  (void)state;
+  static const uint8_t req[] = {0x82, 0x86, 0x84}, resp[] = {0x88};
+  const uint32_t order[] = {1, 1, 3, 1};
+  for (int server = 0; server < 2; server++) {
+    got *g = calloc(1, sizeof(*g));
+    hx_h2 *h = hx_h2_new(server, on_ex, g);
+    enum hx_dir cdir = server ? HX_INGRESS : HX_EGRESS, sdir = server ? HX_EGRESS : HX_INGRESS;
+    assert_int_equal(
+        hx_h2_feed(h, cdir, (const uint8_t *)"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24, 24, 1), 0);
+    uint64_t ts = 2;
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+      uint8_t f[32];
+      size_t n = put_frame(f, 1, 0x5, order[i], req, sizeof(req));
+      assert_int_equal(hx_h2_feed(h, cdir, f, n, n, ts++), 0);
+      n = put_frame(f, 1, 0x5, order[i], resp, sizeof(resp));
+      assert_int_equal(hx_h2_feed(h, sdir, f, n, n, ts++), 0);
+    }
+    hx_h2_close(h, ts);
+    hx_h2_free(h);
+    assert_int_equal(g->n, 2);
+    assert_int_equal(g->e[0].ex.stream_id, 1);
+    assert_int_equal(g->e[1].ex.stream_id, 3);
+    for (size_t i = 0; i < 2; i++) {
+      assert_int_equal(g->e[i].ex.status, 200);
+      assert_false(g->e[i].ex.reset);
+      assert_int_equal(g->e[i].ex.rst_code, -1);
+    }
+    free(g);
+  }
+}
+
 /* Bytes that were transferred but not captured: inside DATA they are skipped by length and the
  * exchange still completes with the right body size; inside a header block decoding stops with an
  * error and nothing is reported. */
@@ -670,6 +768,7 @@ typedef struct want {
   int status, grpc_status;
   uint64_t req, resp;
   bool traceparent;
+  int rst; /* the RST_STREAM code that ended it; 0: it was not reset */
 } want;
 
 /* Replays a seed (the fuzz target's record format) and returns the first error. */
@@ -714,7 +813,8 @@ static void check_seed(const char *name, const want *w, size_t n, size_t total) 
   for (size_t i = 0; i < n; i++) {
     int k = find(g, w[i].sid);
     assert_true(k >= 0);
-    assert_false(g->e[k].ex.reset);
+    assert_int_equal(g->e[k].ex.reset, w[i].rst != 0);
+    assert_int_equal(g->e[k].ex.rst_code, w[i].rst ? w[i].rst : -1);
     assert_string_equal(g->e[k].method, w[i].method);
     assert_string_equal(g->e[k].path, w[i].path);
     assert_string_equal(g->e[k].query, w[i].query ? w[i].query : "-");
@@ -737,31 +837,39 @@ static void check_seed(const char *name, const want *w, size_t n, size_t total) 
 static void test_real_sessions(void **state) {
   (void)state;
   static const want grpc[] = {
-      {1, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 0, 10, 16, false},
-      {3, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 0, 10, 16, true},
-      {5, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 14, 9, 0, false},
-      {7, "POST", "/helloworld.Greeter/Stream", NULL, 200, 0, 6, 33, false},
-      {9, "POST", "/helloworld.Greeter/Missing", NULL, 200, 12, 6, 0, false},
+      {1, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 0, 10, 16, false, 0},
+      {3, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 0, 10, 16, true, 0},
+      {5, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 14, 9, 0, false, 0},
+      {7, "POST", "/helloworld.Greeter/Stream", NULL, 200, 0, 6, 33, false, 0},
+      {9, "POST", "/helloworld.Greeter/Missing", NULL, 200, 12, 6, 0, false, 0},
   };
   static const want mux[] = {
-      {13, "GET", "/small", NULL, 200, -1, 0, 12, false},
-      {15, "GET", "/big", NULL, 200, -1, 0, 40000, false},
-      {17, "GET", "/index.html", NULL, 200, -1, 0, 700, false},
-      {19, "GET", "/missing", "q=1", 404, -1, 0, 148, false},
+      {13, "GET", "/small", NULL, 200, -1, 0, 12, false, 0},
+      {15, "GET", "/big", NULL, 200, -1, 0, 40000, false, 0},
+      {17, "GET", "/index.html", NULL, 200, -1, 0, 700, false, 0},
+      {19, "GET", "/missing", "q=1", 404, -1, 0, 148, false, 0},
   };
-  static const want upload[] = {{13, "POST", "/small", NULL, 200, -1, 40000, 12, false}};
-  static const want padded[] = {{13, "GET", "/small", NULL, 200, -1, 0, 12, true},
-                                {15, "GET", "/index.html", NULL, 200, -1, 0, 700, true}};
-  static const want cont[] = {{13, "GET", "/small", NULL, 200, -1, 0, 12, false}};
-  static const want h2load[] = {{1, "GET", "/small", NULL, 200, -1, 0, 12, false},
-                                {39, "GET", "/small", NULL, 200, -1, 0, 12, false}};
+  static const want upload[] = {{13, "POST", "/small", NULL, 200, -1, 40000, 12, false, 0}};
+  static const want padded[] = {{13, "GET", "/small", NULL, 200, -1, 0, 12, true, 0},
+                                {15, "GET", "/index.html", NULL, 200, -1, 0, 700, true, 0}};
+  static const want cont[] = {{13, "GET", "/small", NULL, 200, -1, 0, 12, false, 0}};
+  static const want h2load[] = {{1, "GET", "/small", NULL, 200, -1, 0, 12, false, 0},
+                                {39, "GET", "/small", NULL, 200, -1, 0, 12, false, 0}};
   /* @grpc/grpc-js (Node's HTTP/2): 10 concurrent unary calls, one answered NOT_FOUND, and a
    * bidirectional stream of 3 messages each way */
   static const want grpcjs[] = {
-      {1, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 0, 7, 10, false},
-      {7, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 5, 9, 0, false},
-      {19, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 0, 7, 10, false},
-      {21, "POST", "/helloworld.Greeter/Chat", NULL, 200, 0, 21, 27, false},
+      {1, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 0, 7, 10, false, 0},
+      {7, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 5, 9, 0, false, 0},
+      {19, "POST", "/helloworld.Greeter/SayHello", NULL, 200, 0, 7, 10, false, 0},
+      {21, "POST", "/helloworld.Greeter/Chat", NULL, 200, 0, 21, 27, false, 0},
+  };
+  /* grpcio: a call the client cancelled (RST_STREAM CANCEL: CANCELLED), one past its 100 ms
+   * deadline (CANCEL too; the replay's timestamps are byte offsets, so it reads as CANCELLED
+   * here), then one answered on the same connection */
+  static const want cancel[] = {
+      {1, "POST", "/pkg.Service/Slow", NULL, 0, 1, 14, 0, false, 8},
+      {3, "POST", "/pkg.Service/Slow", NULL, 0, 1, 13, 0, false, 8},
+      {5, "POST", "/pkg.Service/Slow", NULL, 200, 0, 7, 12, false, 0},
   };
   static const char *const sides[] = {"server", "client", "server-1byte"};
   char name[64];
@@ -776,6 +884,7 @@ static void test_real_sessions(void **state) {
     SEED("nghttp-padded-table", padded, 2);
     SEED("nghttp-continuation", cont, 1);
     SEED("h2load", h2load, 20);
+    SEED("grpc-cancel", cancel, 3);
 #undef SEED
   }
   /* reads and writes cut to 4 KiB: the exchanges before the first lost frame header, then an
@@ -843,6 +952,8 @@ int main(void) {
       cmocka_unit_test(test_grpc_trailers_padding),
       cmocka_unit_test(test_dynamic_table_and_size),
       cmocka_unit_test(test_reset_and_close),
+      cmocka_unit_test(test_cancel),
+      cmocka_unit_test(test_stream_reopen),
       cmocka_unit_test(test_truncation),
       cmocka_unit_test(test_garbage),
       cmocka_unit_test(test_stream_cap),

@@ -25,6 +25,7 @@ typedef struct pend {
   uint64_t req_body;
   bool hooked; /* its headers were parsed and the request hook called */
   bool req_done;
+  uint8_t minor; /* HTTP/1.minor of the request line */
   char method[24];
   char url[URL_MAX];
   size_t url_len;
@@ -84,6 +85,8 @@ static void fill_exchange(hx_h1 *h, pend *q, hx_exchange *ex) {
   ex->traceparent = q->tp[0] ? q->tp : NULL;
   ex->content_type = q->ctype[0] ? q->ctype : NULL;
   ex->grpc_status = -1;
+  ex->rst_code = -1;
+  ex->version = q->minor ? "1.1" : "1.0";
   ex->req_body_bytes = q->req_body;
 }
 
@@ -208,6 +211,7 @@ static int rq_headers(http_parser *p) {
   pend *q = h->cur;
   if (!q) return -1;
   snprintf(q->method, sizeof(q->method), "%s", http_method_str((enum http_method)p->method));
+  q->minor = p->http_major == 1 && p->http_minor == 0 ? 0 : 1;
   q->hooked = true;
   if (h->hooks->request) {
     hx_exchange ex;

@@ -33,14 +33,18 @@ typedef struct hx_exchange {
   int status;                /* HTTP status; 0 when no response came */
   int grpc_status;           /* grpc-status from trailers (or headers); -1 when absent */
   uint64_t req_body_bytes, resp_body_bytes;
-  uint32_t stream_id; /* HTTP/2 stream id; 0 for HTTP/1 */
+  uint32_t stream_id;  /* HTTP/2 stream id; 0 for HTTP/1 */
+  int rst_code;        /* the HTTP/2 RST_STREAM error code that ended the stream; -1 when none */
+  const char *version; /* the request's protocol version: "1.0", "1.1", "2" */
+  bool tls;            /* not set by the decoders: the receiver's (bytes from the SSL uprobes) */
 } hx_exchange;
 
 typedef void (*hx_exchange_cb)(void *ud, const hx_exchange *ex);
 
 /* ---- HTTP/2 and gRPC (h2.c): one decoder per connection, both directions ---- */
 typedef struct hx_h2 hx_h2;
-/* server: the traced process is the server side of this connection (it reads the client preface). */
+/* server: the traced process is the server side of this connection (it reads the client preface).
+ */
 hx_h2 *hx_h2_new(bool server, hx_exchange_cb cb, void *ud);
 /* Feeds one read (INGRESS) or write (EGRESS) in order. `n` bytes were captured out of `total`
  * transferred; when total > n the missing bytes directly follow the captured ones (they are skipped
@@ -65,7 +69,8 @@ int hx_routes_new(const char *const *patterns, size_t n, size_t per_service_cap,
 /* Writes the route of `path` to out (len >= 2): the first configured pattern that matches, else
  * the path with ids, numbers, uuids, hex hashes and long random segments folded to "{id}"
  * ("/users/42/orders/9f8e..." -> "/users/{id}/orders/{id}"). When the service already has
- * per_service_cap routes and this one is new, "/" "**" (counted in hx_routes_overflows). Returns out. */
+ * per_service_cap routes and this one is new, "/" "**" (counted in hx_routes_overflows). Returns
+ * out. */
 const char *hx_routes_match(hx_routes *r, const char *service, const char *path, char *out,
                             size_t len);
 uint64_t hx_routes_overflows(const hx_routes *r);
@@ -75,7 +80,7 @@ void hx_routes_free(hx_routes *r);
 /* The process an exchange belongs to: becomes the metric's resource. */
 typedef struct hx_resource {
   uint32_t pid;
-  const char *service_name; /* OTEL_SERVICE_NAME, else executable name */
+  const char *service_name;      /* OTEL_SERVICE_NAME, else executable name */
   const char *service_namespace; /* NULL when none */
   const char *exe_name, *exe_path, *host_name;
   const char *container_id; /* NULL when none */
@@ -85,7 +90,8 @@ typedef struct hx_red hx_red;
 int hx_red_new(hx_red **out);
 /* Records one exchange under its route. server_address/port: the server side's host and port
  * (client spans), NULL/0 when unknown. Durations in seconds into the OTel default buckets
- * (0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10); body sizes in bytes. */
+ * (0, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10); body sizes in
+ * bytes. */
 void hx_red_record(hx_red *r, const hx_resource *res, const hx_exchange *ex, const char *route,
                    const char *server_address, int server_port);
 /* Forgets a process's series (it exited; after its last collect). */

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <nghttp2/nghttp2.h>
+
 #include "hx.h"
 
 #define RED_MAX_SERIES 8192 /* attribute sets over all processes (overflow series not counted) */
@@ -21,7 +23,7 @@
 #define SERIES_BUCKETS 4096 /* hash chains */
 #define PROC_BUCKETS 256
 #define NB 15 /* explicit bounds */
-#define MAX_ATTRS 7
+#define MAX_ATTRS 8
 
 typedef Opentelemetry__Proto__Metrics__V1__ResourceMetrics rm_t;
 typedef Opentelemetry__Proto__Metrics__V1__ScopeMetrics sm_t;
@@ -297,11 +299,16 @@ void hx_red_record(hx_red *r, const hx_resource *res, const hx_exchange *ex, con
   }
   a[n++] = (attr){"http.request.method", method_of(ex->method), 0};
   if (ex->status > 0) a[n++] = (attr){"http.response.status_code", NULL, ex->status};
+  a[n++] = (attr){"url.scheme", ex->tls ? "https" : "http", 0};
+  a[n++] = (attr){"network.protocol.version", ex->version ? ex->version : "1.1", 0};
   bool failed = ex->status == 0 || ex->status >= (ex->server ? 500 : 400);
   if (failed) {
-    /* the status code as a string, or _OTHER when no response came */
+    /* the status code as a string; with no response, the name of the HTTP/2 error code that
+     * reset the stream ("CANCEL"), else _OTHER */
     snprintf(code, sizeof(code), "%d", ex->status);
-    a[n++] = (attr){"error.type", ex->status ? code : "_OTHER", 0};
+    const char *et = ex->status ? code : "_OTHER";
+    if (!ex->status && ex->rst_code >= 0) et = nghttp2_http2_strerror((uint32_t)ex->rst_code);
+    a[n++] = (attr){"error.type", et, 0};
   }
   if (ex->server) {
     if (route && *route) a[n++] = (attr){"http.route", route, 0};

@@ -43,6 +43,8 @@ static hx_exchange http(bool server, const char *method, int status, double seco
                     .path = "/users/1",
                     .status = status,
                     .grpc_status = -1,
+                    .rst_code = -1,
+                    .version = "1.1",
                     .req_body_bytes = 12,
                     .resp_body_bytes = 3000};
   return ex;
@@ -163,6 +165,8 @@ static void test_http_server(void **state) {
   assert_int_equal(kv_i(ok->attributes, ok->n_attributes, "http.response.status_code"), 200);
   assert_string_equal(kv_s(ok->attributes, ok->n_attributes, "http.route"), "/users/{id}");
   assert_null(kv(ok->attributes, ok->n_attributes, "error.type"));
+  assert_string_equal(kv_s(ok->attributes, ok->n_attributes, "url.scheme"), "http");
+  assert_string_equal(kv_s(ok->attributes, ok->n_attributes, "network.protocol.version"), "1.1");
   assert_true(ok->start_time_unix_nano >= t0 && ok->start_time_unix_nano <= ok->time_unix_nano);
   const hdp_t *bad = point(d, "http.request.method", "POST", 0);
   assert_non_null(bad);
@@ -210,6 +214,16 @@ static void test_client_and_grpc(void **state) {
   hx_exchange c404 = http(false, "GET", 404, 0.2), reset = http(false, "PUT", 0, 0.3);
   hx_red_record(r, &res_b, &c404, "/ignored", "api.example.com", 443);
   hx_red_record(r, &res_b, &reset, "/ignored", "api.example.com", 443);
+  /* An HTTP/2 GET over TLS the client cancelled (RST_STREAM CANCEL) before any response, and an
+   * HTTP/1.0 one. */
+  hx_exchange h2c = http(false, "DELETE", 0, 0.05), h10 = http(false, "HEAD", 200, 0.01);
+  h2c.proto = HX_HTTP2;
+  h2c.version = "2";
+  h2c.tls = true;
+  h2c.rst_code = 8;
+  h10.version = "1.0";
+  hx_red_record(r, &res_b, &h2c, "/ignored", "api.example.com", 443);
+  hx_red_record(r, &res_b, &h10, "/ignored", "api.example.com", 443);
   hx_exchange g = {.proto = HX_GRPC,
                    .server = true,
                    .start_ns = 0,
@@ -217,7 +231,8 @@ static void test_client_and_grpc(void **state) {
                    .method = "POST",
                    .path = "/helloworld.Greeter/SayHello",
                    .status = 200,
-                   .grpc_status = 14};
+                   .grpc_status = 14,
+                   .rst_code = -1};
   hx_red_record(r, &res_a, &g, "/helloworld.Greeter/SayHello", NULL, 0);
   g.server = false;
   g.grpc_status = 0;
@@ -240,9 +255,20 @@ static void test_client_and_grpc(void **state) {
   const hdp_t *pr = point(cd, "http.request.method", "PUT", 0);
   assert_string_equal(kv_s(pr->attributes, pr->n_attributes, "error.type"), "_OTHER");
   assert_null(kv(pr->attributes, pr->n_attributes, "http.response.status_code"));
-  /* no response: no response body size point for it */
+  assert_string_equal(kv_s(pr->attributes, pr->n_attributes, "url.scheme"), "http");
+  const hdp_t *pc = point(cd, "http.request.method", "DELETE", 0);
+  assert_non_null(pc);
+  assert_string_equal(kv_s(pc->attributes, pc->n_attributes, "error.type"), "CANCEL");
+  assert_string_equal(kv_s(pc->attributes, pc->n_attributes, "url.scheme"), "https");
+  assert_string_equal(kv_s(pc->attributes, pc->n_attributes, "network.protocol.version"), "2");
+  assert_null(kv(pc->attributes, pc->n_attributes, "http.response.status_code"));
+  const hdp_t *ph = point(cd, "http.request.method", "HEAD", 0);
+  assert_non_null(ph);
+  assert_string_equal(kv_s(ph->attributes, ph->n_attributes, "network.protocol.version"), "1.0");
+  assert_null(kv(ph->attributes, ph->n_attributes, "error.type"));
+  /* no response (PUT, DELETE): no response body size point for them: 404 and HEAD only */
   const metric_t *crs = metric(rb, "http.client.response.body.size");
-  assert_int_equal(crs->histogram->n_data_points, 1);
+  assert_int_equal(crs->histogram->n_data_points, 2);
 
   const metric_t *rc = metric(rb, "rpc.client.duration");
   assert_non_null(rc);
@@ -256,12 +282,12 @@ static void test_client_and_grpc(void **state) {
   assert_int_equal(kv_i(gp->attributes, gp->n_attributes, "server.port"), 50051);
   assert_float_equal(gp->sum, 7.5, 1e-9);
   assert_int_equal(gp->bucket_counts[2], 1); /* 7.5 ms in (5, 10] */
-  /* the gRPC call is not counted as HTTP: only the two HTTP client exchanges */
+  /* the gRPC call is not counted as HTTP: only the four HTTP client exchanges */
   const metric_t *crq = metric(rb, "http.client.request.body.size");
   uint64_t calls = 0;
   for (size_t i = 0; i < crq->histogram->n_data_points; i++)
     calls += crq->histogram->data_points[i]->count;
-  assert_int_equal(calls, 2);
+  assert_int_equal(calls, 4);
   const metric_t *rsd = metric(resource(b, 100), "rpc.server.duration");
   assert_int_equal(kv_i(rsd->histogram->data_points[0]->attributes,
                         rsd->histogram->data_points[0]->n_attributes, "rpc.grpc.status_code"),

@@ -710,6 +710,20 @@ def run_checks(s, tmp, py, py_port, ng_port, tls_port, rst_port, par, par_port, 
     curl_spans = len([x for x in s.spans() if x["kind"] == CLIENT and
                       x["res"]["process.pid"] == curl_pid])
     assert curl_count == curl_spans, (curl_count, curl_spans)
+    # url.scheme and network.protocol.version (semconv's duration attributes): https for the two
+    # TLS requests nginx served (SSL uprobes), http for the rest; HTTP/1.1 throughout.
+    ng_pids = {x["res"]["process.pid"] for x in t_srv}
+    by = {}
+    for (pid, a), c in h.items():
+        a = dict(a)
+        if pid in ng_pids or pid == py.pid:
+            k = (pid == py.pid, a.get("url.scheme"), a.get("network.protocol.version"))
+            by[k] = by.get(k, 0) + c
+    assert by.get((False, "https", "1.1")) == 2 and by.get((True, "http", "1.1")) == py_count \
+        and set(by) <= {(False, "https", "1.1"), (False, "http", "1.1"), (True, "http", "1.1")}, by
+    tls_cli = sum(c for (pid, a), c in hc.items() if dict(a).get("url.scheme") == "https" and
+                  pid in {x["res"]["process.pid"] for x in t_cli})
+    assert tls_cli == 2, hc
     print("RED: http.server.request.duration counts %d for python, client %d for curl" % (
         py_count, curl_count))
 

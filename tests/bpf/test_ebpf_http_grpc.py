@@ -208,6 +208,58 @@ def check_grpc(s, what, srv_pid, cli_pid, port, res, n, conc, scheme="http"):
     return srv, cli
 
 
+def cancel_checks(s, py, peer, srv_pid, port):
+    """A call the client cancels and one past its deadline (both end with RST_STREAM CANCEL, no
+    response): a CLIENT span each, rpc.grpc.status_code CANCELLED (1) / DEADLINE_EXCEEDED (4) as
+    the client library reports them, errors with error.type the code's name; SERVER spans with
+    the same codes, CANCELLED not an error on the server (semconv's server list), DEADLINE_EXCEEDED
+    one; the RED rpc.*.duration series count them under those codes."""
+    cpid, res = run_client([py, peer, "cancel", "127.0.0.1:%d" % port], "grpcpy-cancel")
+    cli = s.wait_spans(lambda x: x["kind"] == CLIENT and x["res"]["process.pid"] == cpid, 3)
+    assert len(cli) == 3, "cancel client: %d spans for 3 calls:\n%s" % (
+        len(cli), "\n".join(map(describe, cli)))
+    # The server's spans of these calls: the ones since the first of them (it serves nothing else
+    # meanwhile); a server reads a request after its client wrote it.
+    t0 = min(int(x["startTimeUnixNano"]) for x in cli)
+    srv = s.wait_spans(lambda x: x["kind"] == SERVER and x["res"]["process.pid"] == srv_pid and
+                       int(x["startTimeUnixNano"]) >= t0, 3)
+    for side, spans in (("client", cli), ("server", srv)):
+        assert len(spans) == 3, "cancel %s: %d spans for 3 calls:\n%s" % (
+            side, len(spans), "\n".join(map(describe, spans)))
+        spans.sort(key=lambda x: int(x["startTimeUnixNano"]))
+        for x, (code, name, t) in zip(spans, ((1, "CANCELLED", res["cancelled"]),
+                                              (4, "DEADLINE_EXCEEDED", res["deadline"]),
+                                              (0, None, res["after"]))):
+            a = x["a"]
+            assert x["name"] == "/pkg.Service/Method" and a.get("rpc.grpc.status_code") == code, \
+                "cancel %s: want code %d: %s" % (side, code, describe(x))
+            err = x.get("status", {}).get("code") == 2
+            want_err = code != 0 and (side == "client" or code == 4)
+            assert err == want_err, "cancel %s: error status %s: %s" % (side, err, describe(x))
+            if err:
+                assert a.get("error.type") == name, describe(x)
+            assert 0 < x["dur"] <= t, "cancel %s: span longer than the call (%.6f s): %s" % (
+                side, t, describe(x))
+        # The cancelled call lasted until the client's cancel (200 ms), the other its deadline.
+        assert spans[0]["dur"] >= 0.15 and spans[1]["dur"] >= 0.25, \
+            "\n".join(map(describe, spans))
+    for name, pid in (("rpc.client.duration", cpid), ("rpc.server.duration", srv_pid)):
+        deadline = time.time() + 10
+        while True:
+            codes = {}
+            for (p, a), c in s.histograms(name).items():
+                if p == pid:
+                    k = dict(a).get("rpc.grpc.status_code")
+                    codes[k] = codes.get(k, 0) + c
+            if (codes.get(1), codes.get(4)) == (1, 1) or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert (codes.get(1), codes.get(4)) == (1, 1), "%s of pid %d by code: %s" % (name, pid,
+                                                                                     codes)
+    print("cancelled and deadline-exceeded gRPC calls: client and server spans with codes 1 and "
+          "4, errors per semconv, counted in rpc.*.duration")
+
+
 def hpack_lit(index, value):
     """Literal header field without indexing, name from the static table, no Huffman."""
     v = value.encode()
@@ -350,6 +402,9 @@ def main():
                 res["t"], describe(x))
         print("server stream: one span each side, 5 replies in the body size, timed to the end")
 
+        # ---- calls the client gives up on: RST_STREAM CANCEL before any response ----
+        cancel_checks(s, py, peer, py_srv.pid, py_port)
+
         # ---- (2) grpcio over TLS (libssl uprobes) ----
         tpid, res = run_client([py, peer, "client", "127.0.0.1:%d" % tls_port, str(n),
                                 str(conc), cert], "grpctls-cli")
@@ -463,7 +518,10 @@ def main():
                 ('sum(http_server_request_duration_seconds_count{job="nghttpd-srv"})',
                  count(SERVER, h2d.pid)),
                 ('sum(http_server_request_duration_seconds_count{job="nghttpd-srv",'
-                 'http_route="/users/{id}",http_response_status_code="404"})', 1)):
+                 'http_route="/users/{id}",http_response_status_code="404"})', 1),
+                # semconv's url.scheme and network.protocol.version
+                ('sum(http_server_request_duration_seconds_count{job="nghttpd-srv",'
+                 'url_scheme="http",network_protocol_version="2"})', count(SERVER, h2d.pid))):
             assert want >= 1
             prom.wait_value(q, want)
         # Units: the sum of rpc.server.duration (ms) is the sum of the server spans' durations.

@@ -28,6 +28,7 @@ static void on_ex(void *ud, const hx_exchange *ex) {
   if (!ex->method || !ex->path) abort();
   if (ex->status < 0 || ex->status > 999) abort();
   if (ex->grpc_status < -1 || ex->grpc_status > 999) abort();
+  if (ex->rst_code < -1 || (ex->rst_code >= 0 && !ex->reset)) abort();
   if (ex->end_ns < ex->start_ns) abort();
   if (ex->proto != HX_HTTP2 && ex->proto != HX_GRPC) abort();
   char route[128];

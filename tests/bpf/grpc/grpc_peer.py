@@ -9,6 +9,9 @@ methods of pkg.Service take and return raw bytes.
       one Method call with the W3C traceparent TP in its metadata, as an SDK would send it.
   stream TARGET
       one call of the server-streaming pkg.Service/Stream: 5 replies b"part I", 20 ms apart.
+  cancel TARGET
+      on one channel: a call (sleep 2 s) the client cancels after 200 ms, one with a 300 ms
+      deadline (sleep 2 s), then one answered; prints each call's time as JSON.
 
 Method's request says what to do: b"sleep:MS" sleeps MS ms first, b"notfound" aborts NOT_FOUND;
 the reply echoes the request."""
@@ -102,9 +105,34 @@ def stream_client(target):
         print(json.dumps({"t": time.perf_counter() - t}), flush=True)
 
 
+def cancel_client(target):
+    out = {}
+    with grpc.insecure_channel(target) as ch:
+        grpc.channel_ready_future(ch).result(timeout=20)
+        call = ch.unary_unary("/pkg.Service/Method")
+        t = time.perf_counter()
+        f = call.future(b"sleep:2000", timeout=20)
+        time.sleep(0.2)
+        assert f.cancel(), "the call ended before it could be cancelled"
+        out["cancelled"] = time.perf_counter() - t
+        t = time.perf_counter()
+        try:
+            call(b"sleep:2000", timeout=0.3)
+            raise SystemExit("DEADLINE_EXCEEDED expected")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e
+        out["deadline"] = time.perf_counter() - t
+        t = time.perf_counter()
+        assert call(b"after", timeout=20) == b"echo:after"
+        out["after"] = time.perf_counter() - t
+    print(json.dumps(out), flush=True)
+
+
 if __name__ == "__main__":
     a = sys.argv[1:]
-    if a[0] == "stream":
+    if a[0] == "cancel":
+        cancel_client(a[1])
+    elif a[0] == "stream":
         stream_client(a[1])
     elif a[0] == "traceparent":
         traceparent(a[1], a[2])

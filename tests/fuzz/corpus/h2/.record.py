@@ -3,7 +3,7 @@
 (Debian nghttp2-client, nghttp2-server) and gRPC calls with grpcio (python3-grpcio) and
 @grpc/grpc-js (tests/e2e/node, after npm ci), through a
 TCP proxy that writes each connection's bytes, in the order they crossed, in the fuzz target's
-record format. Run from anywhere: /usr/bin/python3 tests/fuzz/corpus/h2/.record.py"""
+record format. Run from anywhere: /usr/bin/python3 tests/fuzz/corpus/h2/.record.py [cancel]"""
 import asyncio
 import os
 import subprocess
@@ -215,7 +215,42 @@ def grpc_js_sessions():
     srv.wait()
 
 
+def grpc_cancel_sessions():
+    """grpcio calls the client gives up on: one cancelled (RST_STREAM CANCEL), one past its
+    deadline (CANCEL once grpc-timeout ran out), then one answered on the same connection."""
+    import grpc
+    from concurrent import futures
+
+    def slow(req, ctx):
+        time.sleep(0.5)
+        return b"late " + req
+
+    handler = grpc.method_handlers_generic_handler("pkg.Service", {
+        "Slow": grpc.unary_unary_rpc_method_handler(slow)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port("127.0.0.1:18096")
+    server.start()
+    p = start_proxy(18097, 18096)
+    with grpc.insecure_channel("127.0.0.1:18097") as ch:
+        call = ch.unary_unary("/pkg.Service/Slow")
+        f = call.future(b"cancel me")
+        time.sleep(0.1)
+        f.cancel()
+        try:
+            call(b"too slow", timeout=0.1)
+        except grpc.RpcError:
+            pass
+        call(b"ok", timeout=5)
+    wait_sessions(p, 1)
+    save("grpc-cancel", p.sessions[0])
+    server.stop(0)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["cancel"]:  # only the newest seeds
+        grpc_cancel_sessions()
+        sys.exit(0)
     nghttp_sessions()
     grpc_sessions()
     grpc_js_sessions()
