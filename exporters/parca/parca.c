@@ -24,6 +24,7 @@
 #include "otlp_exporters.h"
 #include "parca/profilestore/v1alpha1/profilestore.pb-c.h"
 #include "pprof_enc.h"
+#include "pprof_exp.h"
 #include "sonde/sonde.h"
 
 #define MAX_LABELS 64
@@ -69,22 +70,15 @@ static const sonde_option pa_options[] = {
 };
 
 typedef struct paexp {
+  pprof_exp x; /* first: the scaffolding's callbacks get it */
   const sonde_host *h;
   const pa_config *cfg;
   otlp_config oc; /* the client's configuration, kept for its lifetime */
-  void *client;
-  bool started, stopping;
-  unsigned in_work;
-  void (*done)(void *);
-  void *done_arg;
   sonde_metric *m_series, *m_bytes;
 } paexp;
 
 typedef struct job {
-  paexp *e;
-  sonde_batch *b;
-  sonde_send_cb cb;
-  void *arg;
+  pprof_job base; /* first */
   int enc_status;
   sonde_buf body;
   size_t series, bytes;
@@ -108,15 +102,10 @@ static void encode_series(const paexp *e, const pprof_enc_svc *s,
                           size_t nl, lbl *tmp, Parca__Profilestore__V1alpha1__Label *L,
                           Parca__Profilestore__V1alpha1__Label **LP) {
   char name[128];
-  if (e->cfg->profile_name && *e->cfg->profile_name) {
+  if (e->cfg->profile_name && *e->cfg->profile_name)
     snprintf(name, sizeof name, "%s", e->cfg->profile_name);
-  } else if (!strcmp(s->period_type, "cpu") && !strcmp(s->period_unit, "nanoseconds")) {
-    snprintf(name, sizeof name, "parca_agent_cpu");
-  } else {
-    char ty[100];
-    pprof_enc_label_name(s->sample_type, ty, sizeof ty);
-    snprintf(name, sizeof name, "parca_agent_%s", ty[0] == '_' ? ty + 1 : ty);
-  }
+  else
+    pprof_enc_profile_name(s, "cpu", "parca_agent_", name, sizeof name);
   size_t m = pprof_enc_series_labels(s, name, &e->cfg->labels, sl, nl);
   for (size_t k = 0; k < m; k++)
     tmp[k] = (lbl){sl[k].name, sl[k].value};
@@ -174,10 +163,10 @@ static int bearer(const paexp *e, job *j) {
 
 static void encode_work(void *arg) {
   job *j = arg;
-  const paexp *e = j->e;
+  const paexp *e = (const paexp *)j->base.x;
   pprof_enc_svc *v;
   size_t n;
-  int rc = pprof_enc_batch(sonde_batch_profiles(j->b), (int)e->cfg->gzip_level, true, &v, &n);
+  int rc = pprof_enc_batch(sonde_batch_profiles(j->base.b), (int)e->cfg->gzip_level, true, &v, &n);
   if (rc || !n) {
     j->enc_status = rc;
     return;
@@ -235,42 +224,26 @@ out:
 
 /* ---- sending (loop) -------------------------------------------------------------------------- */
 
-static void job_free(job *j) {
-  sonde_buf_free(&j->body);
-  sonde_batch_unref(j->b);
-  free(j);
-}
-
-static void maybe_stopped(paexp *e) {
-  if (!e->stopping || e->in_work || !e->done) return;
-  void (*done)(void *) = e->done;
-  e->done = NULL;
-  if (e->started)
-    otlp_grpc_shutdown(e->client, done, e->done_arg);
-  else
-    done(e->done_arg);
-}
-
 static void call_done(void *arg, int status, int64_t retry_ns) {
   job *j = arg;
-  paexp *e = j->e;
+  paexp *e = (paexp *)j->base.x;
   if (!status) {
     if (e->m_series) e->h->api->metric_add(e->m_series, (double)j->series);
     if (e->m_bytes) e->h->api->metric_add(e->m_bytes, (double)j->bytes);
   }
-  j->cb(j->arg, status, retry_ns);
-  job_free(j);
+  j->base.cb(j->base.arg, status, retry_ns);
+  sonde_buf_free(&j->body);
+  pprof_job_free(&j->base);
 }
 
 static void encode_done(void *arg, int status) {
   job *j = arg;
-  paexp *e = j->e;
-  e->in_work--;
+  paexp *e = (paexp *)j->base.x;
   int st = status ? status : j->enc_status;
   char auth[4200];
   if (st) {
     sonde_log(e->h, SONDE_LOG_ERROR, "cannot encode the profiles: %s", sonde_strerror(st));
-    call_done(j, st == SONDE_ENOMEM || st == SONDE_ECANCELED ? SONDE_ERETRY : SONDE_EPERMANENT, 0);
+    call_done(j, pprof_exp_encode_status(st), 0);
   } else if (!j->series) {
     call_done(j, 0, 0); /* nothing sampled: nothing to send */
   } else if (j->tok_status) {
@@ -289,29 +262,15 @@ static void encode_done(void *arg, int status) {
                    .n_headers = j->tok[0] ? 1 : 0,
                    .body = j->body};
     memset(&j->body, 0, sizeof j->body); /* taken by the call */
-    int rc = otlp_grpc_call(e->client, &c, call_done, j);
-    if (rc) call_done(j, rc == SONDE_ENOMEM || rc == SONDE_ESHUTDOWN ? SONDE_ERETRY : rc, 0);
+    int rc = otlp_grpc_call(e->x.client, &c, call_done, j);
+    if (rc) call_done(j, pprof_exp_call_status(rc), 0);
   }
-  maybe_stopped(e);
+  pprof_exp_work_done(&e->x);
 }
 
 static int pa_send(void *inst, sonde_batch *b, sonde_send_cb cb, void *arg) {
   paexp *e = inst;
-  if (e->stopping) return SONDE_ESHUTDOWN;
-  job *j = calloc(1, sizeof *j);
-  if (!j) return SONDE_ENOMEM;
-  j->e = e;
-  j->b = sonde_batch_ref(b);
-  j->cb = cb;
-  j->arg = arg;
-  int rc = e->h->api->queue_work(e->h, encode_work, encode_done, j);
-  if (rc) {
-    sonde_batch_unref(b);
-    free(j);
-    return rc;
-  }
-  e->in_work++;
-  return 0;
+  return pprof_exp_send(&e->x, b, cb, arg, sizeof(job), encode_work, encode_done);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */
@@ -350,7 +309,7 @@ static int pa_validate(const void *config, char *err, size_t errlen) {
 static void pa_destroy(void *inst) {
   paexp *e = inst;
   if (!e) return;
-  if (e->client) otlp_grpc_destroy(e->client);
+  if (e->x.client) otlp_grpc_destroy(e->x.client);
   free(e);
 }
 
@@ -359,7 +318,8 @@ static int pa_create(const sonde_host *h, const void *config, uint32_t signals, 
   const pa_config *cfg = config;
   paexp *e = calloc(1, sizeof *e);
   if (!e) return SONDE_ENOMEM;
-  e->h = h;
+  e->h = e->x.h = h;
+  e->x.client_shutdown = otlp_grpc_shutdown;
   e->cfg = cfg;
   e->oc.endpoint = cfg->endpoint;
   e->oc.tls = cfg->tls;
@@ -367,9 +327,9 @@ static int pa_create(const sonde_host *h, const void *config, uint32_t signals, 
   e->oc.headers = cfg->headers;
   e->oc.compression = OTLP_COMP_NONE; /* the pprof inside is gzipped */
   e->oc.user_agent = "sonde-parca-exporter/" SONDE_OTLP_VERSION;
-  int rc = otlp_grpc_create(h, &e->oc, 0, &e->client);
+  int rc = otlp_grpc_create(h, &e->oc, 0, &e->x.client);
   if (rc) {
-    e->client = NULL;
+    e->x.client = NULL;
     pa_destroy(e);
     return rc;
   }
@@ -384,17 +344,13 @@ static int pa_create(const sonde_host *h, const void *config, uint32_t signals, 
 
 static int pa_start(void *inst) {
   paexp *e = inst;
-  int rc = otlp_grpc_start(e->client);
-  if (!rc) e->started = true;
+  int rc = otlp_grpc_start(e->x.client);
+  if (!rc) e->x.started = true;
   return rc;
 }
 
 static void pa_shutdown(void *inst, void (*done)(void *), void *arg) {
-  paexp *e = inst;
-  e->stopping = true;
-  e->done = done;
-  e->done_arg = arg;
-  maybe_stopped(e);
+  pprof_exp_shutdown(&((paexp *)inst)->x, done, arg);
 }
 
 static const sonde_component pa_component = {

@@ -12,6 +12,7 @@
  * temporary name).
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "pprof_enc.h"
+#include "pprof_exp.h"
 #include "sonde/sonde.h"
 
 typedef struct pp_config {
@@ -41,31 +43,26 @@ static const sonde_option pp_options[] = {
 };
 
 typedef struct ppexp {
+  pprof_exp x; /* first: the scaffolding's callbacks get it */
   const sonde_host *h;
   const pp_config *cfg;
-  unsigned inflight;
-  bool stopping;
-  void (*done)(void *);
-  void *done_arg;
-  unsigned seq;
+  atomic_uint seq; /* of the temporary names (work items run concurrently) */
   sonde_metric *m_files, *m_bytes;
 } ppexp;
 
 typedef struct job {
-  ppexp *e;
-  sonde_batch *b;
-  sonde_send_cb cb;
-  void *arg;
+  pprof_job base; /* first */
   int status;
   size_t files, bytes;
-  unsigned seq;
   char err[4400]; /* a path and a reason */
 } job;
 
 static int write_file(job *j, const char *service, const sonde_buf *gz) {
-  const char *dir = j->e->cfg->directory;
+  ppexp *e = (ppexp *)j->base.x;
+  const char *dir = e->cfg->directory;
   char tmp[4200], name[4200];
-  snprintf(tmp, sizeof tmp, "%s/.%s.%d.%u.tmp", dir, service, (int)getpid(), j->seq);
+  snprintf(tmp, sizeof tmp, "%s/.%s.%d.%u.tmp", dir, service, (int)getpid(),
+           atomic_fetch_add(&e->seq, 1));
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     snprintf(j->err, sizeof j->err, "%s: %s", tmp, strerror(errno));
@@ -116,7 +113,8 @@ static void job_work(void *arg) {
   job *j = arg;
   pprof_enc_svc *v;
   size_t n;
-  int rc = pprof_enc_batch(sonde_batch_profiles(j->b), (int)j->e->cfg->gzip_level, false, &v, &n);
+  int rc = pprof_enc_batch(sonde_batch_profiles(j->base.b),
+                           (int)((ppexp *)j->base.x)->cfg->gzip_level, false, &v, &n);
   if (rc) {
     snprintf(j->err, sizeof j->err, "cannot encode: %s", sonde_strerror(rc));
     j->status = SONDE_ERETRY;
@@ -131,45 +129,28 @@ static void job_work(void *arg) {
 
 static void job_done(void *arg, int status) {
   job *j = arg;
-  ppexp *e = j->e;
+  ppexp *e = (ppexp *)j->base.x;
   if (status) j->status = SONDE_ERETRY; /* cancelled: the core keeps or drops it */
   if (j->err[0]) sonde_log(e->h, SONDE_LOG_ERROR, "pprof: %s", j->err);
   if (e->m_files && j->files) e->h->api->metric_add(e->m_files, (double)j->files);
   if (e->m_bytes && j->bytes) e->h->api->metric_add(e->m_bytes, (double)j->bytes);
-  j->cb(j->arg, j->status, 0);
-  sonde_batch_unref(j->b);
-  free(j);
-  e->inflight--;
-  if (!e->inflight && e->done) {
-    void (*done)(void *) = e->done;
-    e->done = NULL;
-    done(e->done_arg);
-  }
+  j->base.cb(j->base.arg, j->status, 0);
+  pprof_job_free(&j->base);
+  pprof_exp_work_done(&e->x);
 }
 
 /* ---- component ------------------------------------------------------------------------------ */
 
 static int pp_send(void *inst, sonde_batch *b, sonde_send_cb cb, void *arg) {
   ppexp *e = inst;
-  if (e->stopping) return SONDE_ESHUTDOWN;
-  job *j = calloc(1, sizeof(*j));
-  if (!j) return SONDE_ENOMEM;
-  *j = (job){.e = e, .b = sonde_batch_ref(b), .cb = cb, .arg = arg, .seq = ++e->seq};
-  int rc = e->h->api->queue_work(e->h, job_work, job_done, j);
-  if (rc) {
-    sonde_batch_unref(b);
-    free(j);
-    return rc;
-  }
-  e->inflight++;
-  return 0;
+  return pprof_exp_send(&e->x, b, cb, arg, sizeof(job), job_work, job_done);
 }
 
 static int pp_create(const sonde_host *h, const void *config, uint32_t signals, void **inst) {
   (void)signals;
   ppexp *e = calloc(1, sizeof(*e));
   if (!e) return SONDE_ENOMEM;
-  e->h = h;
+  e->h = e->x.h = h;
   e->cfg = config;
   h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_pprof_files", "pprof files written.",
                  NULL, &e->m_files);
@@ -191,14 +172,7 @@ static int pp_start(void *inst) {
 }
 
 static void pp_shutdown(void *inst, void (*done)(void *arg), void *arg) {
-  ppexp *e = inst;
-  e->stopping = true;
-  if (!e->inflight) {
-    done(arg);
-    return;
-  }
-  e->done = done;
-  e->done_arg = arg;
+  pprof_exp_shutdown(&((ppexp *)inst)->x, done, arg);
 }
 
 static void pp_destroy(void *inst) {

@@ -770,3 +770,19 @@ size_t pprof_enc_series_labels(const pprof_enc_svc *s, const char *name, const s
   }
   return n;
 }
+
+bool pprof_enc_is_cpu(const pprof_enc_svc *s) {
+  return !strcmp(s->period_type, "cpu") && !strcmp(s->period_unit, "nanoseconds");
+}
+
+void pprof_enc_profile_name(const pprof_enc_svc *s, const char *cpu, const char *prefix, char *out,
+                            size_t len) {
+  if (pprof_enc_is_cpu(s)) {
+    snprintf(out, len, "%s%s", prefix, cpu);
+    return;
+  }
+  char ty[100];
+  pprof_enc_label_name(s->sample_type, ty, sizeof ty);
+  /* a prefix already makes the name start right: the '_' put before a digit is not needed */
+  snprintf(out, len, "%s%s", prefix, *prefix && ty[0] == '_' ? ty + 1 : ty);
+}

@@ -74,4 +74,12 @@ void pprof_enc_label_name(const char *s, char *out, size_t len);
 size_t pprof_enc_series_labels(const pprof_enc_svc *s, const char *name, const sonde_strmap *extra,
                                pprof_enc_label *out, size_t max);
 
+/* Whether the group is CPU time (a "cpu"/"nanoseconds" period). */
+bool pprof_enc_is_cpu(const pprof_enc_svc *s);
+
+/* A backend's profile name: prefix + cpu for CPU time, else prefix + the sample type as a label
+ * name (Pyroscope: "", "cpu"; Parca: "parca_agent_", "cpu"). */
+void pprof_enc_profile_name(const pprof_enc_svc *s, const char *cpu, const char *prefix, char *out,
+                            size_t len);
+
 #endif

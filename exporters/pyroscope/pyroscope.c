@@ -28,6 +28,7 @@
 #include "otlp_common.h"
 #include "otlp_exporters.h"
 #include "pprof_enc.h"
+#include "pprof_exp.h"
 #include "push/v1/push.pb-c.h"
 #include "sonde/sonde.h"
 
@@ -91,6 +92,7 @@ static const sonde_option py_options[] = {
 };
 
 typedef struct pyexp {
+  pprof_exp x; /* first: the scaffolding's callbacks get it */
   const sonde_host *h;
   const py_config *cfg;
   otlp_config oc; /* the client's configuration, kept for its lifetime */
@@ -98,11 +100,6 @@ typedef struct pyexp {
   char base[1024]; /* the endpoint's path, without a trailing '/' */
   bool grpc;       /* api: push_grpc: an otlp_grpc client, else otlp_http */
   char grpc_ep[320];
-  void *client;
-  bool started, stopping;
-  unsigned in_work;
-  void (*done)(void *);
-  void *done_arg;
   sonde_metric *m_profiles, *m_bytes;
 } pyexp;
 
@@ -114,10 +111,8 @@ typedef struct preq {
 } preq;
 
 typedef struct job {
+  pprof_job base; /* first */
   pyexp *e;
-  sonde_batch *b;
-  sonde_send_cb cb;
-  void *arg;
   int enc_status;
   preq *reqs;
   size_t nreqs, profiles, bytes;
@@ -129,18 +124,6 @@ typedef struct job {
 } job;
 
 /* ---- encoding (thread pool) ------------------------------------------------------------------ */
-
-static bool is_cpu(const pprof_enc_svc *s) {
-  return !strcmp(s->period_type, "cpu") && !strcmp(s->period_unit, "nanoseconds");
-}
-
-/* Pyroscope's profile name: cpu (.cpu / process_cpu) for CPU time, else the sample type. */
-static void type_name(const pprof_enc_svc *s, char *out, size_t len) {
-  if (is_cpu(s))
-    snprintf(out, len, "cpu");
-  else
-    pprof_enc_label_name(s->sample_type, out, len);
-}
 
 static int url_escape(sonde_buf *b, const char *s) {
   static const char hex[] = "0123456789ABCDEF";
@@ -174,7 +157,7 @@ static size_t max_labels(const pyexp *e) {
  * name part carries. */
 static int ingest_key(const pyexp *e, const pprof_enc_svc *s, sonde_buf *k) {
   char ty[64], v[256];
-  type_name(s, ty, sizeof ty);
+  pprof_enc_profile_name(s, "cpu", "", ty, sizeof ty); /* app.cpu for CPU time */
   key_value(s->service, v, sizeof v);
   size_t nl = max_labels(e);
   pprof_enc_label *l = malloc(nl * sizeof *l);
@@ -204,7 +187,7 @@ static int build_ingest(job *j, const pprof_enc_svc *s, preq *r) {
     rc = sonde_buf_printf(&path, "&from=%" PRId64 "&until=%" PRId64 "&format=pprof&spyName=", from,
                           until);
   if (!rc) rc = url_escape(&path, e->cfg->spy_name ? e->cfg->spy_name : "");
-  if (!rc && is_cpu(s) && s->period > 0)
+  if (!rc && pprof_enc_is_cpu(s) && s->period > 0)
     rc = sonde_buf_printf(&path, "&sampleRate=%" PRId64, (1000000000 + s->period / 2) / s->period);
   if (!rc) rc = sonde_buf_append(&path, "", 1);
   /* multipart/form-data with the profile as the "profile" part, as the SDKs send it */
@@ -254,10 +237,7 @@ static int build_push(job *j, const pprof_enc_svc *v, size_t n, preq *r) {
     Types__V1__LabelPair **LP = &lpp[i * nl];
     pprof_enc_label *sl = &lab[i * nl];
     char name[128];
-    if (is_cpu(s))
-      snprintf(name, sizeof name, "process_cpu");
-    else
-      pprof_enc_label_name(s->sample_type, name, sizeof name);
+    pprof_enc_profile_name(s, "process_cpu", "", name, sizeof name);
     size_t m = pprof_enc_series_labels(s, name, &e->cfg->labels, sl, nl);
     for (size_t k = 0; k < m; k++) {
       types__v1__label_pair__init(&L[k]);
@@ -309,9 +289,11 @@ out:
 
 static void encode_work(void *arg) {
   job *j = arg;
+  j->e = (pyexp *)j->base.x;
   pprof_enc_svc *v;
   size_t n;
-  int rc = pprof_enc_batch(sonde_batch_profiles(j->b), (int)j->e->cfg->gzip_level, true, &v, &n);
+  int rc =
+      pprof_enc_batch(sonde_batch_profiles(j->base.b), (int)j->e->cfg->gzip_level, true, &v, &n);
   if (rc || !n) {
     j->enc_status = rc;
     return;
@@ -344,18 +326,7 @@ static void job_free(job *j) {
     sonde_buf_free(&j->reqs[i].body);
   }
   free(j->reqs);
-  sonde_batch_unref(j->b);
-  free(j);
-}
-
-static void maybe_stopped(pyexp *e) {
-  if (!e->stopping || e->in_work || !e->done) return;
-  void (*done)(void *) = e->done;
-  e->done = NULL;
-  if (e->started)
-    (e->grpc ? otlp_grpc_shutdown : otlp_http_shutdown)(e->client, done, e->done_arg);
-  else
-    done(e->done_arg);
+  pprof_job_free(&j->base);
 }
 
 /* Worst outcome wins: a retry over a permanent failure (the batch goes again as a whole). */
@@ -374,7 +345,7 @@ static void finish(job *j) {
     if (e->m_profiles) e->h->api->metric_add(e->m_profiles, (double)j->profiles);
     if (e->m_bytes) e->h->api->metric_add(e->m_bytes, (double)j->bytes);
   }
-  j->cb(j->arg, j->worst, j->worst == SONDE_ERETRY ? j->retry_ns : 0);
+  j->base.cb(j->base.arg, j->worst, j->worst == SONDE_ERETRY ? j->retry_ns : 0);
   job_free(j);
 }
 
@@ -401,8 +372,8 @@ static void pump(job *j) {
                    .body = r->body};
     memset(&r->body, 0, sizeof r->body); /* taken by the call */
     j->pending++;
-    int rc = (e->grpc ? otlp_grpc_call : otlp_http_call)(e->client, &c, call_done, j);
-    if (rc) call_done(j, rc == SONDE_ENOMEM || rc == SONDE_ESHUTDOWN ? SONDE_ERETRY : rc, 0);
+    int rc = (e->grpc ? otlp_grpc_call : otlp_http_call)(e->x.client, &c, call_done, j);
+    if (rc) call_done(j, pprof_exp_call_status(rc), 0);
   }
   j->pumping = false;
   if (j->pending == 0) finish(j);
@@ -417,38 +388,23 @@ static void call_done(void *arg, int status, int64_t retry_ns) {
 
 static void encode_done(void *arg, int status) {
   job *j = arg;
-  pyexp *e = j->e;
-  e->in_work--;
+  pyexp *e = j->e = (pyexp *)j->base.x; /* not set when the work was cancelled */
   int st = status ? status : j->enc_status;
   if (st) {
     sonde_log(e->h, SONDE_LOG_ERROR, "cannot encode the profiles: %s", sonde_strerror(st));
-    j->worst = st == SONDE_ENOMEM || st == SONDE_ECANCELED ? SONDE_ERETRY : SONDE_EPERMANENT;
+    j->worst = pprof_exp_encode_status(st);
     finish(j);
   } else if (!j->nreqs) {
     finish(j); /* nothing sampled: nothing to send */
   } else {
     pump(j);
   }
-  maybe_stopped(e);
+  pprof_exp_work_done(&e->x);
 }
 
 static int py_send(void *inst, sonde_batch *b, sonde_send_cb cb, void *arg) {
   pyexp *e = inst;
-  if (e->stopping) return SONDE_ESHUTDOWN;
-  job *j = calloc(1, sizeof *j);
-  if (!j) return SONDE_ENOMEM;
-  j->e = e;
-  j->b = sonde_batch_ref(b);
-  j->cb = cb;
-  j->arg = arg;
-  int rc = e->h->api->queue_work(e->h, encode_work, encode_done, j);
-  if (rc) {
-    sonde_batch_unref(b);
-    free(j);
-    return rc;
-  }
-  e->in_work++;
-  return 0;
+  return pprof_exp_send(&e->x, b, cb, arg, sizeof(job), encode_work, encode_done);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */
@@ -497,9 +453,10 @@ static int py_create(const sonde_host *h, const void *config, uint32_t signals, 
   const py_config *cfg = config;
   pyexp *e = calloc(1, sizeof *e);
   if (!e) return SONDE_ENOMEM;
-  e->h = h;
+  e->h = e->x.h = h;
   e->cfg = cfg;
   e->grpc = cfg->api == API_PUSH_GRPC;
+  e->x.client_shutdown = e->grpc ? otlp_grpc_shutdown : otlp_http_shutdown;
   char err[512];
   otlp_url u;
   int rc = otlp_parse_http_url(cfg->endpoint, &u, err, sizeof err);
@@ -538,12 +495,12 @@ static int py_create(const sonde_host *h, const void *config, uint32_t signals, 
     snprintf(e->grpc_ep, sizeof e->grpc_ep, "%s://%s", u.tls ? "https" : "http", u.authority);
     e->oc.endpoint = e->grpc_ep;
     e->oc.profiles_endpoint = NULL;
-    rc = otlp_grpc_create(h, &e->oc, 0, &e->client);
+    rc = otlp_grpc_create(h, &e->oc, 0, &e->x.client);
   } else {
-    rc = otlp_http_create(h, &e->oc, 0, &e->client);
+    rc = otlp_http_create(h, &e->oc, 0, &e->x.client);
   }
   if (rc) {
-    e->client = NULL; /* freed by the failed create */
+    e->x.client = NULL; /* freed by the failed create */
     goto fail;
   }
   h->api->metric(h, SONDE_METRIC_COUNTER, "sonde_exporter_pyroscope_profiles",
@@ -560,23 +517,19 @@ fail:
 
 static int py_start(void *inst) {
   pyexp *e = inst;
-  int rc = e->grpc ? otlp_grpc_start(e->client) : otlp_http_start(e->client);
-  if (!rc) e->started = true;
+  int rc = e->grpc ? otlp_grpc_start(e->x.client) : otlp_http_start(e->x.client);
+  if (!rc) e->x.started = true;
   return rc;
 }
 
 static void py_shutdown(void *inst, void (*done)(void *), void *arg) {
-  pyexp *e = inst;
-  e->stopping = true;
-  e->done = done;
-  e->done_arg = arg;
-  maybe_stopped(e);
+  pprof_exp_shutdown(&((pyexp *)inst)->x, done, arg);
 }
 
 static void py_destroy(void *inst) {
   pyexp *e = inst;
   if (!e) return;
-  if (e->client) (e->grpc ? otlp_grpc_destroy : otlp_http_destroy)(e->client);
+  if (e->x.client) (e->grpc ? otlp_grpc_destroy : otlp_http_destroy)(e->x.client);
   for (size_t i = 0; i < e->oc.headers.n; i++) {
     free(e->hk[i]);
     free(e->hv[i]);
