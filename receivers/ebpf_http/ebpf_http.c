@@ -15,16 +15,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <linux/capability.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,6 +33,7 @@
 #include "http1.h"
 #include "http_tracer.h"
 #include "hx.h"
+#include "procsel.h"
 #include "sonde/sonde.h"
 #include "sonde_http_tracer.skel.h"
 
@@ -51,12 +49,6 @@
 
 /* ---- configuration --------------------------------------------------------------------------- */
 
-typedef struct eh_select {
-  sonde_strlist pids;
-  sonde_strlist executables;
-  sonde_strlist container_ids;
-} eh_select;
-
 typedef struct eh_routes_cfg {
   sonde_strlist patterns;
   int64_t max_per_service;
@@ -64,22 +56,13 @@ typedef struct eh_routes_cfg {
 
 typedef struct eh_config {
   char *open_ports;
-  eh_select include, exclude;
+  sonde__select include, exclude;
   eh_routes_cfg routes;
   uint64_t capture_bytes;
   int64_t flush_interval_ns;
   int64_t metrics_interval_ns;
   bool spans, metrics, tls;
 } eh_config;
-
-static const sonde_option select_options[] = {
-    SONDE_OPT("pids", SONDE_OPT_STRLIST, eh_select, pids, NULL, "process ids"),
-    SONDE_OPT("executables", SONDE_OPT_STRLIST, eh_select, executables, NULL,
-              "globs (fnmatch) on the executable's path or, without a '/', its name"),
-    SONDE_OPT("container_ids", SONDE_OPT_STRLIST, eh_select, container_ids, NULL,
-              "container ids (a prefix of 12 or more hex digits is enough)"),
-    SONDE_OPT_END,
-};
 
 static const sonde_option routes_options[] = {
     SONDE_OPT("patterns", SONDE_OPT_STRLIST, eh_routes_cfg, patterns, NULL,
@@ -93,9 +76,9 @@ static const sonde_option eh_options[] = {
     SONDE_OPT("open_ports", SONDE_OPT_STRING, eh_config, open_ports, NULL,
               "trace only connections with a local or remote port here: \"80,443,8000-8999\" "
               "(unset: every port)"),
-    SONDE_OPT_NESTED("include", eh_config, include, select_options,
+    SONDE_OPT_NESTED("include", eh_config, include, sonde__select_options,
                      "trace only processes matching one of these (empty: every process)"),
-    SONDE_OPT_NESTED("exclude", eh_config, exclude, select_options,
+    SONDE_OPT_NESTED("exclude", eh_config, exclude, sonde__select_options,
                      "never trace processes matching one of these (sonde itself never is)"),
     SONDE_OPT_NESTED("routes", eh_config, routes, routes_options, "how paths become http.route"),
     SONDE_OPT_RANGE("capture_bytes", SONDE_OPT_BYTES, eh_config, capture_bytes, "1024", 64,
@@ -112,15 +95,6 @@ static const sonde_option eh_options[] = {
               "uprobes on SSL_read/SSL_write in libssl and in executables with OpenSSL inside"),
     SONDE_OPT_END,
 };
-
-static int parse_pid(const char *s, uint32_t *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end || v <= 0 || v > 0x7fffffff) return SONDE_EINVAL;
-  *out = (uint32_t)v;
-  return 0;
-}
 
 /* "80,443,8000-8999" into bits (NULL: only checks). */
 static int parse_ports(const char *s, uint64_t *bits, char *err, size_t errlen) {
@@ -154,67 +128,16 @@ bad:
   return SONDE_ECONFIG;
 }
 
-#ifndef CAP_PERFMON
-#define CAP_PERFMON 38
-#endif
-#ifndef CAP_BPF
-#define CAP_BPF 39
-#endif
-
-static bool cap_eff(const struct __user_cap_data_struct d[2], int cap) {
-  return d[cap / 32].effective & (1u << (cap % 32));
-}
-
-static int check_host(char *err, size_t errlen) {
-  struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-  struct __user_cap_data_struct d[2] = {0};
-  if (syscall(SYS_capget, &hdr, d)) {
-    snprintf(err, errlen, "cannot read this process's capabilities: %s", strerror(errno));
-    return SONDE_EPERM;
-  }
-  if (!cap_eff(d, CAP_SYS_ADMIN) && !(cap_eff(d, CAP_BPF) && cap_eff(d, CAP_PERFMON))) {
-    snprintf(err, errlen,
-             "the eBPF HTTP tracer needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); this "
-             "process lacks %s",
-             !cap_eff(d, CAP_BPF) ? "CAP_BPF" : "CAP_PERFMON");
-    return SONDE_EPERM;
-  }
-  if (access("/sys/kernel/btf/vmlinux", R_OK)) {
-    snprintf(err, errlen,
-             "kernel feature missing: BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF), "
-             "needed to load CO-RE BPF programs");
-    return SONDE_EUNSUPPORTED;
-  }
-  if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_RAW_TRACEPOINT, NULL) != 1) {
-    snprintf(err, errlen, "kernel feature missing: BPF program type raw_tracepoint");
-    return SONDE_EUNSUPPORTED;
-  }
-  if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) != 1) {
-    snprintf(err, errlen, "kernel feature missing: BPF ring buffer (map type ringbuf, Linux 5.8)");
-    return SONDE_EUNSUPPORTED;
-  }
-  return 0;
-}
-
 static int eh_validate(const void *config, char *err, size_t errlen) {
   const eh_config *c = config;
-  const eh_select *sel[2] = {&c->include, &c->exclude};
-  for (int s = 0; s < 2; s++) {
-    for (size_t i = 0; i < sel[s]->pids.n; i++) {
-      uint32_t pid;
-      if (parse_pid(sel[s]->pids.v[i], &pid)) {
-        snprintf(err, errlen, "%s::pids: \"%s\" is not a process id", s ? "exclude" : "include",
-                 sel[s]->pids.v[i]);
-        return SONDE_ECONFIG;
-      }
-    }
-  }
+  int rc = sonde__select_validate(&c->include, &c->exclude, err, errlen);
+  if (rc) return rc;
   if (c->open_ports && parse_ports(c->open_ports, NULL, err, errlen)) return SONDE_ECONFIG;
   if (!c->spans && !c->metrics) {
     snprintf(err, errlen, "spans and metrics are both off: nothing to produce");
     return SONDE_ECONFIG;
   }
-  return check_host(err, errlen);
+  return sonde__check_host("the eBPF HTTP tracer", 0, err, errlen);
 }
 
 /* ---- state ----------------------------------------------------------------------------------- */
@@ -228,8 +151,8 @@ typedef struct eproc {
   uint32_t pid;
   struct eproc *next;
   bool excluded;
-  char *service_name, *service_namespace, *exe_path, *exe_name;
-  char container_id[65];
+  sonde__proc_ident id; /* executable, name, cgroup, container id */
+  char *service_name, *service_namespace;
   char **res_kv; /* extra OTEL_RESOURCE_ATTRIBUTES, key, value, key, value ... */
   size_t n_res_kv;
   span_t **spans; /* of the batch being filled */
@@ -329,72 +252,14 @@ static uint64_t now_ns(clockid_t c) {
 
 /* ---- processes ------------------------------------------------------------------------------- */
 
-static char *read_small(const char *path, size_t *len) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return NULL;
-  size_t cap = 4096, n = 0;
-  char *buf = malloc(cap + 1);
-  while (buf) {
-    ssize_t r = read(fd, buf + n, cap - n);
-    if (r <= 0) break;
-    n += (size_t)r;
-    if (n == cap) {
-      if (cap >= (1u << 20)) break;
-      char *nb = realloc(buf, cap * 2 + 1);
-      if (!nb) break;
-      buf = nb;
-      cap *= 2;
-    }
-  }
-  close(fd);
-  if (buf) buf[n] = 0;
-  if (len) *len = n;
-  return buf;
-}
-
-/* The last run of 64 hex digits in a cgroup path (docker, containerd, cri-o, podman). */
-static void container_id_of(const char *cg, char out[65]) {
-  out[0] = 0;
-  size_t run = 0;
-  for (const char *p = cg;; p++) {
-    bool hex = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f');
-    if (hex) {
-      run++;
-    } else {
-      if (run == 64) {
-        memcpy(out, p - 64, 64);
-        out[64] = 0;
-      }
-      run = 0;
-    }
-    if (!*p) break;
-  }
-}
-
 static void proc_read(eproc *q, const char *comm) {
-  char path[64], buf[PATH_MAX];
-  snprintf(path, sizeof(path), "/proc/%u/exe", q->pid);
-  ssize_t n = readlink(path, buf, sizeof(buf) - 1);
-  if (n > 0) {
-    buf[n] = 0;
-    char *del = strstr(buf, " (deleted)");
-    if (del && !del[10]) *del = 0;
-    q->exe_path = strdup(buf);
-  }
-  if (q->exe_path) {
-    const char *slash = strrchr(q->exe_path, '/');
-    q->exe_name = strdup(slash ? slash + 1 : q->exe_path);
-  } else {
-    snprintf(path, sizeof(path), "/proc/%u/comm", q->pid);
-    char *c = read_small(path, NULL);
-    if (c) c[strcspn(c, "\n")] = 0;
-    /* Gone already: the thread name BPF saw. */
-    if (!c && comm && comm[0]) c = strndup(comm, 16);
-    q->exe_name = c;
-  }
+  char path[64];
+  sonde__proc_ident_read((int)q->pid, &q->id);
+  /* Gone already: the thread name BPF saw. */
+  if (!q->id.exe_name && comm && comm[0]) q->id.exe_name = strndup(comm, 16);
   size_t len = 0;
   snprintf(path, sizeof(path), "/proc/%u/environ", q->pid);
-  char *env = read_small(path, &len);
+  char *env = sonde__read_small(path, &len);
   const char *attrs = NULL;
   for (size_t off = 0; env && off < len; off += strlen(env + off) + 1) {
     const char *v = env + off;
@@ -430,32 +295,7 @@ static void proc_read(eproc *q, const char *comm) {
     p = end ? end + 1 : NULL;
   }
   free(env);
-  if (!q->service_name && q->exe_name) q->service_name = strdup(q->exe_name);
-  snprintf(path, sizeof(path), "/proc/%u/cgroup", q->pid);
-  char *cg = read_small(path, NULL);
-  if (cg) container_id_of(cg, q->container_id);
-  free(cg);
-}
-
-static bool select_match(const eh_select *s, const eproc *q) {
-  for (size_t i = 0; i < s->pids.n; i++) {
-    uint32_t pid;
-    if (!parse_pid(s->pids.v[i], &pid) && pid == q->pid) return true;
-  }
-  for (size_t i = 0; i < s->executables.n; i++) {
-    const char *g = s->executables.v[i];
-    const char *subject = strchr(g, '/') ? q->exe_path : q->exe_name;
-    if (subject && !fnmatch(g, subject, 0)) return true;
-  }
-  for (size_t i = 0; i < s->container_ids.n; i++) {
-    size_t l = strlen(s->container_ids.v[i]);
-    if (q->container_id[0] && l && !strncmp(q->container_id, s->container_ids.v[i], l)) return true;
-  }
-  return false;
-}
-
-static bool select_empty(const eh_select *s) {
-  return !s->pids.n && !s->executables.n && !s->container_ids.n;
+  if (!q->service_name && q->id.exe_name) q->service_name = strdup(q->id.exe_name);
 }
 
 static eproc *proc_get(eh *e, uint32_t pid, const char *comm) {
@@ -466,8 +306,9 @@ static eproc *proc_get(eh *e, uint32_t pid, const char *comm) {
   if (!q) return NULL;
   q->pid = pid;
   proc_read(q, comm);
-  q->excluded = pid == e->self_pid || select_match(&e->cfg->exclude, q) ||
-                (!select_empty(&e->cfg->include) && !select_match(&e->cfg->include, q));
+  q->excluded = pid == e->self_pid || sonde__select_match(&e->cfg->exclude, pid, &q->id) ||
+                (!sonde__select_empty(&e->cfg->include) &&
+                 !sonde__select_match(&e->cfg->include, pid, &q->id));
   if (q->excluded && e->skel) {
     /* BPF stops sending this process's records. */
     uint32_t v = SONDE_HTTP_PID_EXCLUDE;
@@ -481,8 +322,7 @@ static eproc *proc_get(eh *e, uint32_t pid, const char *comm) {
 static void proc_free(eproc *q) {
   free(q->service_name);
   free(q->service_namespace);
-  free(q->exe_path);
-  free(q->exe_name);
+  sonde__proc_ident_free(&q->id);
   for (size_t i = 0; i < q->n_res_kv; i++)
     free(q->res_kv[i]);
   free(q->res_kv);
@@ -494,10 +334,10 @@ static hx_resource proc_resource(const eh *e, const eproc *q) {
   return (hx_resource){.pid = q->pid,
                        .service_name = q->service_name ? q->service_name : "unknown_service",
                        .service_namespace = q->service_namespace,
-                       .exe_name = q->exe_name,
-                       .exe_path = q->exe_path,
+                       .exe_name = q->id.exe_name,
+                       .exe_path = q->id.exe_path,
                        .host_name = e->hostname,
-                       .container_id = q->container_id[0] ? q->container_id : NULL};
+                       .container_id = q->id.container_id[0] ? q->id.container_id : NULL};
 }
 
 /* ---- span context ---------------------------------------------------------------------------- */
@@ -1178,12 +1018,12 @@ static Opentelemetry__Proto__Resource__V1__Resource *resource_new(eh *e, sonde_b
       !(a[n++] = sonde_batch_kv_str(b, "service.namespace", q->service_namespace)))
     return NULL;
   if (!(a[n++] = sonde_batch_kv_int(b, "process.pid", q->pid))) return NULL;
-  if (q->exe_name && !(a[n++] = sonde_batch_kv_str(b, "process.executable.name", q->exe_name)))
+  if (res.exe_name && !(a[n++] = sonde_batch_kv_str(b, "process.executable.name", res.exe_name)))
     return NULL;
-  if (q->exe_path && !(a[n++] = sonde_batch_kv_str(b, "process.executable.path", q->exe_path)))
+  if (res.exe_path && !(a[n++] = sonde_batch_kv_str(b, "process.executable.path", res.exe_path)))
     return NULL;
   if (!(a[n++] = sonde_batch_kv_str(b, "host.name", e->hostname))) return NULL;
-  if (q->container_id[0] && !(a[n++] = sonde_batch_kv_str(b, "container.id", q->container_id)))
+  if (res.container_id && !(a[n++] = sonde_batch_kv_str(b, "container.id", res.container_id)))
     return NULL;
   if (!(a[n++] = sonde_batch_kv_str(b, "telemetry.distro.name", "sonde"))) return NULL;
   for (size_t i = 0; i + 1 < q->n_res_kv; i += 2)
@@ -1463,7 +1303,7 @@ static void on_tls_scan(void *arg) {
   struct dirent *de;
   while ((de = readdir(d))) {
     uint32_t pid;
-    if (parse_pid(de->d_name, &pid)) continue;
+    if (sonde__parse_pid(de->d_name, &pid)) continue;
     if (n == cap) {
       cap = cap ? cap * 2 : 512;
       uint32_t *nn = realloc(now, cap * sizeof(*nn));
@@ -1561,7 +1401,7 @@ static void stop_timers(eh *e) {
 static int eh_start(void *inst) {
   eh *e = inst;
   char err[512];
-  int rc = check_host(err, sizeof(err));
+  int rc = sonde__check_host("the eBPF HTTP tracer", 0, err, sizeof(err));
   if (rc) {
     sonde_log(e->h, SONDE_LOG_ERROR, "%s", err);
     return rc;
@@ -1572,9 +1412,9 @@ static int eh_start(void *inst) {
     sonde_log(e->h, SONDE_LOG_ERROR, "opening the BPF HTTP tracer: %s", strerror(errno));
     return SONDE_EIO;
   }
-  const eh_select *inc = &e->cfg->include;
+  const sonde__select *inc = &e->cfg->include;
   e->skel->rodata->cfg.capture = (uint32_t)e->cfg->capture_bytes;
-  e->skel->rodata->cfg.include_only = inc->pids.n && !inc->executables.n && !inc->container_ids.n;
+  e->skel->rodata->cfg.include_only = inc->pids.n && sonde__select_pids_only(inc);
   e->skel->rodata->cfg.port_filter = e->cfg->open_ports != NULL;
   e->skel->rodata->cfg.wakeup_bytes = SONDE_HTTP_RINGBUF_BYTES / 32;
   if (sonde_http_tracer__load(e->skel)) {
@@ -1585,22 +1425,11 @@ static int eh_start(void *inst) {
     goto fail;
   }
   rc = SONDE_EIO;
-  uint32_t v = SONDE_HTTP_PID_EXCLUDE;
-  if (bpf_map__update_elem(e->skel->maps.pid_filter, &e->self_pid, 4, &v, 4, BPF_ANY))
+  int ser = sonde__pid_filter_seed(e->skel->maps.pid_filter, e->self_pid, inc, &e->cfg->exclude,
+                                   SONDE_HTTP_PID_INCLUDE, SONDE_HTTP_PID_EXCLUDE);
+  if (ser) {
+    errno = -ser;
     goto fail_errno;
-  v = SONDE_HTTP_PID_INCLUDE;
-  for (size_t i = 0; i < inc->pids.n; i++) {
-    uint32_t pid;
-    if (!parse_pid(inc->pids.v[i], &pid) && pid != e->self_pid &&
-        bpf_map__update_elem(e->skel->maps.pid_filter, &pid, 4, &v, 4, BPF_ANY))
-      goto fail_errno;
-  }
-  v = SONDE_HTTP_PID_EXCLUDE;
-  for (size_t i = 0; i < e->cfg->exclude.pids.n; i++) {
-    uint32_t pid;
-    if (!parse_pid(e->cfg->exclude.pids.v[i], &pid) &&
-        bpf_map__update_elem(e->skel->maps.pid_filter, &pid, 4, &v, 4, BPF_ANY))
-      goto fail_errno;
   }
   if (e->cfg->open_ports) {
     static uint64_t bits[1024];

@@ -30,10 +30,8 @@
  * mapping index 0.
  */
 #include <errno.h>
-#include <fnmatch.h>
 #include <gelf.h>
 #include <inttypes.h>
-#include <linux/capability.h>
 #include <linux/perf_event.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -57,6 +55,7 @@
 #include "ehframe.h"
 #include "kmap.h"
 #include "procinfo.h"
+#include "procsel.h"
 #include "profiler.h"
 #include "sonde/sonde.h"
 #include "sonde_profiler.skel.h"
@@ -73,128 +72,31 @@ _Static_assert(SONDE_UW_ROWS == 524288, "the unwind_rows metric's help names the
 
 /* ---- configuration --------------------------------------------------------------------------- */
 
-typedef struct prof_select {
-  sonde_strlist pids;
-  sonde_strlist executables;
-  sonde_strlist cgroups;
-  sonde_strlist container_ids;
-} prof_select;
-
 typedef struct prof_config {
   int64_t samples_per_second;
   int64_t reporter_interval_ns;
-  prof_select include;
-  prof_select exclude;
+  sonde__select include;
+  sonde__select exclude;
 } prof_config;
-
-static const sonde_option select_options[] = {
-    SONDE_OPT("pids", SONDE_OPT_STRLIST, prof_select, pids, NULL, "process ids"),
-    SONDE_OPT("executables", SONDE_OPT_STRLIST, prof_select, executables, NULL,
-              "globs (fnmatch) on the executable's path or, without a '/', its name"),
-    SONDE_OPT("cgroups", SONDE_OPT_STRLIST, prof_select, cgroups, NULL,
-              "globs on the cgroup v2 path (/proc/PID/cgroup)"),
-    SONDE_OPT("container_ids", SONDE_OPT_STRLIST, prof_select, container_ids, NULL,
-              "container ids (a prefix of 12 or more hex digits is enough)"),
-    SONDE_OPT_END,
-};
 
 static const sonde_option prof_options[] = {
     SONDE_OPT_RANGE("samples_per_second", SONDE_OPT_INT, prof_config, samples_per_second, "19", 1,
                     10000, "sampling frequency per CPU"),
     SONDE_OPT_RANGE("reporter_interval", SONDE_OPT_DURATION, prof_config, reporter_interval_ns,
                     "5s", 1e8, 3.6e12, "time covered by one profiles batch"),
-    SONDE_OPT_NESTED("include", prof_config, include, select_options,
+    SONDE_OPT_NESTED("include", prof_config, include, sonde__select_options,
                      "profile only processes matching one of these (empty: every process)"),
-    SONDE_OPT_NESTED("exclude", prof_config, exclude, select_options,
+    SONDE_OPT_NESTED("exclude", prof_config, exclude, sonde__select_options,
                      "never profile processes matching one of these (sonde itself never is)"),
     SONDE_OPT_END,
 };
 
-static bool select_empty(const prof_select *s) {
-  return !s->pids.n && !s->executables.n && !s->cgroups.n && !s->container_ids.n;
-}
-
-static int parse_pid(const char *s, uint32_t *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end || v <= 0 || v > 0x7fffffff) return SONDE_EINVAL;
-  *out = (uint32_t)v;
-  return 0;
-}
-
-/* ---- privileges and kernel features ------------------------------------------------------------
- */
-
-#ifndef CAP_PERFMON
-#define CAP_PERFMON 38
-#endif
-#ifndef CAP_BPF
-#define CAP_BPF 39
-#endif
-
-static bool cap_effective(const struct __user_cap_data_struct d[2], int cap) {
-  return d[cap / 32].effective & (1u << (cap % 32));
-}
-
-/* 0 when this process can load and attach the profiler; otherwise a message naming what is
- * missing. */
-static int check_host(char *err, size_t errlen) {
-  struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
-  struct __user_cap_data_struct d[2] = {0};
-  if (syscall(SYS_capget, &hdr, d)) {
-    snprintf(err, errlen, "cannot read this process's capabilities: %s", strerror(errno));
-    return SONDE_EPERM;
-  }
-  bool admin = cap_effective(d, CAP_SYS_ADMIN);
-  if (!admin && !(cap_effective(d, CAP_BPF) && cap_effective(d, CAP_PERFMON))) {
-    snprintf(err, errlen,
-             "the eBPF profiler needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); this process "
-             "lacks %s%s%s",
-             cap_effective(d, CAP_BPF) ? "" : "CAP_BPF",
-             !cap_effective(d, CAP_BPF) && !cap_effective(d, CAP_PERFMON) ? " and " : "",
-             cap_effective(d, CAP_PERFMON) ? "" : "CAP_PERFMON");
-    return SONDE_EPERM;
-  }
-  if (access("/sys/kernel/btf/vmlinux", R_OK)) {
-    snprintf(err, errlen,
-             "kernel feature missing: BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF), "
-             "needed to load CO-RE BPF programs");
-    return SONDE_EUNSUPPORTED;
-  }
-  static const struct {
-    enum bpf_prog_type t;
-    const char *name;
-  } progs[] = {{BPF_PROG_TYPE_PERF_EVENT, "BPF program type perf_event"},
-               {BPF_PROG_TYPE_RAW_TRACEPOINT, "BPF program type raw_tracepoint"}};
-  for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
-    if (libbpf_probe_bpf_prog_type(progs[i].t, NULL) != 1) {
-      snprintf(err, errlen, "kernel feature missing: %s", progs[i].name);
-      return SONDE_EUNSUPPORTED;
-    }
-  }
-  if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) != 1) {
-    snprintf(err, errlen, "kernel feature missing: BPF ring buffer (map type ringbuf, Linux 5.8)");
-    return SONDE_EUNSUPPORTED;
-  }
-  return 0;
-}
-
 static int prof_validate(const void *config, char *err, size_t errlen) {
   const prof_config *c = config;
-  const prof_select *sel[2] = {&c->include, &c->exclude};
-  for (int s = 0; s < 2; s++) {
-    for (size_t i = 0; i < sel[s]->pids.n; i++) {
-      uint32_t pid;
-      if (parse_pid(sel[s]->pids.v[i], &pid)) {
-        snprintf(err, errlen, "%s::pids: \"%s\" is not a process id", s ? "exclude" : "include",
-                 sel[s]->pids.v[i]);
-        return SONDE_ECONFIG;
-      }
-    }
-  }
+  int rc = sonde__select_validate(&c->include, &c->exclude, err, errlen);
+  if (rc) return rc;
   /* `sonde validate` runs this too: a configuration that cannot run here says why. */
-  return check_host(err, errlen);
+  return sonde__check_host("the eBPF profiler", SONDE__NEED_PERF_EVENT, err, errlen);
 }
 
 /* ---- state ----------------------------------------------------------------------------------- */
@@ -399,40 +301,16 @@ static void proc_unlink_free(prof *p, proc *q) {
 
 /* ---- process selection ----------------------------------------------------------------------- */
 
-/* pi: NULL when the process is not read yet. Reads only the configuration: pool threads call it
- * too. */
-static bool select_match_info(const prof_select *s, uint32_t qpid, const prof_procinfo *pi) {
-  for (size_t i = 0; i < s->pids.n; i++) {
-    uint32_t pid;
-    if (!parse_pid(s->pids.v[i], &pid) && pid == qpid) return true;
-  }
-  if (!pi) return false;
-  for (size_t i = 0; i < s->executables.n; i++) {
-    const char *g = s->executables.v[i];
-    const char *subject = strchr(g, '/') ? pi->exe_path : pi->exe_name;
-    if (subject && !fnmatch(g, subject, 0)) return true;
-  }
-  for (size_t i = 0; i < s->cgroups.n; i++)
-    if (pi->cgroup && !fnmatch(s->cgroups.v[i], pi->cgroup, 0)) return true;
-  for (size_t i = 0; i < s->container_ids.n; i++) {
-    size_t n = strlen(s->container_ids.v[i]);
-    if (pi->container_id[0] && n && !strncmp(pi->container_id, s->container_ids.v[i], n))
-      return true;
-  }
-  return false;
-}
-
 static bool select_keep(const prof_config *c, uint32_t pid, const prof_procinfo *pi) {
-  return (select_empty(&c->include) || select_match_info(&c->include, pid, pi)) &&
-         !select_match_info(&c->exclude, pid, pi);
+  const sonde__proc_ident *id = pi ? &pi->id : NULL;
+  return (sonde__select_empty(&c->include) || sonde__select_match(&c->include, pid, id)) &&
+         !sonde__select_match(&c->exclude, pid, id);
 }
 
 /* Decides once the process is known; a dropped pid goes to the BPF filter so its samples stop. */
 static void proc_decide(prof *p, proc *q) {
   const prof_config *c = p->cfg;
-  bool only_pids = !c->include.executables.n && !c->include.cgroups.n &&
-                   !c->include.container_ids.n && !c->exclude.executables.n &&
-                   !c->exclude.cgroups.n && !c->exclude.container_ids.n;
+  bool only_pids = sonde__select_pids_only(&c->include) && sonde__select_pids_only(&c->exclude);
   if (!q->have_info && !only_pids) return;
   bool keep = select_keep(c, q->pid, q->have_info ? &q->info : NULL);
   q->verdict = keep ? 1 : -1;
@@ -814,14 +692,14 @@ static size_t exe_slot(uint64_t dev, uint64_t ino) {
 
 /* Remembers the executable of a process just read (the mapping of its exe path names its file). */
 static void exe_cache_learn(prof *p, const prof_procinfo *pi) {
-  if (!pi->exe_path) return;
+  if (!pi->id.exe_path) return;
   for (size_t i = 0; i < pi->n_maps; i++) {
     const prof_mapping *m = &pi->maps[i];
-    if (!m->inode || strcmp(m->path, pi->exe_path)) continue;
+    if (!m->inode || strcmp(m->path, pi->id.exe_path)) continue;
     size_t k = exe_slot(m->dev, m->inode);
     if (p->exe_cache[k].path && p->exe_cache[k].dev == m->dev && p->exe_cache[k].ino == m->inode)
       return;
-    char *d = strdup(pi->exe_path);
+    char *d = strdup(pi->id.exe_path);
     if (!d) return;
     free(p->exe_cache[k].path);
     p->exe_cache[k].dev = m->dev;
@@ -868,13 +746,13 @@ static void load_done(void *arg, int status) {
     q->loaded_at = uv_hrtime();
     metric_add(p, p->m_proc_reads, 1);
     /* A re-read of a process that is gone keeps what the first read found. */
-    if (status == 0 && (j->rc == 0 || !q->have_info) && (j->info.exe_name || j->info.n_maps)) {
+    if (status == 0 && (j->rc == 0 || !q->have_info) && (j->info.id.exe_name || j->info.n_maps)) {
       prof_procinfo_free(&q->info);
       q->info = j->info;
       memset(&j->info, 0, sizeof(j->info));
       q->have_info = true;
     }
-    if (!q->have_info || !q->info.exe_path) proc_exec_hint(p, q);
+    if (!q->have_info || !q->info.id.exe_path) proc_exec_hint(p, q);
     if (q->have_info) exe_cache_learn(p, &q->info);
     if (!q->verdict) proc_decide(p, q);
     if (q->verdict >= 0 && !p->stopping) uw_publish(p, q);
@@ -1542,20 +1420,20 @@ static Opentelemetry__Proto__Resource__V1__Resource *resource_new(prof *p, sonde
   /* A process gone before /proc was read is still named: by the path of its exec (BPF saw it),
    * else by its thread name. */
   const char *path = NULL, *name = NULL;
-  if (q->info && q->info->exe_path) {
-    path = q->info->exe_path;
-    name = q->info->exe_name;
+  if (q->info && q->info->id.exe_path) {
+    path = q->info->id.exe_path;
+    name = q->info->id.exe_name;
   } else if (q->exe_hint) {
     path = q->exe_hint;
     name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-  } else if (q->info && q->info->exe_name) {
-    name = q->info->exe_name;
+  } else if (q->info && q->info->id.exe_name) {
+    name = q->info->id.exe_name;
   }
   if (!name) name = q->comm;
   if (name[0] && !(a[n++] = sonde_batch_kv_str(b, "process.executable.name", name))) return NULL;
   if (path && !(a[n++] = sonde_batch_kv_str(b, "process.executable.path", path))) return NULL;
-  if (q->info && q->info->container_id[0] &&
-      !(a[n++] = sonde_batch_kv_str(b, "container.id", q->info->container_id)))
+  if (q->info && q->info->id.container_id[0] &&
+      !(a[n++] = sonde_batch_kv_str(b, "container.id", q->info->id.container_id)))
     return NULL;
   if (!(a[n++] = sonde_batch_kv_str(b, "host.name", p->hostname))) return NULL;
   r->attributes = a;
@@ -1601,15 +1479,14 @@ static int build_batch(prof *p, uint64_t now_ns, sonde_batch **out) {
            ((const agg_key *)kmap_key(&p->agg, order[j]))->gen == k0->gen)
       j++;
     pview qv, *q = &qv;
-    bool keep =
-        pview_of(proc_find(p, k0->pid), k0->gen, &qv) && q->verdict >= 0 &&
-        (q->verdict > 0 || (select_empty(&p->cfg->include) && !p->cfg->exclude.executables.n &&
-                            !p->cfg->exclude.cgroups.n && !p->cfg->exclude.container_ids.n));
+    bool keep = pview_of(proc_find(p, k0->pid), k0->gen, &qv) && q->verdict >= 0 &&
+                (q->verdict > 0 || (sonde__select_empty(&p->cfg->include) &&
+                                    sonde__select_pids_only(&p->cfg->exclude)));
     if (!keep) {
       i = j;
       continue;
     }
-    if (!(q->info && q->info->exe_path) && !q->exe_hint)
+    if (!(q->info && q->info->id.exe_path) && !q->exe_hint)
       q->exe_hint = exe_cache_find(p, q->exe_dev, q->exe_ino);
     sample_t **samples = sonde_batch_alloc(b, (j - i) * sizeof(*samples));
     if (!samples) goto fail;
@@ -1890,7 +1767,7 @@ static void poll_closed(uv_handle_t *h) {
 static int prof_start(void *inst) {
   prof *p = inst;
   char err[512];
-  int rc = check_host(err, sizeof(err));
+  int rc = sonde__check_host("the eBPF profiler", SONDE__NEED_PERF_EVENT, err, sizeof(err));
   if (rc) {
     sonde_log(p->h, SONDE_LOG_ERROR, "%s", err);
     return rc;
@@ -1902,9 +1779,8 @@ static int prof_start(void *inst) {
     return SONDE_EIO;
   }
   /* pid-only include lists are applied in BPF; anything else needs /proc, so in user space. */
-  const prof_select *inc = &p->cfg->include;
-  p->skel->rodata->cfg.include_only =
-      inc->pids.n && !inc->executables.n && !inc->cgroups.n && !inc->container_ids.n;
+  const sonde__select *inc = &p->cfg->include;
+  p->skel->rodata->cfg.include_only = inc->pids.n && sonde__select_pids_only(inc);
   p->skel->rodata->cfg.wakeup_bytes = SONDE_PROF_RINGBUF_BYTES / 2;
   if (sonde_profiler__load(p->skel)) {
     int e = errno;
@@ -1914,22 +1790,11 @@ static int prof_start(void *inst) {
     rc = e == EPERM || e == EACCES ? SONDE_EPERM : SONDE_EIO;
     goto fail;
   }
-  uint32_t v = SONDE_PROF_PID_EXCLUDE;
-  if (bpf_map__update_elem(p->skel->maps.pid_filter, &p->self_pid, 4, &v, 4, BPF_ANY))
+  int er = sonde__pid_filter_seed(p->skel->maps.pid_filter, p->self_pid, inc, &p->cfg->exclude,
+                                  SONDE_PROF_PID_INCLUDE, SONDE_PROF_PID_EXCLUDE);
+  if (er) {
+    errno = -er;
     goto fail_errno;
-  v = SONDE_PROF_PID_INCLUDE;
-  for (size_t i = 0; i < inc->pids.n; i++) {
-    uint32_t pid;
-    if (!parse_pid(inc->pids.v[i], &pid) && pid != p->self_pid &&
-        bpf_map__update_elem(p->skel->maps.pid_filter, &pid, 4, &v, 4, BPF_ANY))
-      goto fail_errno;
-  }
-  v = SONDE_PROF_PID_EXCLUDE;
-  for (size_t i = 0; i < p->cfg->exclude.pids.n; i++) {
-    uint32_t pid;
-    if (!parse_pid(p->cfg->exclude.pids.v[i], &pid) &&
-        bpf_map__update_elem(p->skel->maps.pid_filter, &pid, 4, &v, 4, BPF_ANY))
-      goto fail_errno;
   }
   /* Unwind rows are written straight into the BPF array. Without it, frame pointers only. */
   void *mem = mmap(NULL, (size_t)SONDE_UW_ROWS * sizeof(struct sonde_uw_row),

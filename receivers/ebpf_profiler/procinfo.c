@@ -109,52 +109,6 @@ static size_t cached_build_id(prof_bidcache *c, const char *path, uint8_t *out, 
   return n;
 }
 
-void prof_container_id(const char *p, char out[65]) {
-  out[0] = 0;
-  if (!p) return;
-  size_t run = 0;
-  const char *best = NULL;
-  for (const char *c = p;; c++) {
-    if (*c && isxdigit((unsigned char)*c) && !isupper((unsigned char)*c)) {
-      run++;
-      continue;
-    }
-    if (run == 64) best = c - 64;
-    run = 0;
-    if (!*c) break;
-  }
-  if (best) {
-    memcpy(out, best, 64);
-    out[64] = 0;
-  }
-}
-
-static char *read_small(const char *path, size_t *len) {
-  FILE *f = fopen(path, "re");
-  if (!f) return NULL;
-  size_t cap = 4096, n = 0;
-  char *buf = malloc(cap);
-  while (buf) {
-    size_t r = fread(buf + n, 1, cap - n - 1, f);
-    n += r;
-    if (n < cap - 1) break;
-    char *nb = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
-    if (!nb) {
-      free(buf);
-      buf = NULL;
-      break;
-    }
-    buf = nb;
-    cap *= 2;
-  }
-  fclose(f);
-  if (buf) {
-    buf[n] = 0;
-    if (len) *len = n;
-  }
-  return buf;
-}
-
 static int add_mapping(prof_procinfo *pi, size_t *cap, const prof_mapping *m) {
   if (pi->n_maps == *cap) {
     size_t nc = *cap ? *cap * 2 : 16;
@@ -195,48 +149,16 @@ static void fill_build_ids(int pid, prof_bidcache *cache, prof_procinfo *pi) {
 }
 
 int prof_procinfo_read(int pid, prof_bidcache *cache, prof_procinfo *pi) {
-  char path[64], link[PATH_MAX];
+  char path[64];
   memset(pi, 0, sizeof(*pi));
 
-  snprintf(path, sizeof(path), "/proc/%d/exe", pid);
-  ssize_t n = readlink(path, link, sizeof(link) - 1);
-  if (n > 0) {
-    link[n] = 0;
-    if (!(pi->exe_path = strdup(link))) return SONDE_ENOMEM;
-    const char *slash = strrchr(pi->exe_path, '/');
-    if (!(pi->exe_name = strdup(slash ? slash + 1 : pi->exe_path))) return SONDE_ENOMEM;
-  } else {
-    snprintf(path, sizeof(path), "/proc/%d/comm", pid);
-    char *comm = read_small(path, NULL);
-    if (!comm) return errno == ENOMEM ? SONDE_ENOMEM : SONDE_ENOTFOUND;
-    comm[strcspn(comm, "\n")] = 0;
-    pi->exe_name = comm;
-  }
-
-  snprintf(path, sizeof(path), "/proc/%d/cgroup", pid);
-  char *cg = read_small(path, NULL);
-  if (cg) {
-    for (char *line = strtok(cg, "\n"); line; line = strtok(NULL, "\n")) {
-      if (!strncmp(line, "0::", 3)) {
-        if (!(pi->cgroup = strdup(line + 3))) {
-          free(cg);
-          return SONDE_ENOMEM;
-        }
-      }
-      if (!pi->container_id[0]) {
-        const char *p = strchr(line, ':');
-        p = p ? strchr(p + 1, ':') : NULL;
-        if (p) prof_container_id(p + 1, pi->container_id);
-      }
-    }
-    free(cg);
-  }
+  int rc = sonde__proc_ident_read(pid, &pi->id);
+  if (rc) return rc;
 
   snprintf(path, sizeof(path), "/proc/%d/maps", pid);
-  char *maps = read_small(path, NULL);
+  char *maps = sonde__read_small(path, NULL);
   if (!maps) return errno == ENOMEM ? SONDE_ENOMEM : SONDE_ENOTFOUND;
   size_t cap = 0;
-  int rc = 0;
   char *save = NULL;
   for (char *line = strtok_r(maps, "\n", &save); line && !rc; line = strtok_r(NULL, "\n", &save)) {
     uint64_t start, end, off, ino;
@@ -269,9 +191,7 @@ void prof_procinfo_free(prof_procinfo *pi) {
   for (size_t i = 0; i < pi->n_maps; i++)
     free(pi->maps[i].path);
   free(pi->maps);
-  free(pi->exe_path);
-  free(pi->exe_name);
-  free(pi->cgroup);
+  sonde__proc_ident_free(&pi->id);
   memset(pi, 0, sizeof(*pi));
 }
 

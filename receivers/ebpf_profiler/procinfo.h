@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "procsel.h"
+
 #define PROF_BUILD_ID_MAX 32
 
 /* One executable mapping of /proc/PID/maps (only those can hold a pc or return address). */
@@ -20,11 +22,8 @@ typedef struct prof_mapping {
 } prof_mapping;
 
 typedef struct prof_procinfo {
-  char *exe_path;        /* readlink /proc/PID/exe; NULL if the process was gone */
-  char *exe_name;        /* basename of exe_path, or /proc/PID/comm */
-  char *cgroup;          /* the cgroup v2 path ("0::" line), NULL if unknown */
-  char container_id[65]; /* "" when the cgroup names no container */
-  prof_mapping *maps;    /* sorted by start, non-overlapping */
+  sonde__proc_ident id; /* executable, name, cgroup, container id */
+  prof_mapping *maps;   /* sorted by start, non-overlapping */
   size_t n_maps;
 } prof_procinfo;
 
@@ -47,8 +46,5 @@ const prof_mapping *prof_procinfo_find(const prof_procinfo *pi, uint64_t addr);
 /* The GNU build id of the ELF file at path (NT_GNU_BUILD_ID note). Returns its length, 0 when the
  * file has none or is not ELF. */
 size_t prof_elf_build_id(const char *path, uint8_t *out, size_t cap);
-/* The container id in a cgroup path (docker, containerd, cri-o, podman naming): the last run of 64
- * hex digits. Writes "" when there is none. */
-void prof_container_id(const char *cgroup_path, char out[65]);
 
 #endif
