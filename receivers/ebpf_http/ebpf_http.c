@@ -128,6 +128,15 @@ bad:
   return SONDE_ECONFIG;
 }
 
+/* What loading the tracer needs of this process and kernel; `sonde validate` says it too. */
+static int check_host(char *err, size_t errlen) {
+  int rc = sonde__check_host("the eBPF HTTP tracer", 0, err, errlen);
+  if (rc) return rc;
+  return sonde__check_kfunc(NULL, "bpf_rdonly_cast", "6.2",
+                            "by the HTTP tracer to find the socket behind a file descriptor", err,
+                            errlen);
+}
+
 static int eh_validate(const void *config, char *err, size_t errlen) {
   const eh_config *c = config;
   int rc = sonde__select_validate(&c->include, &c->exclude, err, errlen);
@@ -137,7 +146,7 @@ static int eh_validate(const void *config, char *err, size_t errlen) {
     snprintf(err, errlen, "spans and metrics are both off: nothing to produce");
     return SONDE_ECONFIG;
   }
-  return sonde__check_host("the eBPF HTTP tracer", 0, err, errlen);
+  return check_host(err, errlen);
 }
 
 /* ---- state ----------------------------------------------------------------------------------- */
@@ -1401,7 +1410,7 @@ static void stop_timers(eh *e) {
 static int eh_start(void *inst) {
   eh *e = inst;
   char err[512];
-  int rc = sonde__check_host("the eBPF HTTP tracer", 0, err, sizeof(err));
+  int rc = check_host(err, sizeof(err));
   if (rc) {
     sonde_log(e->h, SONDE_LOG_ERROR, "%s", err);
     return rc;

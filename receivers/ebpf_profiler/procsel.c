@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 /* ---- privileges and kernel features ---------------------------------------------------------- */
@@ -68,6 +70,25 @@ int sonde__check_host(const char *who, unsigned needs, char *err, size_t errlen)
     return SONDE_EUNSUPPORTED;
   }
   return 0;
+}
+
+int sonde__check_kfunc(const char *btf_path, const char *name, const char *since, const char *why,
+                       char *err, size_t errlen) {
+  const char *path = btf_path ? btf_path : "/sys/kernel/btf/vmlinux";
+  struct btf *btf = btf__parse(path, NULL);
+  if (!btf) {
+    snprintf(err, errlen, "kernel feature missing: BTF (%s: %s), needed to find the %s kfunc", path,
+             strerror(errno), name);
+    return SONDE_EUNSUPPORTED;
+  }
+  int id = btf__find_by_name_kind(btf, name, BTF_KIND_FUNC);
+  btf__free(btf);
+  if (id > 0) return 0;
+  struct utsname u;
+  snprintf(err, errlen,
+           "kernel feature missing: the %s kfunc (Linux %s or later), needed %s; this kernel is %s",
+           name, since, why, uname(&u) ? "unknown" : u.release);
+  return SONDE_EUNSUPPORTED;
 }
 
 /* ---- process selection ----------------------------------------------------------------------- */

@@ -22,6 +22,12 @@ struct bpf_map;
  * eBPF profiler") as the subject. */
 int sonde__check_host(const char *who, unsigned needs, char *err, size_t errlen);
 
+/* 0 when the kernel whose BTF is at btf_path (NULL: /sys/kernel/btf/vmlinux, the running one)
+ * has the kfunc name; otherwise SONDE_EUNSUPPORTED and a message naming the kfunc, since (the
+ * first kernel release that has it), what needs it (why) and the running kernel's release. */
+int sonde__check_kfunc(const char *btf_path, const char *name, const char *since, const char *why,
+                       char *err, size_t errlen);
+
 /* ---- process selection ----------------------------------------------------------------------- */
 
 typedef struct sonde__select {
