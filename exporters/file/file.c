@@ -23,6 +23,7 @@
 
 #include <zstd.h>
 
+#include "file_prune.h"
 #include "sonde/sonde.h"
 
 typedef struct file_rotation {
@@ -186,62 +187,29 @@ static void backup_name(const fileexp *fe, time_t sec, long ms, char *out, size_
   snprintf(out, len, "%s%s%s.%03ld%s", fe->dir, fe->prefix, ts, ms, fe->ext);
 }
 
-typedef struct backup {
-  char *name;
-  int64_t ms; /* the time in the name, in ms: rotations come faster than once a second */
-} backup;
-
-static int backup_cmp(const void *a, const void *b) {
-  const backup *x = a, *y = b;
-  return x->ms < y->ms ? 1 : x->ms > y->ms ? -1 : 0; /* newest first */
+/* The time in a backup's name, in ms (rotations come faster than once a second), or -1. */
+static int64_t backup_time(const char *name, void *arg) {
+  const fileexp *fe = arg;
+  size_t l = strlen(name), lp = strlen(fe->prefix), le = strlen(fe->ext);
+  if (l <= lp + le || strncmp(name, fe->prefix, lp) != 0 || strcmp(name + l - le, fe->ext) != 0)
+    return -1;
+  struct tm tm = {0};
+  char ts[64];
+  size_t tl = l - lp - le;
+  if (tl >= sizeof(ts)) return -1;
+  memcpy(ts, name + lp, tl);
+  ts[tl] = 0;
+  const char *rest = strptime(ts, "%Y-%m-%dT%H-%M-%S", &tm);
+  if (!rest || rest[0] != '.' || strlen(rest) != 4) return -1;
+  /* lumberjack parses the name as UTC either way */
+  return (int64_t)timegm(&tm) * 1000 + atoi(rest + 1);
 }
 
 /* lumberjack's mill: removes backups beyond max_backups and older than max_days. */
 static void remove_old_backups(fileexp *fe) {
-  if (fe->max_backups <= 0 && fe->max_days <= 0) return;
-  DIR *d = opendir(fe->dir[0] ? fe->dir : ".");
-  if (!d) return;
-  backup *v = NULL;
-  size_t n = 0, cap = 0;
-  size_t lp = strlen(fe->prefix), le = strlen(fe->ext);
-  struct dirent *de;
-  while ((de = readdir(d))) {
-    size_t l = strlen(de->d_name);
-    if (l <= lp + le || strncmp(de->d_name, fe->prefix, lp) != 0 ||
-        strcmp(de->d_name + l - le, fe->ext) != 0)
-      continue;
-    struct tm tm = {0};
-    char ts[64];
-    size_t tl = l - lp - le;
-    if (tl >= sizeof(ts)) continue;
-    memcpy(ts, de->d_name + lp, tl);
-    ts[tl] = 0;
-    const char *rest = strptime(ts, "%Y-%m-%dT%H-%M-%S", &tm);
-    if (!rest || rest[0] != '.' || strlen(rest) != 4) continue;
-    if (n == cap) {
-      cap = cap ? cap * 2 : 16;
-      backup *nv = realloc(v, cap * sizeof(*nv));
-      if (!nv) break;
-      v = nv;
-    }
-    if (!(v[n].name = strdup(de->d_name))) break;
-    /* lumberjack parses the name as UTC either way */
-    v[n++].ms = (int64_t)timegm(&tm) * 1000 + atoi(rest + 1);
-  }
-  closedir(d);
-  if (n) qsort(v, n, sizeof(*v), backup_cmp);
-  int64_t cutoff = ((int64_t)time(NULL) - fe->max_days * 86400) * 1000;
-  for (size_t i = 0; i < n; i++) {
-    bool drop = (fe->max_backups > 0 && (int64_t)i >= fe->max_backups) ||
-                (fe->max_days > 0 && v[i].ms < cutoff);
-    if (drop) {
-      char path[4096];
-      snprintf(path, sizeof(path), "%s%s", fe->dir, v[i].name);
-      unlink(path);
-    }
-    free(v[i].name);
-  }
-  free(v);
+  file_prune_limits lim = {.max_files = fe->max_backups, .max_days = fe->max_days};
+  file_prune_result res;
+  file_prune(fe->dir, backup_time, fe, &lim, &res);
 }
 
 static int open_file(fileexp *fe, bool truncate) {
