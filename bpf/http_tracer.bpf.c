@@ -172,9 +172,9 @@ struct {
   __type(value, struct scratch);
 } scratch_map SEC(".maps");
 
-static __always_inline void count(__u32 idx) {
+static __always_inline void count(__u32 idx, __u64 n) {
   __u64 *v = bpf_map_lookup_elem(&counters, &idx);
-  if (v) *v += 1;
+  if (v) *v += n;
 }
 
 static __always_inline bool pid_wanted(__u32 pid) {
@@ -246,9 +246,9 @@ static __always_inline void submit(struct scratch *s, __u32 n, bool wake) {
                     ? BPF_RB_FORCE_WAKEUP
                     : BPF_RB_NO_WAKEUP;
   if (bpf_ringbuf_output(&events, s, sizeof(s->h) + n, flags))
-    count(SONDE_HTTP_CNT_LOST);
+    count(SONDE_HTTP_CNT_LOST, 1);
   else
-    count(SONDE_HTTP_CNT_EVENTS);
+    count(SONDE_HTTP_CNT_BYTES, sizeof(s->h) + n);
 }
 
 /* The record header in the per-CPU scratch; NULL when the port filter rejects the connection.
@@ -379,23 +379,26 @@ static __always_inline void set_role(int fd, __u8 role) {
 }
 
 /* close() is seen at entry: at exit the fd no longer names the socket. */
+static __always_inline void on_close(int fd) {
+  __u64 id = bpf_get_current_pid_tgid();
+  if (!pid_wanted(id >> 32)) return;
+  struct sock *sk = fd_sock(fd);
+  if (!sk) return;
+  __u64 skv = (__u64)sk;
+  struct sonde_http_conn *c = bpf_map_lookup_elem(&conns, &skv);
+  if (!c) return;
+  __u8 verdict = c->verdict;
+  bpf_map_delete_elem(&conns, &skv);
+  if (verdict == SONDE_HTTP_VERDICT_SKIP) return;
+  struct scratch *s = start_rec(SONDE_HTTP_REC_CLOSE, id, fd, sk, 0, 0, false, NULL);
+  if (s) submit(s, 0, false);
+}
+
 SEC("raw_tp/sys_enter")
 int on_enter(struct bpf_raw_tracepoint_args *ctx) {
   if (ctx->args[1] != NR_CLOSE) return 0;
-  __u64 id = bpf_get_current_pid_tgid();
-  if (!pid_wanted(id >> 32)) return 0;
   struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-  int fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
-  struct sock *sk = fd_sock(fd);
-  if (!sk) return 0;
-  __u64 skv = (__u64)sk;
-  struct sonde_http_conn *c = bpf_map_lookup_elem(&conns, &skv);
-  if (!c) return 0;
-  __u8 verdict = c->verdict;
-  bpf_map_delete_elem(&conns, &skv);
-  if (verdict == SONDE_HTTP_VERDICT_SKIP) return 0;
-  struct scratch *s = start_rec(SONDE_HTTP_REC_CLOSE, id, fd, sk, 0, 0, false, NULL);
-  if (s) submit(s, 0, false);
+  on_close(PT_REGS_PARM1_CORE_SYSCALL(regs));
   return 0;
 }
 
@@ -403,15 +406,7 @@ int on_enter(struct bpf_raw_tracepoint_args *ctx) {
  * registers saved at entry, which these syscalls leave as they were (the *_CORE_SYSCALL macros
  * read orig_x0 on arm64, where x0 holds the return value by now): no per-thread map, so a
  * read or write on anything but a traced socket costs a switch and a few reads. */
-SEC("raw_tp/sys_exit")
-int on_exit(struct bpf_raw_tracepoint_args *ctx) {
-  long ret = ctx->args[1];
-  struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-#if defined(__TARGET_ARCH_x86)
-  long nr = BPF_CORE_READ(regs, orig_ax);
-#else
-  long nr = BPF_CORE_READ((struct user_pt_regs *)regs, regs[8]);
-#endif
+static __always_inline void on_sys_exit(long nr, long ret, struct pt_regs *regs) {
   struct args a = {0};
   switch (nr) {
   case NR_READ:
@@ -438,34 +433,75 @@ int on_exit(struct bpf_raw_tracepoint_args *ctx) {
     a.kind = 0, a.dir = 1; /* counted, nothing to copy */
     break;
   case NR_CONNECT:
-    if (ret != 0 && ret != -EINPROGRESS) return 0;
+    if (ret != 0 && ret != -EINPROGRESS) return;
     break;
   case NR_ACCEPT:
   case NR_ACCEPT4:
-    if (ret < 0) return 0;
+    if (ret < 0) return;
     break;
   default:
-    return 0;
+    return;
   }
-  if (nr != NR_CONNECT && ret <= 0) return 0;
+  if (nr != NR_CONNECT && ret <= 0) return;
   __u64 id = bpf_get_current_pid_tgid();
-  if (!pid_wanted(id >> 32)) return 0;
+  if (!pid_wanted(id >> 32)) return;
   if (nr == NR_ACCEPT || nr == NR_ACCEPT4) {
     set_role(ret, SONDE_HTTP_ROLE_SERVER);
-    return 0;
+    return;
   }
   a.fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
   if (nr == NR_CONNECT) {
     set_role(a.fd, SONDE_HTTP_ROLE_CLIENT);
-    return 0;
+    return;
   }
-  if (nr == NR_RECVFROM && (PT_REGS_PARM4_CORE_SYSCALL(regs) & MSG_PEEK)) return 0;
-  if (nr == NR_RECVMSG && (PT_REGS_PARM3_CORE_SYSCALL(regs) & MSG_PEEK)) return 0;
+  if (nr == NR_RECVFROM && (PT_REGS_PARM4_CORE_SYSCALL(regs) & MSG_PEEK)) return;
+  if (nr == NR_RECVMSG && (PT_REGS_PARM3_CORE_SYSCALL(regs) & MSG_PEEK)) return;
   if (nr != NR_SENDFILE) {
     a.buf = PT_REGS_PARM2_CORE_SYSCALL(regs);
     a.cnt = PT_REGS_PARM3_CORE_SYSCALL(regs);
   }
   emit_data(id, &a, ret);
+}
+
+SEC("raw_tp/sys_exit")
+int on_exit(struct bpf_raw_tracepoint_args *ctx) {
+  struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+#if defined(__TARGET_ARCH_x86)
+  long nr = BPF_CORE_READ(regs, orig_ax);
+#else
+  long nr = BPF_CORE_READ((struct user_pt_regs *)regs, regs[8]);
+#endif
+  on_sys_exit(nr, ctx->args[1], regs);
+  return 0;
+}
+
+/* The same through the per-syscall tracepoints (syscalls/sys_exit_read, ...; tracefs), which
+ * run only for the syscalls attached: user space attaches these instead of the raw ones when it
+ * can. Their records have the syscall number and return value (and the entry ones the
+ * arguments); the registers are the task's, saved at entry. */
+struct sys_enter_tp {
+  __u64 common;
+  __s32 nr;
+  __u32 pad;
+  __u64 args[6];
+};
+struct sys_exit_tp {
+  __u64 common;
+  __s32 nr;
+  __u32 pad;
+  __s64 ret;
+};
+
+SEC("tp")
+int tp_enter_close(struct sys_enter_tp *ctx) {
+  on_close((int)ctx->args[0]);
+  return 0;
+}
+
+SEC("tp")
+int tp_exit(struct sys_exit_tp *ctx) {
+  struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+  on_sys_exit(ctx->nr, ctx->ret, regs);
   return 0;
 }
 
@@ -574,7 +610,7 @@ int on_fork(struct bpf_raw_tracepoint_args *ctx) {
   if (!bpf_map_lookup_elem(&active, &ppid)) return 0;
   struct sonde_http_fork *f = bpf_ringbuf_reserve(&events, sizeof(*f), 0);
   if (!f) {
-    count(SONDE_HTTP_CNT_LOST);
+    count(SONDE_HTTP_CNT_LOST, 1);
     return 0;
   }
   f->type = SONDE_HTTP_REC_FORK;

@@ -89,7 +89,7 @@ _Static_assert(sizeof(struct sonde_http_config) == 16, "struct sonde_http_config
 
 /* `counters` (per-CPU array) indices. */
 #define SONDE_HTTP_CNT_LOST 0   /* records dropped: ring buffer full */
-#define SONDE_HTTP_CNT_EVENTS 1 /* records sent */
+#define SONDE_HTTP_CNT_BYTES 1 /* bytes of the records sent (tests/bpf/bench_http.sh reads it) */
 #define SONDE_HTTP_CNT_N 2
 
 #define SONDE_HTTP_RINGBUF_BYTES (8u << 20)

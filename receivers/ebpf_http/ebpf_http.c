@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1196,6 +1197,78 @@ static void on_sweep(void *arg) {
 
 /* ---- TLS uprobes ----------------------------------------------------------------------------- */
 
+/* Keeps l for teardown_bpf; destroys it when out of memory. */
+static int keep_link(eh *e, struct bpf_link *l) {
+  if (e->nlinks == e->caplinks) {
+    size_t cap = e->caplinks ? e->caplinks * 2 : 32;
+    struct bpf_link **n = realloc(e->links, cap * sizeof(*n));
+    if (!n) {
+      bpf_link__destroy(l);
+      return SONDE_ENOMEM;
+    }
+    e->links = n;
+    e->caplinks = cap;
+  }
+  e->links[e->nlinks++] = l;
+  return 0;
+}
+
+/* The per-syscall tracepoints the tracer uses instead of the raw sys_enter/sys_exit ones when
+ * tracefs is there: the other syscalls of the machine then do not run its programs. */
+static const char *const syscall_exits[] = {
+    "sys_exit_read",     "sys_exit_write",  "sys_exit_readv",   "sys_exit_writev",
+    "sys_exit_recvfrom", "sys_exit_sendto", "sys_exit_recvmsg", "sys_exit_sendmsg",
+    "sys_exit_connect",  "sys_exit_accept", "sys_exit_accept4", "sys_exit_sendfile64",
+};
+
+static bool tracefs_has_syscalls(const char *root) {
+  char path[256];
+  for (size_t i = 0; i < sizeof(syscall_exits) / sizeof(syscall_exits[0]); i++) {
+    snprintf(path, sizeof(path), "%s/events/syscalls/%s/id", root, syscall_exits[i]);
+    if (access(path, R_OK)) return false;
+  }
+  snprintf(path, sizeof(path), "%s/events/syscalls/sys_enter_close/id", root);
+  return !access(path, R_OK);
+}
+
+/* Whether the syscall tracepoints can be used: tracefs where libbpf looks for it
+ * (/sys/kernel/debug/tracing if that exists, else /sys/kernel/tracing), mounted at
+ * /sys/kernel/tracing when nothing is (and sonde may). why says what failed otherwise. */
+static bool syscall_tracepoints(char *why, size_t len) {
+  const char *root = access("/sys/kernel/debug/tracing", F_OK) ? "/sys/kernel/tracing"
+                                                               : "/sys/kernel/debug/tracing";
+  if (tracefs_has_syscalls(root)) return true;
+  struct stat st;
+  if (!strcmp(root, "/sys/kernel/tracing") && access("/sys/kernel/tracing/events", F_OK) &&
+      !stat(root, &st) && S_ISDIR(st.st_mode)) {
+    if (mount("nodev", root, "tracefs", 0, NULL)) {
+      snprintf(why, len, "tracefs is not mounted and mounting it at %s failed: %s", root,
+               strerror(errno));
+      return false;
+    }
+    if (tracefs_has_syscalls(root)) return true;
+  }
+  snprintf(why, len, "%s/events/syscalls has not the tracepoints needed (CONFIG_FTRACE_SYSCALLS)",
+           root);
+  return false;
+}
+
+static int attach_syscall_tracepoints(eh *e) {
+  for (size_t i = 0; i < sizeof(syscall_exits) / sizeof(syscall_exits[0]) + 1; i++) {
+    bool close = i == sizeof(syscall_exits) / sizeof(syscall_exits[0]);
+    const char *tp = close ? "sys_enter_close" : syscall_exits[i];
+    struct bpf_link *l = bpf_program__attach_tracepoint(
+        close ? e->skel->progs.tp_enter_close : e->skel->progs.tp_exit, "syscalls", tp);
+    if (!l) {
+      sonde_log(e->h, SONDE_LOG_ERROR, "attaching to the tracepoint syscalls/%s: %s", tp,
+                strerror(errno));
+      return SONDE_EIO;
+    }
+    if (keep_link(e, l)) return SONDE_ENOMEM;
+  }
+  return 0;
+}
+
 static void tls_attach_file(eh *e, const char *path, uint64_t dev, uint64_t ino, bool is_lib) {
   for (size_t i = 0; i < e->ntls_files; i++)
     if (e->tls_files[i].dev == dev && e->tls_files[i].ino == ino) return;
@@ -1218,19 +1291,7 @@ static void tls_attach_file(eh *e, const char *path, uint64_t dev, uint64_t ino,
       LIBBPF_OPTS(bpf_uprobe_opts, o, .func_name = probes[i].fn, .retprobe = ret);
       struct bpf_link *l =
           bpf_program__attach_uprobe_opts(ret ? probes[i].exit : probes[i].enter, -1, path, 0, &o);
-      if (!l) continue;
-      if (e->nlinks == e->caplinks) {
-        size_t cap = e->caplinks ? e->caplinks * 2 : 32;
-        struct bpf_link **n = realloc(e->links, cap * sizeof(*n));
-        if (!n) {
-          bpf_link__destroy(l);
-          continue;
-        }
-        e->links = n;
-        e->caplinks = cap;
-      }
-      e->links[e->nlinks++] = l;
-      ok++;
+      if (l && !keep_link(e, l)) ok++;
     }
   }
   f->attached = ok > 0;
@@ -1426,6 +1487,21 @@ static int eh_start(void *inst) {
   e->skel->rodata->cfg.include_only = inc->pids.n && sonde__select_pids_only(inc);
   e->skel->rodata->cfg.port_filter = e->cfg->open_ports != NULL;
   e->skel->rodata->cfg.wakeup_bytes = SONDE_HTTP_RINGBUF_BYTES / 32;
+  char why[256];
+  bool per_syscall = syscall_tracepoints(why, sizeof(why));
+  struct bpf_program *off[] = {e->skel->progs.on_enter, e->skel->progs.on_exit,
+                               e->skel->progs.tp_enter_close, e->skel->progs.tp_exit};
+  for (int i = per_syscall ? 0 : 2, k = 0; k < 2; i++, k++)
+    bpf_program__set_autoload(off[i], false);
+  bpf_program__set_autoattach(e->skel->progs.tp_enter_close, false);
+  bpf_program__set_autoattach(e->skel->progs.tp_exit, false);
+  if (per_syscall) {
+    sonde_log(e->h, SONDE_LOG_INFO, "per-syscall tracepoints (syscalls/sys_exit_read, ...)");
+  } else {
+    sonde_log(e->h, SONDE_LOG_WARN,
+              "raw tracepoints sys_enter/sys_exit, which every syscall of the machine runs: %s",
+              why);
+  }
   if (sonde_http_tracer__load(e->skel)) {
     int er = errno;
     sonde_log(e->h, SONDE_LOG_ERROR, "loading the BPF HTTP tracer: %s%s", strerror(er),
@@ -1459,6 +1535,7 @@ static int eh_start(void *inst) {
               strerror(errno));
     goto fail;
   }
+  if (per_syscall && (rc = attach_syscall_tracepoints(e))) goto fail;
   e->rb = ring_buffer__new(bpf_map__fd(e->skel->maps.events), rb_event, e, NULL);
   if (!e->rb) goto fail_errno;
   rc = SONDE_ENOMEM;

@@ -88,21 +88,27 @@ EOF
 metric() {
   curl -s "http://localhost:$MPORT/metrics" | awk -v n="$1" '$1 ~ "^"n"({|$)" {s += $2} END {print s + 0}'
 }
-# Sum of run_time_ns of this sonde's BPF programs: those using the newest maps named scratch_map
-# (sys_enter/sys_exit) and ssl_calls (the SSL uprobes).
-bpf_ns() {
+# This sonde's BPF programs (those using the newest map named scratch_map) as "name cnt ns" lines,
+# and the ring bytes it sent (counters[SONDE_HTTP_CNT_BYTES] summed over CPUs).
+bpf_progs() {
   python3 -c '
 import json, subprocess
 maps = json.loads(subprocess.check_output(["bpftool", "map", "show", "-j"]))
-ids = set()
-for name in ("scratch_map", "ssl_calls"):
-    m = [x["id"] for x in maps if x.get("name") == name]
-    if m:
-        ids.add(max(m))
+m = [x["id"] for x in maps if x.get("name") == "scratch_map"]
 progs = json.loads(subprocess.check_output(["bpftool", "prog", "show", "-j"]))
-print(sum(p.get("run_time_ns", 0) for p in progs if ids & set(p.get("map_ids", []))))'
+used = set()
+for p in progs:
+    if m and max(m) in p.get("map_ids", []):
+        print(p["name"], p.get("run_cnt", 0), p.get("run_time_ns", 0))
+        used |= set(p["map_ids"])
+c = [x["id"] for x in maps if x.get("name") == "counters" and x["id"] in used]
+b = 0
+if c:
+    d = json.loads(subprocess.check_output(["bpftool", "map", "lookup", "id", str(c[0]), "key", "1", "0", "0", "0", "-j"]))
+    b = sum(v["value"] for v in d["formatted"]["values"])
+print("ringbytes", b, 0)'
 }
-
+bpf_ns() { bpf_progs | awk '$1 != "ringbytes" {s += $3} END {print s + 0}'; }
 wrk_run warm > /dev/null
 set -- $(wrk_run base)
 BASE_RPS=$1 BASE_P99=$3
@@ -121,12 +127,14 @@ sleep 1
 nsi0=$(bpf_ns)
 sleep "$T"
 nsi1=$(bpf_ns)
+bpf_progs > "$TMP/p0"
 ns0=$(bpf_ns)
 cpu0=$(awk '{print $14+$15}' /proc/$S/stat)
 sp0=$(metric sonde_ebpf_http_spans_total)
 set -- $(wrk_run traced)
 TR_RPS=$1 TR_N=$2 TR_P99=$3
 ns1=$(bpf_ns)
+bpf_progs > "$TMP/p1"
 cpu1=$(awk '{print $14+$15}' /proc/$S/stat)
 sleep 2
 sp1=$(metric sonde_ebpf_http_spans_total)
@@ -138,7 +146,6 @@ sleep 2
 lost1=$(metric sonde_ebpf_http_records_lost_total)
 RSS=$(awk '/VmRSS/ {print $2}' /proc/$S/status)
 HWM=$(awk '/VmHWM/ {print $2}' /proc/$S/status)
-sysctl -q kernel.bpf_stats_enabled=0
 HZ=$(getconf CLK_TCK)
 python3 - <<EOF
 base, tr = $BASE_RPS, $TR_RPS
@@ -154,5 +161,15 @@ print("  BPF: %.0f ns per request (sonde's programs over the run minus the same 
 print("  sonde CPU: %.1f%% of one CPU at %.0f req/s" % (
     ($cpu1 - $cpu0) / $HZ / $T * 100, tr))
 print("  at %.0f req/s (20 connections, 1 ms apart): %d records lost" % ($RATE_RPS, $lost1 - $lost0))
+p0 = {l.split()[0]: l.split()[1:] for l in open("$TMP/p0")}
+for l in open("$TMP/p1"):
+    name, cnt, ns = l.split()
+    c0, n0 = p0.get(name, ["0", "0"])
+    dc, dn = int(cnt) - int(c0), int(ns) - int(n0)
+    if name == "ringbytes":
+        print("  ring: %.0f bytes per request" % (dc / max($TR_N, 1)))
+    elif dc:
+        print("    %-18s %9d runs (%5.1f per request) %6.0f ns per run, %6.0f ns per request" % (
+            name, dc, dc / max($TR_N, 1), dn / dc, dn / max($TR_N, 1)))
 print("  sonde RSS %d KiB (peak %d KiB)" % ($RSS, $HWM))
 EOF
