@@ -102,8 +102,54 @@ _Static_assert(sizeof(struct sonde_prof_exec) == 8 + SONDE_PROF_EXEC_PATH,
 struct sonde_prof_config {
   __u32 include_only; /* 1: sample only pids marked INCLUDE in pid_filter */
   __u32 wakeup_bytes; /* wake user space only when this much is waiting in the ring buffer */
+  __u32 timing;       /* 1: measure each sample's run time into `timing` (else no cost at all) */
+  __u32 pad;
 };
-_Static_assert(sizeof(struct sonde_prof_config) == 8, "struct sonde_prof_config layout");
+_Static_assert(sizeof(struct sonde_prof_config) == 16, "struct sonde_prof_config layout");
+
+/* Run-time histograms of sample() (cfg.timing), per CPU: key = kind * 2 + part, where part 0 is
+ * the whole program (entry to exit) and part 1 the user stack walk alone. Buckets are
+ * log-linear: 8 per power of two, bucket 0 below 16 ns, the last one everything from 2^20 ns. */
+enum sonde_prof_time_kind {
+  SONDE_PROF_TIME_DWARF = 0, /* walked in BPF, at least one frame from unwind rows */
+  SONDE_PROF_TIME_COPY = 1,  /* the walk stopped: the record carries a 16 KiB stack copy */
+  SONDE_PROF_TIME_FP = 2,    /* frame pointers only (no row used) */
+  SONDE_PROF_TIME_KINDS = 3,
+};
+#define SONDE_PROF_TIME_BUCKETS 128
+struct sonde_prof_time_hist {
+  __u64 n[SONDE_PROF_TIME_BUCKETS];
+};
+/* Bucket i >= 1 covers [lo, lo + w): o = 4 + (i - 1) / 8, w = 2^(o - 3), lo = 2^o + ((i-1) % 8) w.
+ */
+static inline __u32 sonde_prof_time_bucket(__u64 ns) {
+  if (ns < 16) return 0;
+  __u32 o = 0;
+  __u64 v = ns;
+  if (v >> 32) {
+    v >>= 32;
+    o += 32;
+  }
+  if (v >> 16) {
+    v >>= 16;
+    o += 16;
+  }
+  if (v >> 8) {
+    v >>= 8;
+    o += 8;
+  }
+  if (v >> 4) {
+    v >>= 4;
+    o += 4;
+  }
+  if (v >> 2) {
+    v >>= 2;
+    o += 2;
+  }
+  if (v >> 1) o += 1;
+  __u32 i = 1 + (o - 4) * 8 + (__u32)((ns >> (o - 3)) & 7);
+  return i < SONDE_PROF_TIME_BUCKETS ? i : SONDE_PROF_TIME_BUCKETS - 1;
+}
 
 /* The ring buffer: ~1900 samples, or ~220 with stack copies. User space drains it every
  * SONDE_PROF_DRAIN_MS and is woken early when it is half full. */

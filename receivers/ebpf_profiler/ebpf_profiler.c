@@ -75,6 +75,7 @@ _Static_assert(SONDE_UW_ROWS == 524288, "the unwind_rows metric's help names the
 typedef struct prof_config {
   int64_t samples_per_second;
   int64_t reporter_interval_ns;
+  bool measure_bpf_time;
   sonde__select include;
   sonde__select exclude;
 } prof_config;
@@ -84,6 +85,8 @@ static const sonde_option prof_options[] = {
                     10000, "sampling frequency per CPU"),
     SONDE_OPT_RANGE("reporter_interval", SONDE_OPT_DURATION, prof_config, reporter_interval_ns,
                     "5s", 1e8, 3.6e12, "time covered by one profiles batch"),
+    SONDE_OPT("measure_bpf_time", SONDE_OPT_BOOL, prof_config, measure_bpf_time, "false",
+              "time every sample's BPF program and log its median, p90 and p99 at each report"),
     SONDE_OPT_NESTED("include", prof_config, include, sonde__select_options,
                      "profile only processes matching one of these (empty: every process)"),
     SONDE_OPT_NESTED("exclude", prof_config, exclude, sonde__select_options,
@@ -1613,6 +1616,49 @@ static void read_lost(prof *p) {
   }
 }
 
+/* The value below which a share q of the histogram's samples ran: the middle of that bucket. */
+static double hist_quantile(const uint64_t *n, uint64_t total, double q) {
+  uint64_t want = (uint64_t)(q * (double)total), seen = 0;
+  for (uint32_t i = 0; i < SONDE_PROF_TIME_BUCKETS; i++) {
+    seen += n[i];
+    if (seen <= want || !n[i]) continue;
+    if (!i) return 8;
+    uint32_t o = 4 + (i - 1) / 8;
+    double w = (double)(1ull << (o - 3));
+    return (double)(1ull << o) + ((i - 1) % 8) * w + w / 2;
+  }
+  return 0;
+}
+
+/* measure_bpf_time: logs the run-time quantiles of sample() since start, per kind. */
+static void log_bpf_time(prof *p) {
+  static const char *const kinds[SONDE_PROF_TIME_KINDS] = {"dwarf", "stack copy", "frame pointers"};
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return;
+  struct sonde_prof_time_hist *v = calloc((size_t)ncpu, sizeof(*v));
+  if (!v) return;
+  char line[512];
+  size_t len = 0;
+  line[0] = 0;
+  for (uint32_t k = 0; k < SONDE_PROF_TIME_KINDS * 2; k++) {
+    uint64_t sum[SONDE_PROF_TIME_BUCKETS] = {0}, total = 0;
+    if (bpf_map__lookup_elem(p->skel->maps.timing, &k, sizeof(k), v, (size_t)ncpu * sizeof(*v), 0))
+      break;
+    for (int c = 0; c < ncpu; c++)
+      for (uint32_t i = 0; i < SONDE_PROF_TIME_BUCKETS; i++)
+        sum[i] += v[c].n[i];
+    for (uint32_t i = 0; i < SONDE_PROF_TIME_BUCKETS; i++)
+      total += sum[i];
+    if (!total || len >= sizeof(line)) continue;
+    len += (size_t)snprintf(
+        line + len, sizeof(line) - len, "%s%s%s n=%" PRIu64 " p50=%.0f p90=%.0f p99=%.0f ns",
+        len ? "; " : "", kinds[k / 2], k % 2 ? " walk" : "", total, hist_quantile(sum, total, 0.5),
+        hist_quantile(sum, total, 0.9), hist_quantile(sum, total, 0.99));
+  }
+  free(v);
+  if (len) sonde_log(p->h, SONDE_LOG_INFO, "BPF time per sample since start: %s", line);
+}
+
 static void on_report(void *arg) {
   prof *p = arg;
   if (p->stopping) return;
@@ -1640,6 +1686,7 @@ static void on_report(void *arg) {
   p->ncounts = 0;
   p->interval_start_ns = now;
   read_lost(p);
+  if (p->cfg->measure_bpf_time) log_bpf_time(p);
 
   /* Evict what exited; check processes that went quiet in case their exit record was lost. */
   for (size_t i = 0; i < PROC_BUCKETS; i++) {
@@ -1782,6 +1829,7 @@ static int prof_start(void *inst) {
   const sonde__select *inc = &p->cfg->include;
   p->skel->rodata->cfg.include_only = inc->pids.n && sonde__select_pids_only(inc);
   p->skel->rodata->cfg.wakeup_bytes = SONDE_PROF_RINGBUF_BYTES / 2;
+  p->skel->rodata->cfg.timing = p->cfg->measure_bpf_time;
   if (sonde_profiler__load(p->skel)) {
     int e = errno;
     sonde_log(p->h, SONDE_LOG_ERROR, "loading the BPF profiler: %s%s", strerror(e),
