@@ -208,6 +208,20 @@ static long walk_step(__u32 i, struct walk_ctx *c) {
   if (m && m->n_rows) {
     __u64 va = at - m->bias;
     __u32 lo = m->first_row, hi = m->first_row + m->n_rows;
+    __u64 j = (va - m->index_base) >> (m->index_shift & 63);
+    if (m->index_n && va >= m->index_base && j < m->index_n) {
+      __u32 slot = hi + (__u32)(j / SONDE_UW_INDEX_PER_SLOT);
+      __u32 *e = bpf_map_lookup_elem(&uw_rows, &slot);
+      if (!e) return 1;
+      lo = m->first_row + e[j & (SONDE_UW_INDEX_PER_SLOT - 1)];
+      if (j + 1 < m->index_n) {
+        j++;
+        slot = hi + (__u32)(j / SONDE_UW_INDEX_PER_SLOT);
+        e = bpf_map_lookup_elem(&uw_rows, &slot);
+        if (!e) return 1;
+        hi = m->first_row + e[j & (SONDE_UW_INDEX_PER_SLOT - 1)] + 1;
+      }
+    }
     for (int k = 0; k < SONDE_UW_SEARCH_STEPS && hi - lo > 1; k++) {
       __u32 mid = lo + (hi - lo) / 2;
       struct sonde_uw_row *r = bpf_map_lookup_elem(&uw_rows, &mid);

@@ -186,14 +186,24 @@ _Static_assert(sizeof(struct sonde_uw_row) == 16, "struct sonde_uw_row layout");
 /* Binary search steps: 2^20 rows per file at most. */
 #define SONDE_UW_SEARCH_STEPS 20
 
+/* A file's page index, stored in the row slots right after its rows (4 __u32 entries per slot):
+ * entry j is the row (from first_row) in effect at file address base + (j << shift), so a pc's row
+ * lies between entries j and j + 1 and is found in 1-3 probes instead of ~log2(n_rows). shift is
+ * chosen for ~SONDE_UW_INDEX_ROWS rows per entry. */
+#define SONDE_UW_INDEX_PER_SLOT 4
+#define SONDE_UW_INDEX_ROWS 4
+
 /* Every executable mapping is listed; n_rows 0 (anonymous memory, JIT, a file without tables):
  * frame pointers. */
 struct sonde_uw_map {
   __u64 start, end; /* runtime range */
   __u64 bias;       /* runtime address - file virtual address */
   __u32 first_row, n_rows;
+  __u64 index_base; /* file address of index entry 0 (the first row's pc) */
+  __u32 index_n;    /* index entries (0: none, bisect all rows) */
+  __u32 index_shift;
 };
-_Static_assert(sizeof(struct sonde_uw_map) == 32, "struct sonde_uw_map layout");
+_Static_assert(sizeof(struct sonde_uw_map) == 48, "struct sonde_uw_map layout");
 
 #define SONDE_UW_PROC_PARTIAL 0x1u
 struct sonde_uw_proc {
@@ -201,7 +211,7 @@ struct sonde_uw_proc {
   __u32 flags;
   struct sonde_uw_map m[SONDE_UW_MAPS];
 };
-_Static_assert(sizeof(struct sonde_uw_proc) == 8 + 32 * SONDE_UW_MAPS,
+_Static_assert(sizeof(struct sonde_uw_proc) == 8 + 48 * SONDE_UW_MAPS,
                "struct sonde_uw_proc layout");
 
 #endif

@@ -158,8 +158,10 @@ typedef struct pend {
 #define UW_MAX_LOADS 8
 typedef struct uw_newfile {
   uint64_t dev, ino;
-  struct sonde_uw_row *rows; /* NULL: the file has no usable table */
-  size_t n;
+  struct sonde_uw_row *rows; /* NULL: the file has no usable table; mmap'ed */
+  size_t n;                  /* row slots: the rows, then their index */
+  uint32_t n_rows;
+  uw_index index;
   uw_load loads[UW_MAX_LOADS];
   size_t nloads;
 } uw_newfile;
@@ -168,7 +170,9 @@ typedef struct uw_newfile {
  * SONDE_UW_ROWS). */
 typedef struct uw_file {
   uint64_t dev, ino;
-  uint32_t first, n;
+  uint32_t first, n; /* row slots: n_rows rows, then their index */
+  uint32_t n_rows;
+  uw_index index;
   uint32_t refs;  /* processes whose published mappings use it; 0: freed at the next report */
   uint32_t batch; /* the registration batch that brought it (kept while that batch is published) */
   uw_load loads[UW_MAX_LOADS];
@@ -365,6 +369,29 @@ static bool uw_known(prof *p, uint64_t dev, uint64_t ino) {
   return found;
 }
 
+/* nf's BPF rows and their index from table t (mmap, not malloc: see uw_table's rows). Returns
+ * false on out of memory. */
+static bool uw_rows_make(const uw_table *t, uw_newfile *nf) {
+  struct sonde_uw_row *rows = malloc(t->n * sizeof(*rows));
+  if (!rows) return false;
+  for (size_t i = 0; i < t->n; i++)
+    rows[i] = uw_bpf_row(&t->rows[i]);
+  size_t nslots = uw_index_plan(rows, t->n, &nf->index);
+  void *mem = mmap(NULL, (t->n + nslots) * sizeof(*rows), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    free(rows);
+    return false;
+  }
+  nf->rows = mem;
+  memcpy(nf->rows, rows, t->n * sizeof(*rows));
+  if (nslots) uw_index_fill(rows, t->n, &nf->index, nf->rows + t->n);
+  free(rows);
+  nf->n_rows = (uint32_t)t->n;
+  nf->n = t->n + nslots;
+  return true;
+}
+
 /* Builds the rows of one mapped file (pool thread). Returns false only on out of memory. */
 static bool uw_build_file(int pid, const prof_mapping *m, uw_newfile *nf) {
   char path[PATH_MAX + 64];
@@ -388,19 +415,7 @@ static bool uw_build_file(int pid, const prof_mapping *m, uw_newfile *nf) {
   int rc = uw_table_build(buf, (size_t)st.st_size, &t);
   nf->nloads = uw_elf_loads(buf, (size_t)st.st_size, nf->loads, UW_MAX_LOADS);
   if (rc == SONDE_ENOMEM) ok = false;
-  if (!rc && t.n && nf->nloads) {
-    /* mmap, not malloc: see uw_table's rows. */
-    void *mem = mmap(NULL, t.n * sizeof(*nf->rows), PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem != MAP_FAILED) {
-      nf->rows = mem;
-      for (size_t i = 0; i < t.n; i++)
-        nf->rows[i] = uw_bpf_row(&t.rows[i]);
-      nf->n = t.n;
-    } else {
-      ok = false;
-    }
-  }
+  if (!rc && t.n && nf->nloads) ok = uw_rows_make(&t, nf);
   uw_table_free(&t);
   munmap((void *)buf, (size_t)st.st_size);
   return ok;
@@ -524,7 +539,11 @@ static void uw_add(prof *p, const uw_newfile *nf) {
       pthread_mutex_unlock(&p->uw_mu);
       if (!v) return;
     }
-    uw_file f = {.dev = nf->dev, .ino = nf->ino, .nloads = nf->nloads, .batch = p->uw_batch};
+    uw_file f = {.dev = nf->dev,
+                 .ino = nf->ino,
+                 .nloads = nf->nloads,
+                 .batch = p->uw_batch,
+                 .index = nf->index};
     memcpy(f.loads, nf->loads, sizeof(f.loads));
     uint32_t first;
     if (nf->rows && p->uw_mem && nf->n > SONDE_UW_ROWS - p->uw_used) {
@@ -535,6 +554,7 @@ static void uw_add(prof *p, const uw_newfile *nf) {
         memcpy(p->uw_mem + first, nf->rows, nf->n * sizeof(*nf->rows));
         f.first = first;
         f.n = (uint32_t)nf->n;
+        f.n_rows = nf->n_rows;
         p->uw_used += f.n;
       } else if (!p->uw_full_logged) {
         p->uw_full_logged = true;
@@ -577,16 +597,10 @@ static void uw_add_vdso(prof *p) {
   uw_table t = {0};
   uw_newfile nf = {.dev = VDSO_DEV, .ino = VDSO_INO};
   nf.nloads = uw_elf_loads(base, len, nf.loads, UW_MAX_LOADS);
-  struct sonde_uw_row *rows = NULL;
-  if (!uw_table_build(base, len, &t) && t.n && (rows = malloc(t.n * sizeof(*rows)))) {
-    for (size_t i = 0; i < t.n; i++)
-      rows[i] = uw_bpf_row(&t.rows[i]);
-    nf.rows = rows;
-    nf.n = t.n;
-  }
+  if (!uw_table_build(base, len, &t) && t.n) uw_rows_make(&t, &nf);
   uw_table_free(&t);
   uw_add(p, &nf);
-  free(rows);
+  if (nf.rows) munmap(nf.rows, nf.n * sizeof(*nf.rows));
   uw_file *vf = uw_find_mut(p, VDSO_DEV, VDSO_INO);
   if (vf) vf->refs = 1; /* for good */
 }
@@ -594,9 +608,10 @@ static void uw_add_vdso(prof *p) {
 /* The walker's view of mapping m: rows and bias when its file has rows, frame pointers when it
  * has none or is anonymous; need when its file's rows were never built. Loop thread (reads the
  * registry without the lock: only this thread writes it). */
-static uw_walk_map uw_view(prof *p, const prof_mapping *m) {
+static uw_walk_map uw_view(prof *p, const prof_mapping *m, const uw_file **file) {
   uw_walk_map v = {.start = m->start, .end = m->end};
   uint64_t dev, ino;
+  if (file) *file = NULL;
   if (!map_key(m, &dev, &ino)) return v;
   const uw_file *f = uw_find(p, dev, ino);
   if (!f) {
@@ -609,7 +624,8 @@ static uw_walk_map uw_view(prof *p, const prof_mapping *m) {
     if ((ld->offset & ~(uint64_t)0xfff) <= m->offset && m->offset < ld->offset + ld->filesz) {
       v.bias = m->start - m->offset + ld->offset - ld->vaddr;
       v.rows = p->uw_mem + f->first;
-      v.n_rows = f->n;
+      v.n_rows = f->n_rows;
+      if (file) *file = f;
       break;
     }
   }
@@ -658,7 +674,8 @@ static void uw_publish(prof *p, proc *q) {
   /* Maps not read (permissions): frame pointers everywhere rather than a copy per sample. */
   if (!q->info.n_maps) up.flags |= SONDE_UW_PROC_PARTIAL;
   for (size_t i = 0; i < q->info.n_maps; i++) {
-    uw_walk_map v = uw_view(p, &q->info.maps[i]);
+    const uw_file *f;
+    uw_walk_map v = uw_view(p, &q->info.maps[i], &f);
     if (v.need) continue;
     if (up.n == SONDE_UW_MAPS) {
       up.flags |= SONDE_UW_PROC_PARTIAL;
@@ -670,6 +687,11 @@ static void uw_publish(prof *p, proc *q) {
     um->bias = v.bias;
     um->first_row = v.rows ? (uint32_t)(v.rows - p->uw_mem) : 0;
     um->n_rows = v.n_rows;
+    if (f) {
+      um->index_base = f->index.base;
+      um->index_n = f->index.n;
+      um->index_shift = f->index.shift;
+    }
   }
   bpf_map__update_elem(p->skel->maps.uw_procs, &q->pid, sizeof(q->pid), &up, sizeof(up), BPF_ANY);
   proc_hold(p, q);
@@ -906,7 +928,7 @@ static bool pend_walk(prof *p, proc *q, const struct sonde_prof_sample_stack *r,
     uw_walk_map *maps = nm ? malloc(nm * sizeof(*maps)) : NULL;
     if (nm && !maps) nm = 0;
     for (size_t i = 0; i < nm; i++)
-      maps[i] = uw_view(p, &q->info.maps[i]);
+      maps[i] = uw_view(p, &q->info.maps[i], NULL);
     rc = uw_walk(maps, nm, s->pc, s->sp, s->fp, !!(s->flags & SONDE_PROF_F_EXACT_PC), r->stack,
                  r->stack_len <= SONDE_PROF_STACK_COPY ? r->stack_len : SONDE_PROF_STACK_COPY,
                  r->stack_addr, r->stack_len < SONDE_PROF_STACK_COPY, may_wait, frames, &n,

@@ -672,6 +672,34 @@ struct sonde_uw_row uw_bpf_row(const uw_row *r) {
   return o;
 }
 
+size_t uw_index_plan(const struct sonde_uw_row *rows, size_t n, uw_index *ix) {
+  *ix = (uw_index){0};
+  if (n <= 2 * SONDE_UW_INDEX_ROWS) return 0; /* bisection is as short */
+  uint64_t span = rows[n - 1].pc - rows[0].pc;
+  size_t want = n / SONDE_UW_INDEX_ROWS;
+  uint32_t shift = 0;
+  while (shift < 63 && (span >> shift) + 1 > want)
+    shift++;
+  ix->base = rows[0].pc;
+  ix->shift = shift;
+  ix->n = (uint32_t)((span >> shift) + 1);
+  return (ix->n + SONDE_UW_INDEX_PER_SLOT - 1) / SONDE_UW_INDEX_PER_SLOT;
+}
+
+void uw_index_fill(const struct sonde_uw_row *rows, size_t n, const uw_index *ix,
+                   struct sonde_uw_row *slots) {
+  size_t nslots = (ix->n + SONDE_UW_INDEX_PER_SLOT - 1) / SONDE_UW_INDEX_PER_SLOT;
+  memset(slots, 0, nslots * sizeof(*slots));
+  size_t k = 0;
+  for (uint32_t j = 0; j < ix->n; j++) {
+    uint64_t at = ix->base + ((uint64_t)j << ix->shift);
+    while (k + 1 < n && rows[k + 1].pc <= at)
+      k++;
+    uint32_t v = (uint32_t)k;
+    memcpy((char *)slots + (size_t)j * sizeof(v), &v, sizeof(v));
+  }
+}
+
 typedef struct walk_mem {
   const uint8_t *b;
   size_t len;

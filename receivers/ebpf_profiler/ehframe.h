@@ -80,6 +80,19 @@ struct sonde_uw_row;
 /* The BPF form of a row; SONDE_UW_CFA_UNSUPPORTED when the walker cannot follow it. */
 struct sonde_uw_row uw_bpf_row(const uw_row *r);
 
+/* The page index of a file's BPF rows (see SONDE_UW_INDEX_PER_SLOT). */
+typedef struct uw_index {
+  uint64_t base;
+  uint32_t n, shift;
+} uw_index;
+
+/* Chooses the index of rows[0..n) (sorted by pc); returns how many row slots it takes after them
+ * (0: no index). */
+size_t uw_index_plan(const struct sonde_uw_row *rows, size_t n, uw_index *ix);
+/* Writes the index into slots[0..uw_index_plan's count). */
+void uw_index_fill(const struct sonde_uw_row *rows, size_t n, const uw_index *ix,
+                   struct sonde_uw_row *slots);
+
 typedef struct uw_walk_map {
   uint64_t start, end; /* runtime range, sorted, non-overlapping */
   uint64_t bias;       /* runtime address - file virtual address */

@@ -12,6 +12,35 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The page index as BPF uses it must give the row bisection gives, at every row's pc and the
+ * address before it. */
+static void check_index(const struct sonde_uw_row *rows, size_t n) {
+  uw_index ix;
+  size_t nslots = uw_index_plan(rows, n, &ix);
+  if (!nslots) return;
+  struct sonde_uw_row *slots = malloc(nslots * sizeof(*slots));
+  if (!slots) return;
+  uw_index_fill(rows, n, &ix, slots);
+  const uint32_t *e = (const uint32_t *)slots;
+  for (size_t i = 0; i < 2 * n; i++) {
+    uint64_t va = rows[i / 2].pc - (i & 1);
+    if (va < ix.base) continue;
+    uint64_t j = (va - ix.base) >> ix.shift;
+    if (j >= ix.n) abort(); /* the index covers every row */
+    size_t lo = e[j], hi = j + 1 < ix.n ? e[j + 1] + 1 : n;
+    if (lo >= n || hi > n || lo >= hi || rows[lo].pc > va) abort();
+    while (hi - lo > 1) {
+      size_t mid = lo + (hi - lo) / 2;
+      if (rows[mid].pc <= va)
+        lo = mid;
+      else
+        hi = mid;
+    }
+    if (lo != (i & 1 ? i / 2 - 1 : i / 2)) abort();
+  }
+  free(slots);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uw_table t = {0};
   int rc = uw_table_build(data, size, &t);
@@ -29,6 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     struct sonde_uw_row *rows = t.n ? malloc(t.n * sizeof(*rows)) : NULL;
     for (size_t i = 0; rows && i < t.n; i++)
       rows[i] = uw_bpf_row(&t.rows[i]);
+    if (rows) check_index(rows, t.n);
     uint64_t regs[3];
     memcpy(regs, data, sizeof(regs));
     const uint64_t base = 0x7ff000000000ull;
