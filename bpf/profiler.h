@@ -151,9 +151,11 @@ static inline __u32 sonde_prof_time_bucket(__u64 ns) {
   return i < SONDE_PROF_TIME_BUCKETS ? i : SONDE_PROF_TIME_BUCKETS - 1;
 }
 
-/* The ring buffer: ~1900 samples, or ~220 with stack copies. User space drains it every
- * SONDE_PROF_DRAIN_MS and is woken early when it is half full. */
+/* The ring buffer, at most: ~1900 samples, or ~220 with stack copies. User space sizes it to the
+ * sampling rate (SONDE_PROF_RINGBUF_MIN at 19 Hz on a few CPUs; it is mapped twice, so it counts
+ * twice in RSS), drains it every SONDE_PROF_DRAIN_MS and is woken early when it is half full. */
 #define SONDE_PROF_RINGBUF_BYTES (4u << 20)
+#define SONDE_PROF_RINGBUF_MIN (1u << 20)
 #define SONDE_PROF_DRAIN_MS 250
 
 /* ---- DWARF unwinding: tables built from .eh_frame (receivers/ebpf_profiler/ehframe.c) ---- */

@@ -722,7 +722,10 @@ static void exe_cache_learn(prof *p, const prof_procinfo *pi) {
     const prof_mapping *m = &pi->maps[i];
     if (!m->inode || strcmp(m->path, pi->id.exe_path)) continue;
     size_t k = exe_slot(m->dev, m->inode);
-    if (p->exe_cache[k].path && p->exe_cache[k].dev == m->dev && p->exe_cache[k].ino == m->inode)
+    /* Same file, same path: known. A different path for the same inode is a file deleted and
+     * its inode reused (tests' temporary directories): the newest read wins. */
+    if (p->exe_cache[k].path && p->exe_cache[k].dev == m->dev && p->exe_cache[k].ino == m->inode &&
+        !strcmp(p->exe_cache[k].path, pi->id.exe_path))
       return;
     char *d = strdup(pi->id.exe_path);
     if (!d) return;
@@ -1850,7 +1853,15 @@ static int prof_start(void *inst) {
   /* pid-only include lists are applied in BPF; anything else needs /proc, so in user space. */
   const sonde__select *inc = &p->cfg->include;
   p->skel->rodata->cfg.include_only = inc->pids.n && sonde__select_pids_only(inc);
-  p->skel->rodata->cfg.wakeup_bytes = SONDE_PROF_RINGBUF_BYTES / 2;
+  /* Room for one second of samples of every CPU, each with a stack copy (the worst case: every
+   * process new), a power of two between the bounds. */
+  uint64_t want = (uint64_t)p->cfg->samples_per_second * (uint64_t)libbpf_num_possible_cpus() *
+                  sizeof(struct sonde_prof_sample_stack);
+  uint32_t ring = SONDE_PROF_RINGBUF_MIN;
+  while (ring < want && ring < SONDE_PROF_RINGBUF_BYTES)
+    ring *= 2;
+  bpf_map__set_max_entries(p->skel->maps.events, ring);
+  p->skel->rodata->cfg.wakeup_bytes = ring / 2;
   p->skel->rodata->cfg.timing = p->cfg->measure_bpf_time;
   if (sonde_profiler__load(p->skel)) {
     int e = errno;
