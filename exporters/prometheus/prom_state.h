@@ -2,7 +2,8 @@
  * lastValueAccumulator: cumulative points replace older ones, monotonic delta sums and delta
  * histograms are added up when their start meets the previous end), expired after
  * metric_expiration without updates, and rendered on each scrape in the Prometheus text format
- * 0.0.4 or OpenMetrics 1.0.0. Loop thread only; no I/O.
+ * 0.0.4 or OpenMetrics 1.0.0. Not thread-safe: one thread at a time (the exporter renders on the
+ * thread pool while the loop leaves the state alone); no I/O.
  */
 #ifndef PROM_STATE_H
 #define PROM_STATE_H

@@ -2,8 +2,14 @@
  * host's HTTP server on every path, exposing the latest value of every series it was given
  * (prom_state.c) in the Prometheus text format 0.0.4, or in OpenMetrics 1.0.0 when
  * enable_open_metrics is set and the scraper's Accept header prefers it (as promhttp
- * negotiates). Bodies are gzipped when the scraper accepts it. Everything runs on the loop:
- * consume updates the state, a scrape renders it, a timer drops expired series.
+ * negotiates). Bodies are gzipped when the scraper accepts it.
+ *
+ * Threads: consume, expiry and the scrape handler run on the loop; rendering a changed state (and
+ * its gzip) runs on the host's thread pool, as it takes tens of ms at 10k+ series. While a render
+ * runs the loop leaves the state alone: batches consumed meanwhile are kept (referenced) and
+ * applied when it ends, expiry waits, and scrapes that need a render wait for it (those asking for
+ * the same format get its body; the others start the next render). A scrape of an unchanged state
+ * is answered from the last body at once, also during a render.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,7 +135,36 @@ enum { DROP_STALE, DROP_CONFLICT, DROP_INVALID, DROP_MISALIGNED, DROP_NOMEM, DRO
 static const char *const drop_reasons[DROP_N] = {"stale", "type_conflict", "invalid", "misaligned",
                                                  "out_of_memory"};
 
-typedef struct promexp {
+/* What a scrape asked for: one rendered body serves every scrape with the same. */
+typedef struct scrape_fmt {
+  bool om, want_gz;
+  const char *om_version;
+} scrape_fmt;
+
+typedef struct scrape {
+  struct scrape *next;
+  sonde_http_request *req;
+  scrape_fmt f;
+} scrape;
+
+typedef struct deferred {
+  struct deferred *next;
+  sonde_batch *b;
+} deferred;
+
+typedef struct promexp promexp;
+
+/* One render on the thread pool. */
+typedef struct render_job {
+  promexp *p;
+  scrape_fmt f;
+  uint64_t gen;
+  sonde_buf body;
+  bool gz;
+  int rc;
+} render_job;
+
+struct promexp {
   const sonde_host *h;
   const prom_config *cfg;
   prom_state *st;
@@ -139,14 +174,20 @@ typedef struct promexp {
   /* The last body served, reused while the state and the asked format are the same (HA pairs of
    * scrapers, or scrapes faster than updates, cost one render). */
   struct {
-    bool valid, om, want_gz, gz;
-    const char *om_version;
+    bool valid, gz;
+    scrape_fmt f;
     uint64_t gen;
     sonde_buf body;
   } cache;
+  render_job *rendering;               /* the render in flight: the state is its until done */
+  scrape *waiting, **waiting_tail;     /* scrapes for a render, in arrival order */
+  deferred *deferred, **deferred_tail; /* batches consumed during a render */
+  bool stopping;
+  void (*done)(void *); /* shutdown's, called when the render in flight ends */
+  void *done_arg;
   sonde_metric *m_series, *m_expired, *m_scrapes, *m_points;
   sonde_metric *m_dropped[DROP_N];
-} promexp;
+};
 
 static int64_t mono_ns(void) {
   struct timespec t;
@@ -165,7 +206,8 @@ static void expire(promexp *p, int64_t now) {
 }
 
 static void on_sweep(void *arg) {
-  expire(arg, mono_ns());
+  promexp *p = arg;
+  if (!p->rendering) expire(p, mono_ns()); /* else the next sweep or scrape does it */
 }
 
 static int gzip_body(const sonde_buf *in, sonde_buf *out) {
@@ -189,50 +231,148 @@ static int gzip_body(const sonde_buf *in, sonde_buf *out) {
   return rc == Z_STREAM_END ? 0 : SONDE_EIO;
 }
 
+static bool same_fmt(const scrape_fmt *a, const scrape_fmt *b) {
+  return a->om == b->om && a->want_gz == b->want_gz && a->om_version == b->om_version;
+}
+
+static void respond(promexp *p, sonde_http_request *req, const scrape_fmt *f, const sonde_buf *body,
+                    bool gz) {
+  metric_add(p, p->m_scrapes, 1);
+  char ctype[96];
+  if (f->om)
+    snprintf(ctype, sizeof(ctype), "application/openmetrics-text; version=%s; charset=utf-8",
+             f->om_version);
+  else
+    snprintf(ctype, sizeof(ctype), "text/plain; version=0.0.4; charset=utf-8");
+  p->h->api->http_respond(req, 200, ctype, gz ? "Content-Encoding: gzip\r\n" : NULL, body->data,
+                          body->len);
+}
+
+static void fail_waiting(promexp *p, int status, const char *msg) {
+  while (p->waiting) {
+    scrape *w = p->waiting;
+    p->waiting = w->next;
+    p->h->api->http_respond(w->req, status, "text/plain; charset=utf-8", NULL, msg, strlen(msg));
+    free(w);
+  }
+  p->waiting_tail = &p->waiting;
+}
+
+static void render_work(void *arg) {
+  render_job *j = arg;
+  sonde_buf zipped = {0};
+  j->rc = prom_state_render(j->p->st, j->f.om, &j->body);
+  if (j->rc) return;
+  /* An empty body, or one that cannot be compressed, goes as it is. */
+  j->gz = j->f.want_gz && j->body.len && gzip_body(&j->body, &zipped) == 0;
+  if (j->gz) {
+    sonde_buf_free(&j->body);
+    j->body = zipped;
+  } else {
+    sonde_buf_free(&zipped);
+  }
+}
+
+static int apply(promexp *p, sonde_batch *b);
+static void render_done(void *arg, int status);
+
+/* Renders for the first waiting scrape's format; the state is the render's until render_done. */
+static void start_render(promexp *p) {
+  if (p->rendering || !p->waiting || p->stopping) return;
+  render_job *j = calloc(1, sizeof(*j));
+  if (!j) {
+    fail_waiting(p, 500, "out of memory rendering the metrics\n");
+    return;
+  }
+  expire(p, mono_ns());
+  *j = (render_job){.p = p, .f = p->waiting->f, .gen = prom_state_generation(p->st)};
+  p->rendering = j;
+  if (p->h->api->queue_work(p->h, render_work, render_done, j) == 0) return;
+  render_work(j); /* no thread pool: render here rather than not at all */
+  render_done(j, 0);
+}
+
+static void render_done(void *arg, int status) {
+  render_job *j = arg;
+  promexp *p = j->p;
+  p->rendering = NULL;
+  if (!status && !j->rc) {
+    sonde_buf_free(&p->cache.body);
+    p->cache.body = j->body;
+    p->cache.gz = j->gz;
+    p->cache.f = j->f;
+    p->cache.gen = j->gen;
+    p->cache.valid = true;
+    j->body = (sonde_buf){0};
+  }
+  /* Every scrape that waited for this format gets this body: the state did not change while it
+   * was rendered, as the batches consumed meanwhile were held back. */
+  scrape **pp = &p->waiting;
+  while (*pp) {
+    scrape *w = *pp;
+    if (!same_fmt(&w->f, &j->f)) {
+      pp = &w->next;
+      continue;
+    }
+    *pp = w->next;
+    if (status || j->rc) {
+      static const char msg[] = "cannot render the metrics\n";
+      p->h->api->http_respond(w->req, status ? 503 : 500, "text/plain; charset=utf-8", NULL, msg,
+                              sizeof(msg) - 1);
+    } else {
+      respond(p, w->req, &w->f, &p->cache.body, p->cache.gz);
+    }
+    free(w);
+  }
+  p->waiting_tail = &p->waiting;
+  for (scrape *w = p->waiting; w; w = w->next)
+    p->waiting_tail = &w->next;
+  sonde_buf_free(&j->body);
+  free(j);
+  while (p->deferred) {
+    deferred *d = p->deferred;
+    p->deferred = d->next;
+    apply(p, d->b);
+    sonde_batch_unref(d->b);
+    free(d);
+  }
+  p->deferred_tail = &p->deferred;
+  if (p->stopping) {
+    fail_waiting(p, 503, "shutting down\n"); /* the server is closed: answering releases them */
+    if (p->done) {
+      void (*done)(void *) = p->done;
+      p->done = NULL;
+      done(p->done_arg);
+    }
+    return;
+  }
+  start_render(p); /* scrapes for another format */
+}
+
 static void handle(void *arg, sonde_http_request *req) {
   promexp *p = arg;
   const sonde_host_api *api = p->h->api;
-  expire(p, mono_ns());
-  const char *om_version;
-  bool om =
-      prom_negotiate(api->http_header(req, "Accept"), p->cfg->enable_open_metrics, &om_version);
-  bool want_gz = prom_accepts_gzip(api->http_header(req, "Accept-Encoding"));
-  uint64_t gen = prom_state_generation(p->st);
-  if (!p->cache.valid || p->cache.gen != gen || p->cache.om != om || p->cache.want_gz != want_gz ||
-      p->cache.om_version != om_version) {
-    sonde_buf body = {0}, zipped = {0};
-    p->cache.valid = false;
-    sonde_buf_free(&p->cache.body);
-    if (prom_state_render(p->st, om, &body)) {
-      sonde_buf_free(&body);
-      static const char msg[] = "out of memory rendering the metrics\n";
-      api->http_respond(req, 500, "text/plain; charset=utf-8", NULL, msg, sizeof(msg) - 1);
-      return;
-    }
-    /* An empty body, or one that cannot be compressed, goes as it is. */
-    p->cache.gz = want_gz && body.len && gzip_body(&body, &zipped) == 0;
-    if (p->cache.gz) {
-      sonde_buf_free(&body);
-      body = zipped;
-    } else {
-      sonde_buf_free(&zipped);
-    }
-    p->cache.body = body;
-    p->cache.valid = true;
-    p->cache.gen = gen;
-    p->cache.om = om;
-    p->cache.om_version = om_version;
-    p->cache.want_gz = want_gz;
+  if (!p->rendering) expire(p, mono_ns());
+  scrape_fmt f;
+  f.om =
+      prom_negotiate(api->http_header(req, "Accept"), p->cfg->enable_open_metrics, &f.om_version);
+  f.want_gz = prom_accepts_gzip(api->http_header(req, "Accept-Encoding"));
+  /* During a render the state is as it was when the render began, so the cache test holds. */
+  if (p->cache.valid && p->cache.gen == prom_state_generation(p->st) && same_fmt(&p->cache.f, &f)) {
+    respond(p, req, &f, &p->cache.body, p->cache.gz);
+    return;
   }
-  metric_add(p, p->m_scrapes, 1);
-  char ctype[96];
-  if (om)
-    snprintf(ctype, sizeof(ctype), "application/openmetrics-text; version=%s; charset=utf-8",
-             om_version);
-  else
-    snprintf(ctype, sizeof(ctype), "text/plain; version=0.0.4; charset=utf-8");
-  api->http_respond(req, 200, ctype, p->cache.gz ? "Content-Encoding: gzip\r\n" : NULL,
-                    p->cache.body.data, p->cache.body.len);
+  scrape *w = calloc(1, sizeof(*w));
+  if (!w) {
+    static const char msg[] = "out of memory\n";
+    api->http_respond(req, 500, "text/plain; charset=utf-8", NULL, msg, sizeof(msg) - 1);
+    return;
+  }
+  w->req = req;
+  w->f = f;
+  *p->waiting_tail = w;
+  p->waiting_tail = &w->next;
+  start_render(p);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */
@@ -245,8 +385,7 @@ static void log_problem(promexp *p, const char *err, const prom_stats *st) {
             (unsigned long long)(st->conflicts + st->invalid + st->misaligned + st->nomem));
 }
 
-static int prom_consume(void *inst, sonde_batch *b) {
-  promexp *p = inst;
+static int apply(promexp *p, sonde_batch *b) {
   const sonde_metrics *req = sonde_batch_metrics(b);
   if (!req) return 0;
   prom_stats st = {0};
@@ -264,12 +403,26 @@ static int prom_consume(void *inst, sonde_batch *b) {
   return 0;
 }
 
+static int prom_consume(void *inst, sonde_batch *b) {
+  promexp *p = inst;
+  if (!p->rendering) return apply(p, b);
+  deferred *d = malloc(sizeof(*d));
+  if (!d) return SONDE_ENOMEM;
+  d->b = sonde_batch_ref(b);
+  d->next = NULL;
+  *p->deferred_tail = d;
+  p->deferred_tail = &d->next;
+  return 0;
+}
+
 static int prom_create(const sonde_host *h, const void *config, uint32_t signals, void **inst) {
   const prom_config *c = config;
   promexp *p = calloc(1, sizeof(*p));
   if (!p) return SONDE_ENOMEM;
   p->h = h;
   p->cfg = c;
+  p->waiting_tail = &p->waiting;
+  p->deferred_tail = &p->deferred;
   bool empty;
   char *ns = c->namespace_ && c->namespace_[0] ? prom_label_name(c->namespace_, &empty) : NULL;
   bool suffixes = c->add_metric_suffixes;
@@ -348,6 +501,12 @@ static void prom_shutdown(void *inst, void (*done)(void *arg), void *arg) {
   if (p->sweep) p->h->api->timer_stop(p->sweep);
   p->srv = NULL;
   p->sweep = NULL;
+  p->stopping = true;
+  if (p->rendering) { /* the render reads the state: wait for it */
+    p->done = done;
+    p->done_arg = arg;
+    return;
+  }
   done(arg);
 }
 
@@ -356,6 +515,12 @@ static void prom_destroy(void *inst) {
   if (!p) return;
   if (p->srv) p->h->api->http_close(p->srv);
   if (p->sweep) p->h->api->timer_stop(p->sweep);
+  while (p->deferred) {
+    deferred *d = p->deferred;
+    p->deferred = d->next;
+    sonde_batch_unref(d->b);
+    free(d);
+  }
   prom_state_free(p->st);
   sonde_buf_free(&p->cache.body);
   free(p);

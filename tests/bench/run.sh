@@ -4,7 +4,7 @@
 set -uo pipefail
 BUILD=${1:-build}
 here=$(dirname "$0")
-for b in "$here"/idle.sh "$here"/otlp*.sh; do
+for b in "$here"/idle.sh "$here"/otlp*.sh "$here"/prom*.py; do
   [ -x "$b" ] || continue
   echo "######## $(basename "$b")"
   "$b" "$BUILD" || echo "(failed: $b)"
