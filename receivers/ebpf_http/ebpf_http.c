@@ -2,14 +2,15 @@
  * process on the node serves or makes, from the bytes it reads and writes (bpf/http_tracer.bpf.c:
  * syscall raw tracepoints and libssl uprobes, no kprobes), with no change to the process.
  *
- * Everything runs on the loop: the ring buffer's epoll fd is watched with uv_poll and drained on
- * a timer (BPF wakes us only when it fills up). Each connection (keyed by its struct sock address,
- * checked against its addresses so a reused sock starts afresh) is classified by its first bytes:
- * an HTTP/1 request or status line (http1.c), the HTTP/2 preface (h2.c), a TLS record (its
- * plaintext comes from the uprobes), or nothing we know, which tells BPF to stop sending it. The
- * first bytes also tell the role for connections opened before sonde (a process that reads a
- * request is the server). Finished exchanges become spans, batched per process every
- * flush_interval, and RED data points every metrics_interval.
+ * Everything but the TLS scan runs on the loop: the ring buffer's epoll fd is watched with uv_poll
+ * and drained on a timer (BPF wakes us only when it fills up); the /proc scan that finds files
+ * with SSL_read/SSL_write and reads their symbol tables runs on the host's thread pool. Each
+ * connection (keyed by its struct sock address, checked against its addresses so a reused sock
+ * starts afresh) is classified by its first bytes: an HTTP/1 request or status line (http1.c), the
+ * HTTP/2 preface (h2.c), a TLS record (its plaintext comes from the uprobes), or nothing we know,
+ * which tells BPF to stop sending it. The first bytes also tell the role for connections opened
+ * before sonde (a process that reads a request is the server). Finished exchanges become spans,
+ * batched per process every flush_interval, and RED data points every metrics_interval.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -28,6 +29,8 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <gelf.h>
+#include <libelf.h>
 #include <nghttp2/nghttp2.h>
 #include <uv.h>
 
@@ -45,7 +48,8 @@
 #define CONN_IDLE_NS (300 * NS_PER_S) /* a connection silent this long is forgotten */
 #define SWEEP_NS (10 * NS_PER_S)
 #define TLS_SCAN_NS (2 * NS_PER_S)
-#define MAX_TLS_FILES 64
+#define MAX_TLS_FILES 64 /* files with uprobes */
+#define TLS_NFN 4
 #define SPANS_PER_BATCH 2048
 
 /* ---- configuration --------------------------------------------------------------------------- */
@@ -241,8 +245,10 @@ struct eh {
   /* TLS */
   struct bpf_link **links;
   size_t nlinks, caplinks;
-  tls_file tls_files[MAX_TLS_FILES];
-  size_t ntls_files;
+  tls_file *files; /* every file a scan decided, sorted by (dev, ino) */
+  size_t nfiles, capfiles;
+  size_t ntls_files;       /* of them with uprobes */
+  struct tls_job *tls_job; /* the scan running on the thread pool */
   uint32_t *seen_pids;
   size_t nseen;
   /* metrics */
@@ -1269,131 +1275,282 @@ static int attach_syscall_tracepoints(eh *e) {
   return 0;
 }
 
-static void tls_attach_file(eh *e, const char *path, uint64_t dev, uint64_t ino, bool is_lib) {
-  for (size_t i = 0; i < e->ntls_files; i++)
-    if (e->tls_files[i].dev == dev && e->tls_files[i].ino == ino) return;
-  if (e->ntls_files == MAX_TLS_FILES) return;
-  tls_file *f = &e->tls_files[e->ntls_files++];
-  f->dev = dev;
-  f->ino = ino;
-  struct {
-    const char *fn;
-    struct bpf_program *enter, *exit;
-  } probes[] = {
-      {"SSL_read", e->skel->progs.ssl_read_enter, e->skel->progs.ssl_read_exit},
-      {"SSL_write", e->skel->progs.ssl_write_enter, e->skel->progs.ssl_write_exit},
-      {"SSL_read_ex", e->skel->progs.ssl_read_ex_enter, e->skel->progs.ssl_read_ex_exit},
-      {"SSL_write_ex", e->skel->progs.ssl_write_ex_enter, e->skel->progs.ssl_write_ex_exit},
-  };
-  int ok = 0;
-  for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
-    for (int ret = 0; ret < 2; ret++) {
-      LIBBPF_OPTS(bpf_uprobe_opts, o, .func_name = probes[i].fn, .retprobe = ret);
-      struct bpf_link *l =
-          bpf_program__attach_uprobe_opts(ret ? probes[i].exit : probes[i].enter, -1, path, 0, &o);
-      if (l && !keep_link(e, l)) ok++;
-    }
-  }
-  f->attached = ok > 0;
-  if (ok) {
-    madd(e->m_tls_files, e, 1);
-    sonde_log(e->h, SONDE_LOG_INFO, "TLS: %d uprobes on %s", ok, path);
-  } else if (is_lib) {
-    sonde_log(e->h, SONDE_LOG_WARN, "TLS: no SSL_read/SSL_write uprobe could attach to %s", path);
-  }
-}
-
-static bool has_ssl_symbols(const char *path) {
-  /* Cheap filter before libbpf parses the ELF: the name must be in the file's string tables. */
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  struct stat st;
-  bool found = false;
-  if (!fstat(fd, &st) && st.st_size > 1024 * 1024) {
-    char *buf = malloc(1 << 20);
-    for (off_t off = 0; buf && !found && off < st.st_size;) {
-      ssize_t r = pread(fd, buf, 1 << 20, off);
-      if (r <= 0) break;
-      found = memmem(buf, (size_t)r, "\0SSL_write_ex\0", 14) != NULL;
-      off += r > 16 ? r - 16 : r;
-    }
-    free(buf);
-  }
-  close(fd);
-  return found;
-}
-
-static void tls_scan_pid(eh *e, uint32_t pid) {
-  char path[64];
-  snprintf(path, sizeof(path), "/proc/%u/maps", pid);
-  FILE *f = fopen(path, "re");
-  if (!f) return;
-  char line[PATH_MAX + 128];
-  while (fgets(line, sizeof(line), f)) {
-    char *file = strchr(line, '/');
-    if (!file || !strstr(file, "libssl.so")) continue;
-    file[strcspn(file, "\n")] = 0;
-    char rpath[PATH_MAX + 64];
-    snprintf(rpath, sizeof(rpath), "/proc/%u/root%s", pid, file);
-    struct stat st;
-    if (stat(rpath, &st)) continue;
-    tls_attach_file(e, rpath, st.st_dev, st.st_ino, true);
-  }
-  fclose(f);
-  snprintf(path, sizeof(path), "/proc/%u/exe", pid);
-  struct stat st;
-  if (stat(path, &st)) return;
-  for (size_t i = 0; i < e->ntls_files; i++)
-    if (e->tls_files[i].dev == st.st_dev && e->tls_files[i].ino == st.st_ino) return;
-  if (has_ssl_symbols(path)) {
-    char exe[PATH_MAX];
-    ssize_t n = readlink(path, exe, sizeof(exe) - 1);
-    if (n <= 0) return;
-    exe[n] = 0;
-    char rpath[PATH_MAX + 64];
-    snprintf(rpath, sizeof(rpath), "/proc/%u/root%s", pid, exe);
-    tls_attach_file(e, rpath, st.st_dev, st.st_ino, false);
-  } else if (e->ntls_files < MAX_TLS_FILES) {
-    e->tls_files[e->ntls_files++] = (tls_file){st.st_dev, st.st_ino, false};
-  }
-}
-
 static int cmp_u32(const void *a, const void *b) {
   uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
   return x < y ? -1 : x > y;
 }
 
-/* New processes since the last scan: libssl they map, or OpenSSL inside their executable. */
-static void on_tls_scan(void *arg) {
-  eh *e = arg;
+static void *memdup(const void *p, size_t n) {
+  void *q = malloc(n);
+  return q ? memcpy(q, p, n) : NULL;
+}
+
+/* The probed functions, in the order of tls_cand.off. */
+static const char *const tls_fns[TLS_NFN] = {"SSL_read", "SSL_write", "SSL_read_ex",
+                                             "SSL_write_ex"};
+
+static int cmp_file(const void *a, const void *b) {
+  const tls_file *x = a, *y = b;
+  if (x->dev != y->dev) return x->dev < y->dev ? -1 : 1;
+  return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* Whether (dev, ino) is among the n sorted files (the ones decided before the scan). */
+static bool file_known(const tls_file *v, size_t n, uint64_t dev, uint64_t ino) {
+  tls_file k = {.dev = dev, .ino = ino};
+  return v && bsearch(&k, v, n, sizeof(k), cmp_file);
+}
+
+/* File offsets of the functions tls_fns defines in the ELF file at path (0: not defined), from
+ * .dynsym or, for executables and libraries that link OpenSSL or BoringSSL in without exporting
+ * it, .symtab; what libbpf would find by name, without it reading the file on the loop. Returns
+ * whether SSL_read and SSL_write are both there. */
+static bool ssl_offsets(const char *path, uint64_t off[TLS_NFN]) {
+  memset(off, 0, TLS_NFN * sizeof(off[0]));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  Elf *elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+  size_t nph = 0;
+  if (!elf || elf_kind(elf) != ELF_K_ELF || elf_getphdrnum(elf, &nph)) goto out;
+  for (int pass = 0; pass < 2; pass++) { /* .dynsym first: what the file exports */
+    Elf_Scn *scn = NULL;
+    while ((scn = elf_nextscn(elf, scn))) {
+      GElf_Shdr sh;
+      if (!gelf_getshdr(scn, &sh) || sh.sh_type != (pass ? SHT_SYMTAB : SHT_DYNSYM) ||
+          !sh.sh_entsize)
+        continue;
+      Elf_Data *d = elf_getdata(scn, NULL);
+      size_t n = sh.sh_size / sh.sh_entsize;
+      for (size_t i = 0; d && i < n; i++) {
+        GElf_Sym sym;
+        if (!gelf_getsym(d, (int)i, &sym) || GELF_ST_TYPE(sym.st_info) != STT_FUNC ||
+            sym.st_shndx == SHN_UNDEF || !sym.st_value)
+          continue;
+        const char *name = elf_strptr(elf, sh.sh_link, sym.st_name);
+        if (!name || strncmp(name, "SSL_", 4)) continue;
+        for (int f = 0; f < TLS_NFN; f++) {
+          if (off[f] || strcmp(name, tls_fns[f])) continue;
+          /* The symbol's address to its offset in the file: through its executable segment. */
+          for (size_t k = 0; k < nph; k++) {
+            GElf_Phdr ph;
+            if (gelf_getphdr(elf, (int)k, &ph) && ph.p_type == PT_LOAD && (ph.p_flags & PF_X) &&
+                sym.st_value >= ph.p_vaddr && sym.st_value < ph.p_vaddr + ph.p_filesz) {
+              off[f] = sym.st_value - ph.p_vaddr + ph.p_offset;
+              break;
+            }
+          }
+        }
+      }
+    }
+  }
+out:
+  if (elf) elf_end(elf);
+  close(fd);
+  return off[0] && off[1];
+}
+
+/* One scan of /proc on the thread pool: the processes not seen by the previous scan, each
+ * executable file they map (their executable, libssl, any library with OpenSSL or BoringSSL
+ * inside) that no scan decided yet, looked up for SSL_read/SSL_write. The loop attaches. */
+typedef struct tls_cand {
+  char *path; /* through /proc/PID/root */
+  uint64_t dev, ino;
+  uint64_t off[TLS_NFN];
+} tls_cand;
+
+typedef struct tls_job {
+  eh *e;
+  uint32_t self_pid;
+  uint32_t *seen; /* sorted pids of the previous scan (the job's copy) */
+  size_t nseen;
+  tls_file *known; /* sorted files decided before (the job's copy) */
+  size_t nknown;
+  /* results */
+  uint32_t *now;
+  size_t nnow;
+  tls_file *checked; /* files looked at by this scan */
+  size_t nchecked, capchecked;
+  tls_cand *cands; /* the ones with SSL_read and SSL_write */
+  size_t ncands, capcands;
+} tls_job;
+
+static void tls_job_free(tls_job *j) {
+  free(j->seen);
+  free(j->known);
+  free(j->now);
+  free(j->checked);
+  for (size_t i = 0; i < j->ncands; i++)
+    free(j->cands[i].path);
+  free(j->cands);
+  free(j);
+}
+
+static void tls_check_file(tls_job *j, const char *path) {
+  struct stat st;
+  if (stat(path, &st) || !S_ISREG(st.st_mode)) return;
+  uint64_t dev = st.st_dev, ino = st.st_ino;
+  if (file_known(j->known, j->nknown, dev, ino)) return;
+  for (size_t i = 0; i < j->nchecked; i++)
+    if (j->checked[i].dev == dev && j->checked[i].ino == ino) return;
+  if (j->nchecked == j->capchecked) {
+    size_t cap = j->capchecked ? j->capchecked * 2 : 64;
+    tls_file *n = realloc(j->checked, cap * sizeof(*n));
+    if (!n) return;
+    j->checked = n;
+    j->capchecked = cap;
+  }
+  j->checked[j->nchecked++] = (tls_file){.dev = dev, .ino = ino};
+  uint64_t off[TLS_NFN];
+  if (!ssl_offsets(path, off)) return;
+  if (j->ncands == j->capcands) {
+    size_t cap = j->capcands ? j->capcands * 2 : 4;
+    tls_cand *n = realloc(j->cands, cap * sizeof(*n));
+    if (!n) return;
+    j->cands = n;
+    j->capcands = cap;
+  }
+  tls_cand *c = &j->cands[j->ncands];
+  if (!(c->path = strdup(path))) return;
+  c->dev = dev;
+  c->ino = ino;
+  memcpy(c->off, off, sizeof(off));
+  j->ncands++;
+}
+
+static void tls_scan_pid(tls_job *j, uint32_t pid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%u/exe", pid);
+  tls_check_file(j, path);
+  snprintf(path, sizeof(path), "/proc/%u/maps", pid);
+  FILE *f = fopen(path, "re");
+  if (!f) return;
+  char line[PATH_MAX + 128];
+  while (fgets(line, sizeof(line), f)) {
+    /* "start-end perms offset dev inode path": executable file mappings only */
+    char perms[8];
+    char *file = strchr(line, '/');
+    if (!file || sscanf(line, "%*s %7s", perms) != 1 || !strchr(perms, 'x')) continue;
+    file[strcspn(file, "\n")] = 0;
+    if (strstr(file, " (deleted)")) continue;
+    char rpath[PATH_MAX + 64];
+    snprintf(rpath, sizeof(rpath), "/proc/%u/root%s", pid, file);
+    tls_check_file(j, rpath);
+  }
+  fclose(f);
+}
+
+static void tls_scan_work(void *arg) {
+  tls_job *j = arg;
   DIR *d = opendir("/proc");
   if (!d) return;
-  uint32_t *now = NULL;
-  size_t n = 0, cap = 0;
+  size_t cap = 0;
   struct dirent *de;
   while ((de = readdir(d))) {
     uint32_t pid;
     if (sonde__parse_pid(de->d_name, &pid)) continue;
-    if (n == cap) {
+    if (j->nnow == cap) {
       cap = cap ? cap * 2 : 512;
-      uint32_t *nn = realloc(now, cap * sizeof(*nn));
+      uint32_t *nn = realloc(j->now, cap * sizeof(*nn));
       if (!nn) break;
-      now = nn;
+      j->now = nn;
     }
-    now[n++] = pid;
+    j->now[j->nnow++] = pid;
   }
   closedir(d);
-  if (!now) return;
-  qsort(now, n, sizeof(*now), cmp_u32);
-  for (size_t i = 0; i < n; i++) {
-    if (now[i] == e->self_pid) continue;
-    if (e->seen_pids && bsearch(&now[i], e->seen_pids, e->nseen, sizeof(uint32_t), cmp_u32))
-      continue;
-    tls_scan_pid(e, now[i]);
+  if (!j->now) return;
+  qsort(j->now, j->nnow, sizeof(*j->now), cmp_u32);
+  for (size_t i = 0; i < j->nnow; i++) {
+    if (j->now[i] == j->self_pid) continue;
+    if (j->seen && bsearch(&j->now[i], j->seen, j->nseen, sizeof(uint32_t), cmp_u32)) continue;
+    tls_scan_pid(j, j->now[i]);
   }
+}
+
+static bool file_add(eh *e, uint64_t dev, uint64_t ino, bool attached) {
+  if (e->nfiles == e->capfiles) {
+    size_t cap = e->capfiles ? e->capfiles * 2 : 256;
+    tls_file *n = realloc(e->files, cap * sizeof(*n));
+    if (!n) return false;
+    e->files = n;
+    e->capfiles = cap;
+  }
+  e->files[e->nfiles++] = (tls_file){.dev = dev, .ino = ino, .attached = attached};
+  return true;
+}
+
+static void tls_attach(eh *e, const tls_cand *c) {
+  struct bpf_program *progs[TLS_NFN][2] = {
+      {e->skel->progs.ssl_read_enter, e->skel->progs.ssl_read_exit},
+      {e->skel->progs.ssl_write_enter, e->skel->progs.ssl_write_exit},
+      {e->skel->progs.ssl_read_ex_enter, e->skel->progs.ssl_read_ex_exit},
+      {e->skel->progs.ssl_write_ex_enter, e->skel->progs.ssl_write_ex_exit},
+  };
+  int ok = 0;
+  for (int f = 0; f < TLS_NFN; f++) {
+    for (int ret = 0; c->off[f] && ret < 2; ret++) {
+      LIBBPF_OPTS(bpf_uprobe_opts, o, .retprobe = ret);
+      struct bpf_link *l =
+          bpf_program__attach_uprobe_opts(progs[f][ret], -1, c->path, (size_t)c->off[f], &o);
+      if (l && !keep_link(e, l)) ok++;
+    }
+  }
+  file_add(e, c->dev, c->ino, ok > 0);
+  if (ok) {
+    e->ntls_files++;
+    madd(e->m_tls_files, e, 1);
+    sonde_log(e->h, SONDE_LOG_INFO, "TLS: %d uprobes on %s", ok, c->path);
+  } else {
+    sonde_log(e->h, SONDE_LOG_WARN, "TLS: no SSL_read/SSL_write uprobe could attach to %s: %s",
+              c->path, strerror(errno));
+  }
+}
+
+static void tls_scan_done(void *arg, int status) {
+  tls_job *j = arg;
+  eh *e = j->e;
+  e->tls_job = NULL;
+  if (status || e->stopping || !e->skel || !j->now) {
+    tls_job_free(j);
+    return;
+  }
+  for (size_t i = 0; i < j->ncands; i++)
+    if (e->ntls_files < MAX_TLS_FILES) tls_attach(e, &j->cands[i]);
+  /* The files without SSL functions are not read again; the candidates are in already. */
+  for (size_t i = 0; i < j->nchecked; i++) {
+    bool cand = false;
+    for (size_t k = 0; k < j->ncands && !cand; k++)
+      cand = j->cands[k].dev == j->checked[i].dev && j->cands[k].ino == j->checked[i].ino;
+    if (!cand) file_add(e, j->checked[i].dev, j->checked[i].ino, false);
+  }
+  qsort(e->files, e->nfiles, sizeof(*e->files), cmp_file);
   free(e->seen_pids);
-  e->seen_pids = now;
-  e->nseen = n;
+  e->seen_pids = j->now;
+  e->nseen = j->nnow;
+  j->now = NULL;
+  tls_job_free(j);
+}
+
+/* New processes since the last scan: libssl they map, or OpenSSL inside their executable or
+ * another library; read on the thread pool (a node executable is ~100 MB), attached here. */
+static void on_tls_scan(void *arg) {
+  eh *e = arg;
+  if (e->tls_job || e->stopping) return; /* the previous scan is still running */
+  tls_job *j = calloc(1, sizeof(*j));
+  if (!j) return;
+  j->e = e;
+  j->self_pid = e->self_pid;
+  if ((e->nseen && !(j->seen = memdup(e->seen_pids, e->nseen * sizeof(uint32_t)))) ||
+      (e->nfiles && !(j->known = memdup(e->files, e->nfiles * sizeof(tls_file))))) {
+    tls_job_free(j);
+    return;
+  }
+  j->nseen = e->nseen;
+  j->nknown = e->nfiles;
+  if (e->h->api->queue_work(e->h, tls_scan_work, tls_scan_done, j)) {
+    tls_job_free(j);
+    return;
+  }
+  e->tls_job = j;
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */
@@ -1405,6 +1562,7 @@ static int eh_create(const sonde_host *h, const void *config, uint32_t signals, 
   e->h = h;
   e->cfg = config;
   e->self_pid = (uint32_t)getpid();
+  elf_version(EV_CURRENT);
   if (gethostname(e->hostname, sizeof(e->hostname) - 1))
     snprintf(e->hostname, sizeof(e->hostname), "unknown");
   const eh_config *c = config;
@@ -1561,13 +1719,14 @@ static int eh_start(void *inst) {
   if (e->red && (rc = a->timer_start(e->h, e->cfg->metrics_interval_ns, e->cfg->metrics_interval_ns,
                                      on_metrics, e, &e->mtimer)))
     goto fail;
-  if (e->cfg->tls) {
-    on_tls_scan(e);
-    if ((rc = a->timer_start(e->h, TLS_SCAN_NS, TLS_SCAN_NS, on_tls_scan, e, &e->tls_scan)))
-      goto fail;
-  }
-  sonde_log(e->h, SONDE_LOG_INFO, "tracing HTTP on %s, %zu TLS file(s) probed",
-            e->cfg->open_ports ? e->cfg->open_ports : "every port", e->ntls_files);
+  if (e->cfg->tls &&
+      (rc = a->timer_start(e->h, TLS_SCAN_NS, TLS_SCAN_NS, on_tls_scan, e, &e->tls_scan)))
+    goto fail;
+  /* Nothing fails after this: the first scan starts now (its result is attached when it ends). */
+  if (e->cfg->tls) on_tls_scan(e);
+  sonde_log(e->h, SONDE_LOG_INFO, "tracing HTTP on %s%s",
+            e->cfg->open_ports ? e->cfg->open_ports : "every port",
+            e->cfg->tls ? ", looking for SSL libraries and executables" : "");
   return 0;
 
 fail_errno:
@@ -1629,6 +1788,7 @@ static void eh_destroy(void *inst) {
   hx_routes_free(e->routes);
   if (e->red) hx_red_free(e->red);
   free(e->seen_pids);
+  free(e->files);
   free(e);
 }
 
