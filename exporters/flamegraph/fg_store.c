@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "intern.h"
 #include "sonde/errors.h"
 
 typedef Opentelemetry__Proto__Profiles__V1development__ProfilesDictionary dict_t;
@@ -20,53 +21,9 @@ typedef Opentelemetry__Proto__Resource__V1__Resource res_t;
  * recurses once per level. */
 #define FG_MAX_DEPTH 512
 
-/* ---- arena ---------------------------------------------------------------------------------- */
-
-typedef struct chunk {
-  struct chunk *next;
-  size_t used, cap;
-  _Alignas(16) unsigned char data[];
-} chunk;
-
-typedef struct arena {
-  chunk *c;
-  uint64_t bytes;
-} arena;
-
-/* 8-byte granularity: a trie node is 40 bytes, not 48 */
-static void *ar_alloc(arena *a, size_t n) {
-  n = (n + 7) & ~(size_t)7;
-  if (!a->c || a->c->cap - a->c->used < n) {
-    size_t cap = n > 16384 ? n : 16384;
-    chunk *c = malloc(sizeof(chunk) + cap);
-    if (!c) return NULL;
-    c->next = a->c;
-    c->used = 0;
-    c->cap = cap;
-    a->c = c;
-    a->bytes += sizeof(chunk) + cap;
-  }
-  void *p = a->c->data + a->c->used;
-  a->c->used += n;
-  memset(p, 0, n);
-  return p;
-}
-
-static void ar_free(arena *a) {
-  while (a->c) {
-    chunk *n = a->c->next;
-    free(a->c);
-    a->c = n;
-  }
-  a->bytes = 0;
-}
-
-static uint64_t hash_bytes(const char *s, size_t n, uint64_t seed) {
-  uint64_t h = 1469598103934665603ull ^ seed;
-  for (size_t i = 0; i < n; i++)
-    h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-  return h | 1;
-}
+/* Arenas of 16 KiB chunks at 8-byte granularity: a trie node is 40 bytes, not 48. */
+#define FG_ARENA                                                                                   \
+  { .chunk = 16384, .align = 8 }
 
 /* ---- slots ---------------------------------------------------------------------------------- */
 
@@ -90,11 +47,8 @@ typedef struct slot {
   unsigned readers;
   bool dropped;
   series *series;
-  arena mem;
-  /* interned strings: open addressing, hashes beside pointers */
-  const char **hs;
-  uint64_t *hh;
-  size_t hcap, hn;
+  intern_arena mem;
+  intern_table names; /* its strings, interned in mem (intern.c) */
 } slot;
 
 struct fg_store {
@@ -106,62 +60,18 @@ struct fg_store {
 };
 
 static uint64_t slot_bytes(const slot *sl) {
-  return sl->mem.bytes + sl->hcap * (sizeof(*sl->hs) + sizeof(*sl->hh)) + sizeof(*sl);
+  return sl->mem.bytes + intern_table_bytes(&sl->names) + sizeof(*sl);
 }
 
 static void slot_free(slot *sl) {
   if (!sl) return;
-  ar_free(&sl->mem);
-  free(sl->hs);
-  free(sl->hh);
+  intern_arena_free(&sl->mem);
+  intern_table_free(&sl->names);
   free(sl);
 }
 
-/* The hash of an interned string, kept in front of it so merging never hashes strings. */
-static uint64_t name_hash(const char *interned) {
-  uint64_t h;
-  memcpy(&h, interned - sizeof(h), sizeof(h));
-  return h;
-}
-
 static const char *intern(slot *sl, const char *s, size_t n) {
-  if ((sl->hn + 1) * 4 > sl->hcap * 3) {
-    size_t nc = sl->hcap ? sl->hcap * 2 : 64;
-    const char **ns = calloc(nc, sizeof(*ns));
-    uint64_t *nh = calloc(nc, sizeof(*nh));
-    if (!ns || !nh) {
-      free(ns);
-      free(nh);
-      return NULL;
-    }
-    for (size_t i = 0; i < sl->hcap; i++) {
-      if (!sl->hh[i]) continue;
-      size_t j = sl->hh[i] & (nc - 1);
-      while (nh[j])
-        j = (j + 1) & (nc - 1);
-      nh[j] = sl->hh[i];
-      ns[j] = sl->hs[i];
-    }
-    free(sl->hs);
-    free(sl->hh);
-    sl->hs = ns;
-    sl->hh = nh;
-    sl->hcap = nc;
-  }
-  uint64_t h = hash_bytes(s, n, 0);
-  size_t i = h & (sl->hcap - 1);
-  for (; sl->hh[i]; i = (i + 1) & (sl->hcap - 1))
-    if (sl->hh[i] == h && !strncmp(sl->hs[i], s, n) && !sl->hs[i][n]) return sl->hs[i];
-  char *d = ar_alloc(&sl->mem, sizeof(h) + n + 1);
-  if (!d) return NULL;
-  memcpy(d, &h, sizeof(h));
-  d += sizeof(h);
-  memcpy(d, s, n);
-  d[n] = 0;
-  sl->hs[i] = d;
-  sl->hh[i] = h;
-  sl->hn++;
-  return d;
+  return intern_str(&sl->names, &sl->mem, s, n);
 }
 
 int fg_store_new(const fg_limits *lim, fg_store **out) {
@@ -237,6 +147,7 @@ static slot *slot_for(fg_store *s, int64_t t) {
   }
   slot *sl = calloc(1, sizeof(*sl));
   if (!sl) return NULL;
+  sl->mem = (intern_arena)FG_ARENA;
   sl->start = start;
   memmove(s->slots + i + 1, s->slots + i, (s->n - i) * sizeof(*s->slots));
   s->slots[i] = sl;
@@ -271,7 +182,7 @@ static series *series_for(slot *sl, const char *svc, const char *ctr, const char
   for (series *x = sl->series; x; x = x->next)
     if (!strcmp(x->service, svc) && !strcmp(x->container, ctr) && !strcmp(x->process, proc))
       return x;
-  series *x = ar_alloc(&sl->mem, sizeof(*x));
+  series *x = intern_alloc(&sl->mem, sizeof(*x));
   if (!x || !(x->service = intern(sl, svc, strlen(svc))) ||
       !(x->container = intern(sl, ctr, strlen(ctr))) ||
       !(x->process = intern(sl, proc, strlen(proc))))
@@ -293,7 +204,7 @@ static fnode *child_of(slot *sl, fnode *p, const char *name, size_t n) {
       p->child = c;
       return c;
     }
-  fnode *c = ar_alloc(&sl->mem, sizeof(*c));
+  fnode *c = intern_alloc(&sl->mem, sizeof(*c));
   if (!c) return NULL;
   c->name = in;
   c->next = p->child;
@@ -426,7 +337,7 @@ typedef struct mnode {
 } mnode;
 
 typedef struct merge {
-  arena mem;
+  intern_arena mem;
   mnode root;
   mnode **ht; /* (parent, name) -> node */
   uint64_t *hh;
@@ -481,7 +392,7 @@ static mnode *m_child(merge *m, mnode *p, const char *name, uint64_t nh, char ki
         (c->n.name == name || !strcmp(c->n.name, name)))
       return &c->n;
   }
-  mnode_p *c = ar_alloc(&m->mem, sizeof(*c));
+  mnode_p *c = intern_alloc(&m->mem, sizeof(*c));
   if (!c) return NULL;
   c->n.name = name; /* points into a slot, which outlives the merge */
   c->n.h = nh;
@@ -498,7 +409,7 @@ static mnode *m_child(merge *m, mnode *p, const char *name, uint64_t nh, char ki
 
 static int m_add(merge *m, mnode *dst, const fnode *src, bool base) {
   for (const fnode *c = src->child; c; c = c->next) {
-    mnode *d = m_child(m, dst, c->name, name_hash(c->name), 0);
+    mnode *d = m_child(m, dst, c->name, intern_hash(c->name), 0);
     if (!d) return SONDE_ENOMEM;
     if (base)
       d->b += c->v;
@@ -542,7 +453,7 @@ static int m_window(const fg_job *j, merge *m, int64_t from, int64_t to, bool ba
       static const char kinds[3] = {'s', 'c', 'p'};
       for (int l = 0; l < 3; l++) {
         if (q->group != 4 && q->group != l + 1) continue;
-        at = m_child(m, at, lv[l], name_hash(lv[l]), kinds[l]);
+        at = m_child(m, at, lv[l], intern_hash(lv[l]), kinds[l]);
         if (!at) return SONDE_ENOMEM;
         if (base)
           at->b += x->root.v;
@@ -650,7 +561,7 @@ int fg_store_query_json(fg_store *s, const fg_query *q, sonde_buf *out) {
 
 int fg_job_run(const fg_job *j, sonde_buf *out) {
   const fg_query *q = &j->q;
-  merge m = {0};
+  merge m = {.mem = FG_ARENA};
   bool diff = q->from2_ns || q->to2_ns;
   int rc = m_window(j, &m, q->from_ns, q->to_ns, false);
   if (!rc && diff) rc = m_window(j, &m, q->from2_ns, q->to2_ns, true);
@@ -669,7 +580,7 @@ int fg_job_run(const fg_job *j, sonde_buf *out) {
   if (!w.min_b) w.min_b = 1;
   if (!rc) rc = w_node(&w, &m.root, "all");
   if (!rc) rc = sonde_buf_append(out, "}", 1);
-  ar_free(&m.mem);
+  intern_arena_free(&m.mem);
   free(m.ht);
   free(m.hh);
   return rc;

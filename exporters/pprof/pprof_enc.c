@@ -6,6 +6,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "intern.h"
 #include "perftools/profiles/profile.pb-c.h"
 
 typedef Opentelemetry__Proto__Profiles__V1development__ProfilesDictionary dict_t;
@@ -13,53 +14,12 @@ typedef Opentelemetry__Proto__Profiles__V1development__ResourceProfiles rprof_t;
 typedef Opentelemetry__Proto__Profiles__V1development__Profile oprof_t;
 typedef Perftools__Profiles__Profile pp_profile;
 
-/* ---- a bump allocator for one encoding --------------------------------------------------------
- */
-
-typedef struct chunk {
-  struct chunk *next;
-  size_t used, cap;
-  _Alignas(16) unsigned char data[];
-} chunk;
-
-typedef struct arena {
-  chunk *c;
-} arena;
-
-static void *ar_alloc(arena *a, size_t n) {
-  n = (n + 15) & ~(size_t)15;
-  if (!a->c || a->c->cap - a->c->used < n) {
-    size_t cap = n > 65536 ? n : 65536;
-    chunk *c = malloc(sizeof(chunk) + cap);
-    if (!c) return NULL;
-    c->next = a->c;
-    c->used = 0;
-    c->cap = cap;
-    a->c = c;
-  }
-  void *p = a->c->data + a->c->used;
-  a->c->used += n;
-  memset(p, 0, n);
-  return p;
-}
-
-static void ar_free(arena *a) {
-  while (a->c) {
-    chunk *n = a->c->next;
-    free(a->c);
-    a->c = n;
-  }
-}
-
-/* ---- string table ------------------------------------------------------------------------------
- */
+/* ---- string table: interned (intern.c) in the encoding's arena, listed in index order ------ */
 
 typedef struct strtab {
-  char **v;
+  intern_table it;
+  const char **v; /* by index */
   size_t n, cap;
-  uint64_t *hh;
-  int64_t *hv;
-  size_t hcap, hn;
 } strtab;
 
 static uint64_t hash_str(const char *s) {
@@ -69,57 +29,25 @@ static uint64_t hash_str(const char *s) {
   return h | 1;
 }
 
-static int64_t st_add(strtab *t, arena *a, const char *s) {
+static int64_t st_add(strtab *t, intern_arena *a, const char *s) {
   if (!s) s = "";
-  if ((t->hn + 1) * 2 > t->hcap) {
-    size_t nc = t->hcap ? t->hcap * 2 : 256;
-    uint64_t *nh = calloc(nc, sizeof(*nh));
-    int64_t *nv = calloc(nc, sizeof(*nv));
-    if (!nh || !nv) {
-      free(nh);
-      free(nv);
-      return -1;
-    }
-    for (size_t i = 0; i < t->hcap; i++) {
-      if (!t->hh[i]) continue;
-      size_t j = t->hh[i] & (nc - 1);
-      while (nh[j])
-        j = (j + 1) & (nc - 1);
-      nh[j] = t->hh[i];
-      nv[j] = t->hv[i];
-    }
-    free(t->hh);
-    free(t->hv);
-    t->hh = nh;
-    t->hv = nv;
-    t->hcap = nc;
-  }
-  uint64_t h = hash_str(s);
-  size_t i = h & (t->hcap - 1);
-  for (; t->hh[i]; i = (i + 1) & (t->hcap - 1))
-    if (t->hh[i] == h && !strcmp(t->v[t->hv[i]], s)) return t->hv[i];
-  if (t->n == t->cap) {
+  if (t->n == t->cap) { /* room first: a string interned is a string listed */
     size_t nc = t->cap ? t->cap * 2 : 256;
-    char **nv = realloc(t->v, nc * sizeof(*nv));
+    const char **nv = realloc(t->v, nc * sizeof(*nv));
     if (!nv) return -1;
     t->v = nv;
     t->cap = nc;
   }
-  size_t l = strlen(s) + 1;
-  char *d = ar_alloc(a, l);
-  if (!d) return -1;
-  memcpy(d, s, l);
-  t->v[t->n] = d;
-  t->hh[i] = h;
-  t->hv[i] = (int64_t)t->n;
-  t->hn++;
-  return (int64_t)t->n++;
+  const char *in = intern_str(&t->it, a, s, strlen(s));
+  if (!in) return -1;
+  size_t i = intern_index(in);
+  if (i == t->n) t->v[t->n++] = in;
+  return (int64_t)i;
 }
 
 static void st_free(strtab *t) {
   free(t->v);
-  free(t->hh);
-  free(t->hv);
+  intern_table_free(&t->it);
 }
 
 /* ---- helpers ------------------------------------------------------------------------------------
@@ -185,7 +113,7 @@ typedef struct svals svals;
 
 typedef struct builder {
   const dict_t *d;
-  arena a;
+  intern_arena a;
   strtab st;
   vtype types[16];
   size_t n_types;
@@ -223,7 +151,7 @@ static Perftools__Profiles__Function *fn_of(builder *bd, int32_t fi) {
   if (fi < 0 || (size_t)fi >= d->n_function_table || !d->function_table[fi]) return NULL;
   if (bd->fns[fi]) return bd->fns[fi];
   const Opentelemetry__Proto__Profiles__V1development__Function *of = d->function_table[fi];
-  Perftools__Profiles__Function *f = ar_alloc(&bd->a, sizeof(*f));
+  Perftools__Profiles__Function *f = intern_alloc(&bd->a, sizeof(*f));
   if (!f) return NULL;
   perftools__profiles__function__init(f);
   f->id = (uint64_t)bd->n_fv + 1;
@@ -245,7 +173,7 @@ static Perftools__Profiles__Mapping *map_of(builder *bd, int32_t mi) {
   /* OTLP's entry 0 is the "no mapping" placeholder. */
   if (!*dstr(d, om->filename_strindex) && om->memory_limit == 0) return NULL;
   if (bd->maps[mi]) return bd->maps[mi];
-  Perftools__Profiles__Mapping *m = ar_alloc(&bd->a, sizeof(*m));
+  Perftools__Profiles__Mapping *m = intern_alloc(&bd->a, sizeof(*m));
   if (!m) return NULL;
   perftools__profiles__mapping__init(m);
   m->id = (uint64_t)bd->n_mv + 1;
@@ -267,7 +195,7 @@ static Perftools__Profiles__Location *loc_of(builder *bd, int32_t li, int *err) 
   if (li < 0 || (size_t)li >= d->n_location_table || !d->location_table[li]) return NULL;
   if (bd->locs[li]) return bd->locs[li];
   const Opentelemetry__Proto__Profiles__V1development__Location *ol = d->location_table[li];
-  Perftools__Profiles__Location *l = ar_alloc(&bd->a, sizeof(*l));
+  Perftools__Profiles__Location *l = intern_alloc(&bd->a, sizeof(*l));
   if (!l) goto oom;
   perftools__profiles__location__init(l);
   l->id = (uint64_t)bd->n_lv + 1;
@@ -279,13 +207,13 @@ static Perftools__Profiles__Location *loc_of(builder *bd, int32_t li, int *err) 
       l->address = m->memory_start + (ol->address - m->file_offset);
   }
   if (ol->n_lines) {
-    l->line = ar_alloc(&bd->a, ol->n_lines * sizeof(*l->line));
+    l->line = intern_alloc(&bd->a, ol->n_lines * sizeof(*l->line));
     if (!l->line) goto oom;
     for (size_t k = 0; k < ol->n_lines; k++) {
       const Opentelemetry__Proto__Profiles__V1development__Line *ln = ol->lines[k];
       Perftools__Profiles__Function *f = ln ? fn_of(bd, ln->function_index) : NULL;
       if (!f) continue;
-      Perftools__Profiles__Line *pl = ar_alloc(&bd->a, sizeof(*pl));
+      Perftools__Profiles__Line *pl = intern_alloc(&bd->a, sizeof(*pl));
       if (!pl) goto oom;
       perftools__profiles__line__init(pl);
       pl->function_id = f->id;
@@ -317,7 +245,7 @@ static int label_of(builder *bd, int32_t ai, Perftools__Profiles__Label **out) {
   if (ai < 0 || (size_t)ai >= d->n_attribute_table || !d->attribute_table[ai]) return 0;
   const Opentelemetry__Proto__Profiles__V1development__KeyValueAndUnit *a = d->attribute_table[ai];
   if (!a->value) return 0;
-  Perftools__Profiles__Label *l = ar_alloc(&bd->a, sizeof(*l));
+  Perftools__Profiles__Label *l = intern_alloc(&bd->a, sizeof(*l));
   if (!l) return SONDE_ENOMEM;
   perftools__profiles__label__init(l);
   if ((l->key = st_add(&bd->st, &bd->a, dstr(d, a->key_strindex))) < 0) return SONDE_ENOMEM;
@@ -361,7 +289,7 @@ static int add_profile(builder *bd, const oprof_t *op, int64_t *t0, int64_t *t1)
     const char *pt = dstr(d, op->period_type->type_strindex);
     const char *pu = dstr(d, op->period_type->unit_strindex);
     if (!bd->p.period_type) {
-      bd->p.period_type = ar_alloc(&bd->a, sizeof(*bd->p.period_type));
+      bd->p.period_type = intern_alloc(&bd->a, sizeof(*bd->p.period_type));
       if (!bd->p.period_type) return SONDE_ENOMEM;
       perftools__profiles__value_type__init(bd->p.period_type);
       if ((bd->p.period_type->type = st_add(&bd->st, &bd->a, pt)) < 0 ||
@@ -387,14 +315,14 @@ static int add_profile(builder *bd, const oprof_t *op, int64_t *t0, int64_t *t1)
     const Opentelemetry__Proto__Profiles__V1development__Sample *os = op->samples[i];
     if (!os) continue;
     int err = 0;
-    Perftools__Profiles__Sample *s = ar_alloc(&bd->a, sizeof(*s));
+    Perftools__Profiles__Sample *s = intern_alloc(&bd->a, sizeof(*s));
     if (!s) return SONDE_ENOMEM;
     perftools__profiles__sample__init(s);
     if (os->stack_index >= 0 && (size_t)os->stack_index < d->n_stack_table &&
         d->stack_table[os->stack_index]) {
       const Opentelemetry__Proto__Profiles__V1development__Stack *st =
           d->stack_table[os->stack_index];
-      s->location_id = ar_alloc(&bd->a, (st->n_location_indices + 1) * sizeof(uint64_t));
+      s->location_id = intern_alloc(&bd->a, (st->n_location_indices + 1) * sizeof(uint64_t));
       if (!s->location_id) return SONDE_ENOMEM;
       for (size_t k = 0; k < st->n_location_indices; k++) {
         Perftools__Profiles__Location *l = loc_of(bd, st->location_indices[k], &err);
@@ -406,7 +334,7 @@ static int add_profile(builder *bd, const oprof_t *op, int64_t *t0, int64_t *t1)
                 : os->n_timestamps_unix_nano ? (int64_t)os->n_timestamps_unix_nano
                                              : 1;
     if (os->n_attribute_indices) {
-      s->label = ar_alloc(&bd->a, os->n_attribute_indices * sizeof(*s->label));
+      s->label = intern_alloc(&bd->a, os->n_attribute_indices * sizeof(*s->label));
       if (!s->label) return SONDE_ENOMEM;
       for (size_t k = 0; k < os->n_attribute_indices; k++) {
         Perftools__Profiles__Label *l;
@@ -472,7 +400,7 @@ static void builder_end(builder *bd) {
   for (size_t i = 0; i < bd->n_fv; i++)
     bd->fns[bd->fsrc[i]] = NULL;
   bd->n_lv = bd->n_mv = bd->n_fv = 0;
-  ar_free(&bd->a);
+  intern_arena_free(&bd->a);
   st_free(&bd->st);
   memset(&bd->st, 0, sizeof bd->st);
   free(bd->samples);
@@ -492,10 +420,10 @@ static int builder_begin(builder *bd) {
 /* Fills the value columns and hangs every table on the profile. */
 static int finish(builder *bd, int64_t t0, int64_t t1) {
   size_t nt = bd->n_types;
-  bd->p.sample_type = ar_alloc(&bd->a, nt * sizeof(*bd->p.sample_type));
+  bd->p.sample_type = intern_alloc(&bd->a, nt * sizeof(*bd->p.sample_type));
   if (nt && !bd->p.sample_type) return SONDE_ENOMEM;
   for (size_t i = 0; i < nt; i++) {
-    Perftools__Profiles__ValueType *vt = ar_alloc(&bd->a, sizeof(*vt));
+    Perftools__Profiles__ValueType *vt = intern_alloc(&bd->a, sizeof(*vt));
     if (!vt) return SONDE_ENOMEM;
     perftools__profiles__value_type__init(vt);
     vt->type = bd->types[i].type;
@@ -506,7 +434,7 @@ static int finish(builder *bd, int64_t t0, int64_t t1) {
   for (size_t i = 0; i < bd->n_samples; i++) {
     Perftools__Profiles__Sample *s = bd->samples[i];
     const svals *v = &bd->sv[i];
-    if (!(s->value = ar_alloc(&bd->a, nt * sizeof(int64_t)))) return SONDE_ENOMEM;
+    if (!(s->value = intern_alloc(&bd->a, nt * sizeof(int64_t)))) return SONDE_ENOMEM;
     s->n_value = nt;
     s->value[v->col] = v->v;
     /* wraps rather than overflowing on absurd inputs */
@@ -520,7 +448,7 @@ static int finish(builder *bd, int64_t t0, int64_t t1) {
   bd->p.n_mapping = bd->n_mv;
   bd->p.function = bd->fv;
   bd->p.n_function = bd->n_fv;
-  bd->p.string_table = bd->st.v;
+  bd->p.string_table = (char **)bd->st.v;
   bd->p.n_string_table = bd->st.n;
   bd->p.time_nanos = t0;
   bd->p.duration_nanos = t1 > t0 ? t1 - t0 : 0;
