@@ -1,6 +1,6 @@
-"""Shared helpers of the ebpf_profiler tests: run the real sonde (ebpf_profiler -> file exporter,
-OTLP-JSON), decode what it wrote, and map locations (mapping file + normalized file offset) to
-functions by ELF symbol tables. Python standard library and binutils (nm) only: nothing of
+"""Shared helpers of the BPF tests (ebpf_profiler and ebpf_http): run the real sonde (SondeProcess;
+Sonde: ebpf_profiler -> file exporter, OTLP-JSON), decode what it wrote, and map locations
+(mapping file + normalized file offset) to functions by ELF symbol tables. Python standard library and binutils (nm) only: nothing of
 sonde's own code reads the profile back.
 """
 import bisect
@@ -159,10 +159,13 @@ class Symbols:
 # ---- profile decoding -------------------------------------------------------------------------------
 
 def attrs_of(kvs):
+    """OTLP-JSON key-values as {key: value}, intValue as an int."""
     out = {}
     for kv in kvs or []:
         v = kv.get("value", {})
-        out[kv["key"]] = v.get("stringValue", v.get("intValue"))
+        for k in ("stringValue", "intValue", "boolValue", "doubleValue"):
+            if k in v:
+                out[kv["key"]] = int(v[k]) if k == "intValue" else v[k]
     return out
 
 
@@ -230,32 +233,18 @@ def sample_attrs(d, sample):
 
 # ---- sonde ----------------------------------------------------------------------------------------
 
-class Sonde:
-    """sonde with ebpf_profiler -> file (OTLP-JSON), self-metrics on localhost:port."""
+class SondeProcess:
+    """The real sonde on a configuration the test writes, its self-metrics on localhost:port."""
 
-    def __init__(self, tmp, port, interval="1s", samples_per_second=19):
+    ready = "ready in"  # the log line that says it runs
+    absent = None       # what metric() returns for a series sonde does not show
+
+    def __init__(self, tmp, port, config):
         self.tmp = tmp
-        self.out = os.path.join(tmp, "profiles.json")
         self.port = port
         self.config = os.path.join(tmp, "config.yaml")
         with open(self.config, "w") as f:
-            f.write("""receivers:
-  ebpf_profiler:
-    reporter_interval: %s
-    samples_per_second: %d
-exporters:
-  file:
-    path: %s
-    flush_interval: 100ms
-service:
-  telemetry:
-    metrics:
-      address: localhost:%d
-  pipelines:
-    profiles:
-      receivers: [ebpf_profiler]
-      exporters: [file]
-""" % (interval, samples_per_second, self.out, port))
+            f.write(config)
         self.bin = os.path.join(build_dir(), "bin", "sonde")
         self.log_path = os.path.join(tmp, "sonde.log")
         self.proc = None
@@ -271,7 +260,7 @@ service:
                                      stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if "sampling" in self.log():
+            if self.ready in self.log():
                 return
             if self.proc.poll() is not None:
                 break
@@ -283,12 +272,14 @@ service:
             return f.read().decode(errors="replace")
 
     def metric(self, name):
-        body = urllib.request.urlopen("http://localhost:%d/metrics" % self.port,
-                                      timeout=5).read().decode()
+        """The sum of the series of self-metric `name` (every label set)."""
+        with urllib.request.urlopen("http://localhost:%d/metrics" % self.port, timeout=5) as r:
+            body = r.read().decode()
+        total = None
         for line in body.splitlines():
             if line.startswith(name + "{") or line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-        return None
+                total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+        return self.absent if total is None else total
 
     def wait_settled(self, name, quiet=2.5, limit=20):
         """Waits until metric `name` has not moved for `quiet` seconds (at most `limit`)."""
@@ -312,5 +303,33 @@ service:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError("sonde did not stop on SIGTERM:\n" + self.log())
+        self.log_file.close()
         if self.proc.returncode != 0:
             raise AssertionError("sonde exited %d:\n%s" % (self.proc.returncode, self.log()))
+
+
+class Sonde(SondeProcess):
+    """sonde with ebpf_profiler -> file (OTLP-JSON); extra: more ebpf_profiler options (YAML lines
+    indented by 4)."""
+
+    ready = "sampling"
+
+    def __init__(self, tmp, port, interval="1s", samples_per_second=19, extra=""):
+        self.out = os.path.join(tmp, "profiles.json")
+        super().__init__(tmp, port, """receivers:
+  ebpf_profiler:
+    reporter_interval: %s
+    samples_per_second: %d
+%sexporters:
+  file:
+    path: %s
+    flush_interval: 100ms
+service:
+  telemetry:
+    metrics:
+      address: localhost:%d
+  pipelines:
+    profiles:
+      receivers: [ebpf_profiler]
+      exporters: [file]
+""" % (interval, samples_per_second, extra, self.out, port))

@@ -13,7 +13,6 @@ wrk: otherwise exits 77 (skipped), or fails when SONDE_REQUIRE_BPF=1.
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,28 +20,12 @@ import tempfile
 import time
 import urllib.request
 
-SKIP = 77
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree from this import
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import profile_util as pu  # noqa: E402
+from profile_util import attrs_of, free_port, skip_or_fail  # noqa: E402
+
 SERVER, CLIENT = 2, 3
-
-
-def skip_or_fail(why):
-    if os.environ.get("SONDE_REQUIRE_BPF") == "1":
-        sys.exit("FAIL (SONDE_REQUIRE_BPF=1): " + why)
-    print("SKIP: " + why)
-    sys.exit(SKIP)
-
-
-def build_dir():
-    d = os.environ.get("SONDE_BUILD_DIR")
-    if not d:
-        sys.exit("SONDE_BUILD_DIR is not set (run through ctest)")
-    return d
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, timeout=10):
@@ -56,25 +39,16 @@ def wait_port(port, timeout=10):
     raise AssertionError("nothing listens on port %d" % port)
 
 
-def attrs(kvs):
-    out = {}
-    for kv in kvs or []:
-        v = kv.get("value", {})
-        for k in ("stringValue", "intValue", "boolValue", "doubleValue"):
-            if k in v:
-                out[kv["key"]] = int(v[k]) if k == "intValue" else v[k]
-    return out
+class Sonde(pu.SondeProcess):
+    """sonde with ebpf_http -> file (spans) and file/metrics (RED), on these ports."""
 
+    absent = 0.0
 
-class Sonde:
     def __init__(self, tmp, ports):
-        self.tmp = tmp
         self.traces = os.path.join(tmp, "traces.json")
         self.metrics = os.path.join(tmp, "metrics.json")
         self.mport = free_port()
-        self.config = os.path.join(tmp, "config.yaml")
-        with open(self.config, "w") as f:
-            f.write("""receivers:
+        super().__init__(tmp, self.mport, """receivers:
   ebpf_http:
     open_ports: "%s"
     capture_bytes: 4096  # 4 pipelined responses in one read exceed the default 1024
@@ -100,49 +74,9 @@ service:
       receivers: [ebpf_http]
       exporters: [file/metrics]
 """ % (",".join(str(p) for p in ports), self.traces, self.metrics, self.mport))
-        self.bin = os.path.join(build_dir(), "bin", "sonde")
-        self.log_path = os.path.join(tmp, "sonde.log")
-
-    def validate(self):
-        r = subprocess.run([self.bin, "validate", "--config", self.config], capture_output=True,
-                           text=True)
-        return r.returncode, r.stdout + r.stderr
 
     def start(self):
-        self.log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([self.bin, "--config", self.config], stdout=self.log_file,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if "ready in" in self.log():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError("sonde did not start:\n" + self.log())
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def metric(self, name):
-        with urllib.request.urlopen("http://localhost:%d/metrics" % self.mport, timeout=5) as r:
-            text = r.read().decode()
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError("sonde did not stop on SIGTERM:\n" + self.log())
-        self.log_file.close()
-        assert rc == 0, "sonde exited %d:\n%s" % (rc, self.log())
+        super().start(timeout=30)
 
     def spans(self):
         """Every span written so far, each with its resource's attributes under 'res'."""
@@ -158,11 +92,11 @@ service:
                 except ValueError:
                     continue  # a line being written
                 for rs in req.get("resourceSpans", []):
-                    res = attrs(rs.get("resource", {}).get("attributes"))
+                    res = attrs_of(rs.get("resource", {}).get("attributes"))
                     for ss in rs.get("scopeSpans", []):
                         for sp in ss.get("spans", []):
                             sp["res"] = res
-                            sp["a"] = attrs(sp.get("attributes"))
+                            sp["a"] = attrs_of(sp.get("attributes"))
                             sp["dur"] = (int(sp["endTimeUnixNano"]) -
                                          int(sp["startTimeUnixNano"])) / 1e9
                             out.append(sp)
@@ -193,13 +127,13 @@ service:
                 except ValueError:
                     continue
                 for rm in req.get("resourceMetrics", []):
-                    pid = attrs(rm.get("resource", {}).get("attributes")).get("process.pid")
+                    pid = attrs_of(rm.get("resource", {}).get("attributes")).get("process.pid")
                     for sm in rm.get("scopeMetrics", []):
                         for m in sm.get("metrics", []):
                             if m.get("name") != name:
                                 continue
                             for dp in m.get("histogram", {}).get("dataPoints", []):
-                                key = (pid, frozenset(attrs(dp.get("attributes")).items()))
+                                key = (pid, frozenset(attrs_of(dp.get("attributes")).items()))
                                 last[key] = int(dp.get("count", 0))
         return last
 

@@ -13,218 +13,22 @@ Checks:
 Needs root and a kernel with BTF, perf events, raw tracepoints and ring buffers: otherwise exits 77
 (skipped), or fails when SONDE_REQUIRE_BPF=1.
 """
-import json
 import os
 import re
 import shutil
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-SKIP = 77
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree from this import
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from profile_util import (Sonde, SymFile, attrs_of, free_port, load_profiles,  # noqa: E402
+                          sample_attrs, sample_frames, skip_or_fail)
+
 CHAIN = ["chain_e", "chain_d", "chain_c", "chain_b", "chain_a", "main"]
 COLD_RUNS = 8
-
-
-def skip_or_fail(why):
-    if os.environ.get("SONDE_REQUIRE_BPF") == "1":
-        sys.exit("FAIL (SONDE_REQUIRE_BPF=1): " + why)
-    print("SKIP: " + why)
-    sys.exit(SKIP)
-
-
-def build_dir():
-    d = os.environ.get("SONDE_BUILD_DIR")
-    if not d:
-        sys.exit("SONDE_BUILD_DIR is not set (run through ctest)")
-    return d
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# ---- ELF reading (stdlib only) -------------------------------------------------------------------
-
-def elf_info(path):
-    """(PT_LOAD segments [(offset, vaddr, filesz)], GNU build id hex)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    assert data[:4] == b"\x7fELF" and data[4] == 2, "64-bit ELF expected"
-    e_phoff, = struct.unpack_from("<Q", data, 0x20)
-    e_phentsize, e_phnum = struct.unpack_from("<HH", data, 0x36)
-    loads, build_id = [], None
-    for i in range(e_phnum):
-        p_type, _flags, p_offset, p_vaddr, _paddr, p_filesz = struct.unpack_from(
-            "<IIQQQQ", data, e_phoff + i * e_phentsize)
-        if p_type == 1:
-            loads.append((p_offset, p_vaddr, p_filesz))
-        elif p_type == 4:  # PT_NOTE
-            off = p_offset
-            while off + 12 <= p_offset + p_filesz:
-                namesz, descsz, ntype = struct.unpack_from("<III", data, off)
-                name = data[off + 12: off + 12 + namesz]
-                desc_off = off + 12 + ((namesz + 3) & ~3)
-                if ntype == 3 and name == b"GNU\x00":
-                    build_id = data[desc_off: desc_off + descsz].hex()
-                off = desc_off + ((descsz + 3) & ~3)
-    return loads, build_id
-
-
-def symbols(path):
-    """[(start vaddr, end vaddr, name)] of the defined functions, from nm."""
-    out = subprocess.run(["nm", "-S", "--defined-only", path], capture_output=True, text=True,
-                         check=True).stdout
-    syms = []
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 4 and parts[2] in "tTwW":
-            start, size = int(parts[0], 16), int(parts[1], 16)
-            syms.append((start, start + size, parts[3]))
-    return syms
-
-
-def offset_to_vaddr(loads, off):
-    for p_offset, p_vaddr, p_filesz in loads:
-        if p_offset <= off < p_offset + p_filesz:
-            return off - p_offset + p_vaddr
-    return None
-
-
-# ---- profile decoding ------------------------------------------------------------------------------
-
-def attrs_of(kvs):
-    out = {}
-    for kv in kvs or []:
-        v = kv.get("value", {})
-        out[kv["key"]] = v.get("stringValue", v.get("intValue"))
-    return out
-
-
-def load_profiles(path):
-    """Every ResourceProfiles of every request, each with its request's dictionary."""
-    res = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            req = json.loads(line)
-            d = req.get("dictionary", {})
-            for rp in req.get("resourceProfiles", []):
-                res.append((d, rp))
-    return res
-
-
-def sample_frames(d, sample):
-    """[(kind, mapping filename, address, build id)] leaf first; kind 'k' or 'u'."""
-    strings = d.get("stringTable", [])
-    maps = d.get("mappingTable", [])
-    locs = d.get("locationTable", [])
-    stacks = d.get("stackTable", [])
-    attrs = d.get("attributeTable", [])
-    stack = stacks[sample.get("stackIndex", 0)]
-    frames = []
-    for li in stack.get("locationIndices", []):
-        loc = locs[li]
-        m = maps[loc.get("mappingIndex", 0)]
-        fname = strings[m.get("filenameStrindex", 0)]
-        bid = None
-        for ai in m.get("attributeIndices", []):
-            a = attrs[ai]
-            if strings[a.get("keyStrindex", 0)] == "process.executable.build_id.gnu":
-                bid = a["value"]["stringValue"]
-        kind = "k" if fname == "[kernel.kallsyms]" else "u"
-        frames.append((kind, fname, int(loc.get("address", "0")), bid))
-    return frames
-
-
-def sample_attrs(d, sample):
-    strings = d.get("stringTable", [])
-    table = d.get("attributeTable", [])
-    out = {}
-    for ai in sample.get("attributeIndices", []):
-        a = table[ai]
-        v = a.get("value", {})
-        out[strings[a.get("keyStrindex", 0)]] = v.get("stringValue", v.get("intValue"))
-    return out
-
-
-class Sonde:
-    def __init__(self, tmp, port, interval="1s", extra=""):
-        self.tmp = tmp
-        self.out = os.path.join(tmp, "profiles.json")
-        self.port = port
-        self.config = os.path.join(tmp, "config.yaml")
-        with open(self.config, "w") as f:
-            f.write("""receivers:
-  ebpf_profiler:
-    reporter_interval: %s
-%sexporters:
-  file:
-    path: %s
-    flush_interval: 100ms
-service:
-  telemetry:
-    metrics:
-      address: localhost:%d
-  pipelines:
-    profiles:
-      receivers: [ebpf_profiler]
-      exporters: [file]
-""" % (interval, extra, self.out, port))
-        self.bin = os.path.join(build_dir(), "bin", "sonde")
-        self.log_path = os.path.join(tmp, "sonde.log")
-        self.proc = None
-
-    def validate(self):
-        r = subprocess.run([self.bin, "validate", "--config", self.config], capture_output=True,
-                           text=True)
-        return r.returncode, r.stdout + r.stderr
-
-    def start(self):
-        self.log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([self.bin, "--config", self.config], stdout=self.log_file,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            if "sampling" in self.log():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError("sonde did not start:\n" + self.log())
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def metric(self, name):
-        body = urllib.request.urlopen("http://localhost:%d/metrics" % self.port,
-                                      timeout=5).read().decode()
-        for line in body.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-        return None
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("sonde did not stop on SIGTERM:\n" + self.log())
-        if self.proc.returncode != 0:
-            raise AssertionError("sonde exited %d:\n%s" % (self.proc.returncode, self.log()))
 
 
 def chain_check(label, workload, samples):
@@ -240,20 +44,14 @@ def chain_check(label, workload, samples):
 
 def chain_counts(workload, samples):
     """(samples, samples with the leaf in the chain, those complete down to main, a few bad)."""
-    loads, build_id = elf_info(workload)
-    syms = symbols(workload)
-    ranges = {name: (lo, hi) for lo, hi, name in syms if name in CHAIN}
-    assert set(ranges) == set(CHAIN), "workload symbols missing: %s" % ranges
+    sf = SymFile(workload)
+    build_id = sf.build_id
+    missing = [name for name in CHAIN if not sf.range_of(name)]
+    assert not missing, "workload symbols missing: %s" % missing
 
     def func_at(off, leaf):
         # A return address points after the call: look one byte back for the caller.
-        va = offset_to_vaddr(loads, off if leaf else off - 1)
-        if va is None:
-            return None
-        for lo, hi, name in syms:
-            if lo <= va < hi:
-                return name
-        return None
+        return sf.at_offset(off if leaf else off - 1)
 
     in_chain = complete = total = 0
     bad = []

@@ -21,7 +21,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import test_ebpf_profiler as t  # noqa: E402  (the harness of the profiler test)
+import profile_util as pu  # noqa: E402
+import test_ebpf_profiler as t  # noqa: E402  (its chain check)
 
 FILES = 24
 
@@ -39,14 +40,14 @@ def wait_for(cond, timeout, what):
 def main():
     workload = os.path.realpath(sys.argv[1])
     if os.geteuid() != 0:
-        t.skip_or_fail("needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)")
+        pu.skip_or_fail("needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)")
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
-        t.skip_or_fail("kernel without BTF (/sys/kernel/btf/vmlinux)")
+        pu.skip_or_fail("kernel without BTF (/sys/kernel/btf/vmlinux)")
     tmp = tempfile.mkdtemp(prefix="sonde-bpf-evict-")
-    s = t.Sonde(tmp, t.free_port(), extra="    include:\n      executables: [\"evict*\"]\n")
+    s = pu.Sonde(tmp, pu.free_port(), extra="    include:\n      executables: [\"evict*\"]\n")
     rc, out = s.validate()
     if rc != 0:
-        t.skip_or_fail("sonde validate: " + out.strip())
+        pu.skip_or_fail("sonde validate: " + out.strip())
     s.start()
     paths, pids = [], []
     try:
@@ -84,13 +85,8 @@ def main():
     finally:
         s.stop()
 
-    by_pid = {}
-    for d, rp in t.load_profiles(s.out):
-        ra = t.attrs_of(rp.get("resource", {}).get("attributes"))
-        for sp in rp.get("scopeProfiles", []):
-            for prof in sp.get("profiles", []):
-                for smp in prof.get("samples", []):
-                    by_pid.setdefault(int(ra["process.pid"]), []).append((d, smp))
+    by_pid = {pid: [(d, smp) for _ra, d, smp in rows]
+              for pid, rows in pu.samples_by_pid(pu.load_profiles(s.out)).items()}
     tot = in_chain = complete = 0
     bad = []
     for pid, path in zip(pids, paths):
