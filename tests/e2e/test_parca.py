@@ -183,42 +183,19 @@ parca:
 def case_bad_profile_name(tmp):
     """A profile_name Parca's profile types cannot carry, or a bad metadata name, is a
     configuration error that says why."""
-    s = harness.Sonde("", "parca-bad-name")
-    with open(s.config, "w") as f:
-        f.write("""
-receivers:
-  otlp:
-    protocols:
-      http: {endpoint: "127.0.0.1:0"}
-exporters:
+    tp.refused("parca-bad-name", "parca", """
   parca:
     endpoint: 127.0.0.1:1
     insecure: true
     profile_name: "cpu:samples"
-service:
-  pipelines:
-    profiles: {receivers: [otlp], exporters: [parca]}
-""")
-    rc, out = harness.run_cli("validate", "--config", s.config)
-    assert rc != 0 and 'profile_name "cpu:samples"' in out and "name part" in out, (rc, out)
+""", 'profile_name "cpu:samples"', "name part")
     # a metadata name HTTP/2 cannot carry is refused by name, not reset by the server at every call
-    with open(s.config, "w") as f:
-        f.write("""
-receivers:
-  otlp:
-    protocols:
-      http: {endpoint: "127.0.0.1:0"}
-exporters:
+    tp.refused("parca-bad-header", "parca", """
   parca:
     endpoint: 127.0.0.1:1
     insecure: true
     headers: {"x-team id": "a"}
-service:
-  pipelines:
-    profiles: {receivers: [otlp], exporters: [parca]}
-""")
-    rc, out = harness.run_cli("validate", "--config", s.config)
-    assert rc != 0 and '"x-team id" is not a header name' in out, (rc, out)
+""", '"x-team id" is not a header name')
 
 
 def test():

@@ -16,9 +16,10 @@ import subprocess
 import time
 
 import harness
-import test_symbolizer as ts
+import test_pyroscope as tp
 
-PERIOD = 52631578  # 19 Hz
+ts = tp.ts
+PERIOD = tp.PERIOD  # 19 Hz
 
 
 def go_pprof(*args):
@@ -58,38 +59,9 @@ def test():
     hport = harness.free_port()
     s = harness.Sonde("", "pprof")
     tmp = s.tmp
-    full = ts.compile_c(tmp, "app", 11)
-    bid = ts.build_id(full)
-    syms = ts.symbols(full)
-    va, _ = ts.inlined_address(full)
-    # return addresses: one byte into each caller
-    chain = [va] + [syms[f][0] + 1 for f in ("middle_call", "outer_entry", "main")]
-    prof = ts.Profile()
-    start, size = 0x555555554000, 0x10000
-    m = prof.mapping(full, bid, start, start + size, 0)
-    locs = [prof.location(m, ts.vaddr_to_offset(full, a)) for a in chain]
-    kv = prof.s("thread.id")
-    tn = prof.s("thread.name")
-    prof.attrs.append({"keyStrindex": kv, "value": {"intValue": "4242"}})
-    prof.attrs.append({"keyStrindex": tn, "value": {"stringValue": "worker-1"}})
-    lab = [len(prof.attrs) - 2, len(prof.attrs) - 1]
-    body = prof.body()
-    d = body["dictionary"]
-    d["stackTable"] = [{}, {"locationIndices": locs}, {"locationIndices": locs[1:]}]
-    st = d["stringTable"]
-    for w in ("samples", "count", "cpu", "nanoseconds"):
-        if w not in st:
-            st.append(w)
-
-    def profile(n_leaf, n_mid):
-        return {"sampleType": {"typeStrindex": st.index("samples"),
-                               "unitStrindex": st.index("count")},
-                "periodType": {"typeStrindex": st.index("cpu"),
-                               "unitStrindex": st.index("nanoseconds")},
-                "period": str(PERIOD), "timeUnixNano": str(int(time.time() * 1e9)),
-                "durationNano": "10000000000",
-                "samples": [{"stackIndex": 1, "values": [str(n_leaf)], "attributeIndices": lab},
-                            {"stackIndex": 2, "values": [str(n_mid)]}]}
+    body, full, bid, profile = tp.chain_request(
+        tmp, int(time.time() * 1e9), labels=[("thread.id", {"intValue": "4242"}),
+                                             ("thread.name", {"stringValue": "worker-1"})])
 
     def res(name):
         return {"attributes": [{"key": "service.name", "value": {"stringValue": name}}]}

@@ -1,8 +1,8 @@
 """pyroscope exporter: OTLP/HTTP JSON profiles -> symbolizer -> pyroscope -> a Pyroscope stand-in
 in Node (tests/e2e/node/pyroscope_reference.js) that decodes the pprof with npm pprof-format.
 
-The profiles are test_pprof's: a real C binary (gcc -O2 -g) whose stack
-inner_step (inlined) <- leaf_work <- middle_call <- outer_entry <- main is symbolized by sonde;
+The profiles are chain_request's (shared with test_pprof and test_parca): a real C binary
+(gcc -O2 -g) whose stack inner_step (inlined) <- leaf_work <- middle_call <- outer_entry <- main is symbolized by sonde;
 two services, samples/count with a cpu/nanoseconds period of 19 Hz.
 
 Cases: /ingest over http with basic auth, X-Scope-OrgID and a custom header (name, labels, from,
@@ -30,18 +30,27 @@ POD2 = "checkout.cpu{host_name=node-1,k8s_pod_name=pod-2}"
 CHAIN = ["inner_step", "leaf_work", "middle_call", "outer_entry", "main"]
 
 
-def profiles_body(tmp, t_ns):
-    """Two services: checkout on pod-1 (5 + 2 samples), checkout on pod-2 in two resources with
-    the same attributes (4 + 1 and 2 + 2: one series), cart/api (3 + 1)."""
+def chain_request(tmp, t_ns, labels=()):
+    """The OTLP profiles request skeleton of the profile exporters' tests: a real C binary (gcc -O2
+    -g, test_symbolizer's) mapped at 0x555555554000 with two stacks, 1: inner_step (inlined) <-
+    leaf_work <- middle_call <- outer_entry <- main and 2: the same without its leaf. Returns
+    (body without resourceProfiles, binary path, build id, profile(n_leaf, n_mid)), profile giving
+    samples/count profiles with a 19 Hz cpu/nanoseconds period at t_ns, whose stack-1 sample
+    carries the attributes labels ((key, OTLP AnyValue) pairs)."""
     full = ts.compile_c(tmp, "app", 11)
     bid = ts.build_id(full)
     syms = ts.symbols(full)
     va, _ = ts.inlined_address(full)
+    # return addresses: one byte into each caller
     chain = [va] + [syms[f][0] + 1 for f in ("middle_call", "outer_entry", "main")]
     prof = ts.Profile()
     start, size = 0x555555554000, 0x10000
     m = prof.mapping(full, bid, start, start + size, 0)
     locs = [prof.location(m, ts.vaddr_to_offset(full, a)) for a in chain]
+    lab = []
+    for key, value in labels:
+        prof.attrs.append({"keyStrindex": prof.s(key), "value": value})
+        lab.append(len(prof.attrs) - 1)
     body = prof.body()
     d = body["dictionary"]
     d["stackTable"] = [{}, {"locationIndices": locs}, {"locationIndices": locs[1:]}]
@@ -51,13 +60,22 @@ def profiles_body(tmp, t_ns):
             st.append(w)
 
     def profile(n_leaf, n_mid):
+        leaf = {"stackIndex": 1, "values": [str(n_leaf)]}
+        if lab:
+            leaf["attributeIndices"] = lab
         return {"sampleType": {"typeStrindex": st.index("samples"),
                                "unitStrindex": st.index("count")},
                 "periodType": {"typeStrindex": st.index("cpu"),
                                "unitStrindex": st.index("nanoseconds")},
                 "period": str(PERIOD), "timeUnixNano": str(t_ns), "durationNano": "10000000000",
-                "samples": [{"stackIndex": 1, "values": [str(n_leaf)]},
-                            {"stackIndex": 2, "values": [str(n_mid)]}]}
+                "samples": [leaf, {"stackIndex": 2, "values": [str(n_mid)]}]}
+    return body, full, bid, profile
+
+
+def profiles_body(tmp, t_ns):
+    """Two services: checkout on pod-1 (5 + 2 samples), checkout on pod-2 in two resources with
+    the same attributes (4 + 1 and 2 + 2: one series), cart/api (3 + 1)."""
+    body, full, bid, profile = chain_request(tmp, t_ns)
 
     def res(name, **attrs):
         a = [{"key": "service.name", "value": {"stringValue": name}}]
@@ -377,42 +395,39 @@ pyroscope:
     assert names == sorted("svc-%d.cpu{}" % i for i in range(12)), names
 
 
+def refused(name, exporter, exporter_yaml, *needles):
+    """sonde validate refuses a profiles pipeline whose exporter is exporter_yaml (indented under
+    `exporters:`), saying every one of needles."""
+    s = harness.Sonde("", name)
+    with open(s.config, "w") as f:
+        f.write("""
+receivers:
+  otlp:
+    protocols:
+      http: {endpoint: "127.0.0.1:0"}
+exporters:
+%s
+service:
+  pipelines:
+    profiles: {receivers: [otlp], exporters: [%s]}
+""" % (exporter_yaml.rstrip("\n"), exporter))
+    rc, out = harness.run_cli("validate", "--config", s.config)
+    assert rc != 0 and all(n in out for n in needles), (rc, needles, out)
+
+
 def case_bad_tenant():
     """A tenant_id with a line break, or a basic auth username with ':' (the server would split
     it elsewhere), is a configuration error that says so."""
-    s = harness.Sonde("", "pyroscope-bad-tenant")
-    with open(s.config, "w") as f:
-        f.write("""
-receivers:
-  otlp:
-    protocols:
-      http: {endpoint: "127.0.0.1:0"}
-exporters:
+    refused("pyroscope-bad-tenant", "pyroscope", """
   pyroscope:
     endpoint: http://127.0.0.1:1
     tenant_id: "team-a\\r\\nX-Evil: 1"
-service:
-  pipelines:
-    profiles: {receivers: [otlp], exporters: [pyroscope]}
-""")
-    rc, out = harness.run_cli("validate", "--config", s.config)
-    assert rc != 0 and 'the value of "X-Scope-OrgID" holds a line break' in out, (rc, out)
-    with open(s.config, "w") as f:
-        f.write("""
-receivers:
-  otlp:
-    protocols:
-      http: {endpoint: "127.0.0.1:0"}
-exporters:
+""", 'the value of "X-Scope-OrgID" holds a line break')
+    refused("pyroscope-bad-user", "pyroscope", """
   pyroscope:
     endpoint: http://127.0.0.1:1
     basic_auth: {username: "a:b", password: "c"}
-service:
-  pipelines:
-    profiles: {receivers: [otlp], exporters: [pyroscope]}
-""")
-    rc, out = harness.run_cli("validate", "--config", s.config)
-    assert rc != 0 and "the username cannot contain ':'" in out, (rc, out)
+""", "the username cannot contain ':'")
 
 
 def test():
