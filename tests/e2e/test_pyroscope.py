@@ -2,8 +2,8 @@
 in Node (tests/e2e/node/pyroscope_reference.js) that decodes the pprof with npm pprof-format.
 
 The profiles are chain_request's (shared with test_pprof and test_parca): a real C binary
-(gcc -O2 -g) whose stack inner_step (inlined) <- leaf_work <- middle_call <- outer_entry <- main is symbolized by sonde;
-two services, samples/count with a cpu/nanoseconds period of 19 Hz.
+(gcc -O2 -g) whose stack inner_step (inlined) <- leaf_work <- middle_call <- outer_entry <- main
+is symbolized by sonde; two services, samples/count with a cpu/nanoseconds period of 19 Hz.
 
 Cases: /ingest over http with basic auth, X-Scope-OrgID and a custom header (name, labels, from,
 until, sampleRate, spyName, sample types, function names); push.v1 over https verified with a
