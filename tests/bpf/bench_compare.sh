@@ -7,7 +7,8 @@
 # samples have a complete stack (one that reaches main). Also: sonde's BPF ns per sample, and
 # the unwind table build time for ~2 MB binaries (tests/bpf/ehframe_dump). Needs root.
 #   SONDE_BUILD_DIR=build tests/bpf/bench_compare.sh [N ...]      (default: 20 200)
-#   SECONDS_PER_TOOL=30 WARMUP=10 (sonde's start-up, measured apart)
+#   SECONDS_PER_TOOL=30 WARMUP=10 (sonde's start-up, measured apart) TOOLS="sonde perf bpftrace"
+# sonde runs with measure_bpf_time: its BPF run time per sample, p50/p90/p99 per kind of walk.
 # The workloads run at nice 10 so that each tool starts in reasonable time among 200 of them.
 # Installs linux-perf and bpftrace (Debian) when missing. Prints a Markdown table.
 set -eu
@@ -40,6 +41,7 @@ B = os.environ["SONDE_BUILD_DIR"]
 T = float(os.environ.get("SECONDS_PER_TOOL", "30"))
 WARMUP = float(os.environ.get("WARMUP", "10"))
 COUNTS = [int(a) for a in sys.argv[1:]] or [20, 200]
+TOOLS = os.environ.get("TOOLS", "sonde perf bpftrace").split()
 DEPTH = 25  # r_leaf + 26 rec + r_top + main + 2 libc + _start = 32 frames
 NCPU = os.cpu_count()
 HZ_TICK = os.sysconf("SC_CLK_TCK")
@@ -103,6 +105,72 @@ def bpf_progs(pid):
     return res
 
 
+TIME_KINDS = ["dwarf", "stack copy", "frame pointers"]
+
+
+def bpf_timing(pid):
+    """sonde's run-time histograms (measure_bpf_time: the `timing` map, see bpf/profiler.h):
+    {key: [count per bucket]}, summed over CPUs."""
+    base = "/proc/%d/fdinfo" % pid
+    ids = set()
+    for fd in os.listdir(base):
+        try:
+            with open(os.path.join(base, fd)) as f:
+                for line in f:
+                    if line.startswith("map_id:"):
+                        ids.add(int(line.split()[1]))
+        except OSError:
+            continue
+    for i in ids:
+        r = subprocess.run(["bpftool", "map", "dump", "id", str(i), "-j"], capture_output=True,
+                           text=True)
+        show = subprocess.run(["bpftool", "map", "show", "id", str(i), "-j"],
+                              capture_output=True, text=True)
+        if r.returncode or json.loads(show.stdout or "{}").get("name") != "timing":
+            continue
+        res = {}
+        for e in json.loads(r.stdout):
+            f = e["formatted"]
+            hist = [0] * 128
+            for v in f["values"]:
+                for b, c in enumerate(v["value"]["n"]):
+                    hist[b] += c
+            res[f["key"]] = hist
+        return res
+    return {}
+
+
+def bucket_mid(i):
+    """The middle of log-linear bucket i (8 per power of two from 16 ns, as in bpf/profiler.h)."""
+    if i == 0:
+        return 8
+    o = 4 + (i - 1) // 8
+    w = 1 << (o - 3)
+    return (1 << o) + ((i - 1) % 8) * w + w / 2
+
+
+def timing_summary(before, after):
+    parts = []
+    for key in sorted(after):
+        h = [a - b for a, b in zip(after[key], before.get(key, [0] * 128))]
+        total = sum(h)
+        if not total:
+            continue
+        q = []
+        for frac in (0.5, 0.9, 0.99):
+            want, seen = int(frac * total), 0
+            for i, c in enumerate(h):
+                seen += c
+                if seen > want and c:
+                    q.append(bucket_mid(i))
+                    break
+        mean = sum(c * bucket_mid(i) for i, c in enumerate(h)) / total
+        parts.append("%s%s: %d samples, p50 %.0f / p90 %.0f / p99 %.0f ns (mean ~%.0f)" % (
+            TIME_KINDS[key // 2], " (walk alone)" if key % 2 else "", total, q[0], q[1], q[2],
+            mean))
+    return "; ".join(parts)
+
+
 def bpf_delta(before, after):
     ns = sum(a[0] - before.get(i, (0, 0))[0] for i, a in after.items())
     cnt = sum(a[1] - before.get(i, (0, 0))[1] for i, a in after.items())
@@ -162,16 +230,19 @@ def sonde_run(n, pids):
     d = os.path.join(tmp, "sonde-%d" % n)
     os.makedirs(d, exist_ok=True)
     port = pu.free_port()
-    s = pu.Sonde(d, port, interval="5s", samples_per_second=19)
+    s = pu.Sonde(d, port, interval="5s", samples_per_second=19,
+                 extra="    measure_bpf_time: true\n")
     s.start(timeout=120)
     w0 = Window(s.proc.pid)
     w0.start()
     time.sleep(WARMUP)  # start-up: every running process is read, tables of sampled files built
     w0.stop()
     w = Window(s.proc.pid)
+    t0 = bpf_timing(s.proc.pid)
     w.start()
     time.sleep(T)
     w.stop()
+    timing = timing_summary(t0, bpf_timing(s.proc.pid))
     rows = s.metric("sonde_ebpf_profiler_unwind_rows")
     files = s.metric("sonde_ebpf_profiler_unwind_files")
     got = s.metric("sonde_ebpf_profiler_samples_total")
@@ -188,6 +259,7 @@ def sonde_run(n, pids):
             if any(is_main_frame(f[1], f[2], i == 0) for i, f in enumerate(fr)):
                 complete += k
     return {"tool": "sonde", "w": w, "warm": w0, "total": total, "complete": complete,
+            "timing": timing,
             "extra": "%d samples received, %d lost; unwind rows %d in %d files" % (
                 got or 0, lost or 0, rows or 0, files or 0)}
 
@@ -316,54 +388,56 @@ def table_build_times():
 
 
 def main():
-    prev = open("/proc/sys/kernel/bpf_stats_enabled").read().strip()
     with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-        f.write("1")
+        f.write("1")  # and left on: other sessions may be measuring
+    timings = []
     print("# bench_compare %s, %d CPUs, kernel %s, window %.0f s per tool" % (
         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), NCPU, os.uname().release, T))
-    try:
-        for line in table_build_times():
-            print("table build: " + line)
-        for n in COUNTS:
-            # nice 10: with 200 busy processes a tool at the same priority gets 1/200 of a CPU
-            # and takes minutes to start (BPF verifier, LLVM); the CPUs stay fully busy.
-            procs = [subprocess.Popen(["nice", "-n", "10", WL, "deep", str(DEPTH), "1e9"])
-                     for _ in range(n)]
-            pids = {p.pid for p in procs}
-            try:
-                time.sleep(2)
-                results = []
-                for run in (sonde_run, perf_run, bpftrace_run):
+    for line in table_build_times():
+        print("table build: " + line)
+    for n in COUNTS:
+        # nice 10: with 200 busy processes a tool at the same priority gets 1/200 of a CPU
+        # and takes minutes to start (BPF verifier, LLVM); the CPUs stay fully busy.
+        procs = [subprocess.Popen(["nice", "-n", "10", WL, "deep", str(DEPTH), "1e9"])
+                 for _ in range(n)]
+        pids = {p.pid for p in procs}
+        try:
+            time.sleep(2)
+            results = []
+            for run in (sonde_run, perf_run, bpftrace_run):
+                if run.__name__.split("_")[0] in TOOLS:
                     results.append(run(n, pids))
-            finally:
-                for p in procs:
-                    p.kill()
-                for p in procs:
-                    p.wait()
-            print("\n## %d busy processes, ~32-frame stacks, 19 Hz" % n)
-            print("| tool | CPU (user+sys) % of machine | BPF % of machine | BPF ns/run | RSS "
-                  "(HWM) MB | workload samples | complete to main | machine busy % | load "
-                  "avg | notes |")
-            print("|---|---|---|---|---|---|---|---|---|---|")
-            for r in results:
-                w = r["w"]
-                print("| %s | %.3f | %.4f | %s | %.1f (%.1f) | %d | %.1f%% | %.0f | %s -> %s | "
-                      "%s |" % (
-                          r["tool"], w.share, w.bpf_share,
-                          "%.0f" % (w.bpf_ns / w.bpf_runs) if w.bpf_runs else "-",
-                          w.rss / 1024, w.hwm / 1024, r["total"],
-                          100.0 * r["complete"] / max(r["total"], 1), w.machine_busy,
-                          w.load0, w.load1, r["extra"]))
-                if "warm" in r:
-                    wu = r["warm"]
-                    print("| sonde start-up (first %.0f s) | %.3f | %.4f | %s | %.1f (%.1f) | | "
-                          "| %.0f | | reads every process, builds tables |" % (
-                              WARMUP, wu.share, wu.bpf_share,
-                              "%.0f" % (wu.bpf_ns / wu.bpf_runs) if wu.bpf_runs else "-",
-                              wu.rss / 1024, wu.hwm / 1024, wu.machine_busy))
-    finally:
-        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-            f.write(prev)
+        finally:
+            for p in procs:
+                p.kill()
+            for p in procs:
+                p.wait()
+        print("\n## %d busy processes, ~32-frame stacks, 19 Hz" % n)
+        print("| tool | CPU (user+sys) % of machine | BPF % of machine | BPF ns/run | RSS "
+              "(HWM) MB | workload samples | complete to main | machine busy % | load "
+              "avg | notes |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in results:
+            w = r["w"]
+            print("| %s | %.3f | %.4f | %s | %.1f (%.1f) | %d | %.1f%% | %.0f | %s -> %s | "
+                  "%s |" % (
+                      r["tool"], w.share, w.bpf_share,
+                      "%.0f" % (w.bpf_ns / w.bpf_runs) if w.bpf_runs else "-",
+                      w.rss / 1024, w.hwm / 1024, r["total"],
+                      100.0 * r["complete"] / max(r["total"], 1), w.machine_busy,
+                      w.load0, w.load1, r["extra"]))
+            if r.get("timing"):
+                timings.append("sonde BPF time per sample in the window, %d processes: %s" % (
+                    n, r["timing"]))
+            if "warm" in r:
+                wu = r["warm"]
+                print("| sonde start-up (first %.0f s) | %.3f | %.4f | %s | %.1f (%.1f) | | "
+                      "| %.0f | | reads every process, builds tables |" % (
+                          WARMUP, wu.share, wu.bpf_share,
+                          "%.0f" % (wu.bpf_ns / wu.bpf_runs) if wu.bpf_runs else "-",
+                          wu.rss / 1024, wu.hwm / 1024, wu.machine_busy))
+    for line in timings:
+        print("\n" + line)
     print("\n(output kept in %s)" % tmp)
 
 
