@@ -206,10 +206,11 @@ static long walk_step(__u32 i, struct walk_ctx *c) {
   __s32 cfa_off = 0;
   __s16 rbp_off = 0;
   if (m && m->n_rows) {
-    __u64 va = at - m->bias;
+    __u64 va = at - m->bias - m->base; /* below base: huge, past the last row */
+    if (va > 0xffffffffull) va = 0xffffffffull;
     __u32 lo = m->first_row, hi = m->first_row + m->n_rows;
-    __u64 j = (va - m->index_base) >> (m->index_shift & 63);
-    if (m->index_n && va >= m->index_base && j < m->index_n) {
+    __u64 j = va >> (m->index_shift & 63);
+    if (m->index_n && j < m->index_n) {
       __u32 slot = hi + (__u32)(j / SONDE_UW_INDEX_PER_SLOT);
       __u32 *e = bpf_map_lookup_elem(&uw_rows, &slot);
       if (!e) return 1;
@@ -232,10 +233,10 @@ static long walk_step(__u32 i, struct walk_ctx *c) {
         hi = mid;
     }
     struct sonde_uw_row *r = bpf_map_lookup_elem(&uw_rows, &lo);
-    if (r && r->pc <= va) {
+    if (r && r->pc <= va && at - m->bias >= m->base) {
       type = r->cfa_type;
       cfa_off = r->cfa_off;
-      rbp_off = r->rbp_off;
+      rbp_off = (__s16)r->rbp_off8 * 8;
       rflags = r->flags;
     }
   }

@@ -160,8 +160,9 @@ static inline __u32 sonde_prof_time_bucket(__u64 ns) {
 
 /* ---- DWARF unwinding: tables built from .eh_frame (receivers/ebpf_profiler/ehframe.c) ---- */
 
-/* One row of a file's unwind table: applies from pc (file virtual address) to the next row's pc.
- * The return address is at CFA - 8 (x86-64); rows where it is not are UNSUPPORTED. */
+/* One row of a file's unwind table: applies from pc (file virtual address - the file's base, the
+ * first row's address) to the next row's pc. The return address is at CFA - 8 (x86-64); rows
+ * where it is not, or whose offsets do not fit, are UNSUPPORTED. 8 bytes: 2^20 rows in 8 MiB. */
 #define SONDE_UW_CFA_NONE 0 /* no information: fall back to frame pointers */
 #define SONDE_UW_CFA_RSP 1
 #define SONDE_UW_CFA_RBP 2
@@ -171,16 +172,16 @@ static inline __u32 sonde_prof_time_bucket(__u64 ns) {
 #define SONDE_UW_F_RBP_SAVED 0x1 /* caller's rbp at CFA + rbp_off */
 #define SONDE_UW_F_END 0x2       /* outermost frame: return address undefined */
 struct sonde_uw_row {
-  __u64 pc;
-  __s32 cfa_off;
-  __s16 rbp_off;
-  __u8 cfa_type;
-  __u8 flags;
+  __u32 pc;
+  __s16 cfa_off;
+  __s8 rbp_off8; /* the caller's rbp at CFA + 8 * rbp_off8 */
+  __u8 cfa_type : 4;
+  __u8 flags : 4;
 };
-_Static_assert(sizeof(struct sonde_uw_row) == 16, "struct sonde_uw_row layout");
+_Static_assert(sizeof(struct sonde_uw_row) == 8, "struct sonde_uw_row layout");
 
 /* Rows of every file, in one mmap-able array; a file owns [first_row, first_row + n_rows). */
-#define SONDE_UW_ROWS (1u << 19)
+#define SONDE_UW_ROWS (1u << 20)
 /* Executable mappings per process that the walker knows, searched by bisection. A process with
  * more has SONDE_UW_PROC_PARTIAL set: a pc in none of them is then walked with frame pointers. */
 #define SONDE_UW_MAPS 64
@@ -188,11 +189,11 @@ _Static_assert(sizeof(struct sonde_uw_row) == 16, "struct sonde_uw_row layout");
 /* Binary search steps: 2^20 rows per file at most. */
 #define SONDE_UW_SEARCH_STEPS 20
 
-/* A file's page index, stored in the row slots right after its rows (4 __u32 entries per slot):
+/* A file's page index, stored in the row slots right after its rows (2 __u32 entries per slot):
  * entry j is the row (from first_row) in effect at file address base + (j << shift), so a pc's row
  * lies between entries j and j + 1 and is found in 1-3 probes instead of ~log2(n_rows). shift is
  * chosen for ~SONDE_UW_INDEX_ROWS rows per entry. */
-#define SONDE_UW_INDEX_PER_SLOT 4
+#define SONDE_UW_INDEX_PER_SLOT 2
 #define SONDE_UW_INDEX_ROWS 4
 
 /* Every executable mapping is listed; n_rows 0 (anonymous memory, JIT, a file without tables):
@@ -201,8 +202,8 @@ struct sonde_uw_map {
   __u64 start, end; /* runtime range */
   __u64 bias;       /* runtime address - file virtual address */
   __u32 first_row, n_rows;
-  __u64 index_base; /* file address of index entry 0 (the first row's pc) */
-  __u32 index_n;    /* index entries (0: none, bisect all rows) */
+  __u64 base;    /* file address the rows' pc count from (the first row's) */
+  __u32 index_n; /* index entries (0: none, bisect all rows) */
   __u32 index_shift;
 };
 _Static_assert(sizeof(struct sonde_uw_map) == 48, "struct sonde_uw_map layout");

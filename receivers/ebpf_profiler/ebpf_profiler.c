@@ -61,7 +61,7 @@
 #include "sonde_profiler.skel.h"
 
 #define NS_PER_S 1000000000ll
-_Static_assert(SONDE_UW_ROWS == 524288, "the unwind_rows metric's help names the size");
+_Static_assert(SONDE_UW_ROWS == 1048576, "the unwind_rows metric's help names the size");
 #define RELOAD_MIN_NS NS_PER_S /* re-read a process's maps at most this often */
 /* ... but at most this often when BPF stopped at a pc in no known mapping (dlopen, new JIT code),
  * the stack copy waiting for the read */
@@ -161,6 +161,7 @@ typedef struct uw_newfile {
   struct sonde_uw_row *rows; /* NULL: the file has no usable table; mmap'ed */
   size_t n;                  /* row slots: the rows, then their index */
   uint32_t n_rows;
+  uint64_t base; /* file address the rows' pc count from */
   uw_index index;
   uw_load loads[UW_MAX_LOADS];
   size_t nloads;
@@ -172,6 +173,7 @@ typedef struct uw_file {
   uint64_t dev, ino;
   uint32_t first, n; /* row slots: n_rows rows, then their index */
   uint32_t n_rows;
+  uint64_t base;
   uw_index index;
   uint32_t refs;  /* processes whose published mappings use it; 0: freed at the next report */
   uint32_t batch; /* the registration batch that brought it (kept while that batch is published) */
@@ -372,23 +374,25 @@ static bool uw_known(prof *p, uint64_t dev, uint64_t ino) {
 /* nf's BPF rows and their index from table t (mmap, not malloc: see uw_table's rows). Returns
  * false on out of memory. */
 static bool uw_rows_make(const uw_table *t, uw_newfile *nf) {
-  struct sonde_uw_row *rows = malloc(t->n * sizeof(*rows));
+  size_t n = uw_bpf_rows_count(t);
+  struct sonde_uw_row *rows = malloc(n * sizeof(*rows));
   if (!rows) return false;
-  for (size_t i = 0; i < t->n; i++)
-    rows[i] = uw_bpf_row(&t->rows[i]);
-  size_t nslots = uw_index_plan(rows, t->n, &nf->index);
-  void *mem = mmap(NULL, (t->n + nslots) * sizeof(*rows), PROT_READ | PROT_WRITE,
+  nf->base = t->rows[0].pc;
+  for (size_t i = 0; i < n; i++)
+    rows[i] = uw_bpf_row(&t->rows[i], nf->base);
+  size_t nslots = uw_index_plan(rows, n, &nf->index);
+  void *mem = mmap(NULL, (n + nslots) * sizeof(*rows), PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) {
     free(rows);
     return false;
   }
   nf->rows = mem;
-  memcpy(nf->rows, rows, t->n * sizeof(*rows));
-  if (nslots) uw_index_fill(rows, t->n, &nf->index, nf->rows + t->n);
+  memcpy(nf->rows, rows, n * sizeof(*rows));
+  if (nslots) uw_index_fill(rows, n, &nf->index, nf->rows + n);
   free(rows);
-  nf->n_rows = (uint32_t)t->n;
-  nf->n = t->n + nslots;
+  nf->n_rows = (uint32_t)n;
+  nf->n = n + nslots;
   return true;
 }
 
@@ -543,6 +547,7 @@ static void uw_add(prof *p, const uw_newfile *nf) {
                  .ino = nf->ino,
                  .nloads = nf->nloads,
                  .batch = p->uw_batch,
+                 .base = nf->base,
                  .index = nf->index};
     memcpy(f.loads, nf->loads, sizeof(f.loads));
     uint32_t first;
@@ -625,6 +630,7 @@ static uw_walk_map uw_view(prof *p, const prof_mapping *m, const uw_file **file)
       v.bias = m->start - m->offset + ld->offset - ld->vaddr;
       v.rows = p->uw_mem + f->first;
       v.n_rows = f->n_rows;
+      v.base = f->base;
       if (file) *file = f;
       break;
     }
@@ -688,7 +694,7 @@ static void uw_publish(prof *p, proc *q) {
     um->first_row = v.rows ? (uint32_t)(v.rows - p->uw_mem) : 0;
     um->n_rows = v.n_rows;
     if (f) {
-      um->index_base = f->index.base;
+      um->base = f->base;
       um->index_n = f->index.n;
       um->index_shift = f->index.shift;
     }
@@ -1798,7 +1804,7 @@ static int prof_create(const sonde_host *h, const void *config, uint32_t signals
   a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_profiler_processes_evicted",
             "processes dropped from the table after they exited", NULL, &p->m_evicted);
   a->metric(h, SONDE_METRIC_GAUGE, "sonde_ebpf_profiler_unwind_rows",
-            "rows of the BPF unwind table in use (524288 at most)", NULL, &p->m_uw_rows);
+            "rows of the BPF unwind table in use (1048576 at most)", NULL, &p->m_uw_rows);
   a->metric(h, SONDE_METRIC_COUNTER, "sonde_ebpf_profiler_samples_stack_copied",
             "samples whose walk BPF left to user space (a pc in a mapping not known yet)", NULL,
             &p->m_copied);

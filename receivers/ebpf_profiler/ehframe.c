@@ -635,8 +635,13 @@ const uw_row *uw_table_find(const uw_table *t, uint64_t pc) {
 /* ---- BPF rows and the user-space walk ----------------------------------------------------------
  */
 
-struct sonde_uw_row uw_bpf_row(const uw_row *r) {
-  struct sonde_uw_row o = {.pc = r->pc, .cfa_off = r->cfa_off};
+struct sonde_uw_row uw_bpf_row(const uw_row *r, uint64_t base) {
+  struct sonde_uw_row o = {.pc = (uint32_t)(r->pc - base), .cfa_off = (int16_t)r->cfa_off};
+  if (r->cfa_off < INT16_MIN || r->cfa_off > INT16_MAX) { /* a frame of more than 32 KiB */
+    o.cfa_type = SONDE_UW_CFA_UNSUPPORTED;
+    o.cfa_off = 0;
+    return o;
+  }
   switch (r->cfa_type) {
   case UW_CFA_NONE:
     o.cfa_type = SONDE_UW_CFA_NONE;
@@ -663,13 +668,21 @@ struct sonde_uw_row uw_bpf_row(const uw_row *r) {
     o.flags |= SONDE_UW_F_END;
   else if (r->ra_rule != UW_REG_OFFSET || r->ra_off != -8)
     o.cfa_type = SONDE_UW_CFA_UNSUPPORTED;
-  if (r->rbp_rule == UW_REG_OFFSET && r->rbp_off >= INT16_MIN && r->rbp_off <= INT16_MAX) {
+  if (r->rbp_rule == UW_REG_OFFSET && r->rbp_off % 8 == 0 && r->rbp_off >= INT8_MIN * 8 &&
+      r->rbp_off <= INT8_MAX * 8) {
     o.flags |= SONDE_UW_F_RBP_SAVED;
-    o.rbp_off = (int16_t)r->rbp_off;
+    o.rbp_off8 = (int8_t)(r->rbp_off / 8);
   } else if (r->rbp_rule == UW_REG_OTHER || r->rbp_rule == UW_REG_OFFSET) {
     o.cfa_type = SONDE_UW_CFA_UNSUPPORTED;
   }
   return o;
+}
+
+size_t uw_bpf_rows_count(const uw_table *t) {
+  size_t n = 0;
+  while (n < t->n && t->rows[n].pc - t->rows[0].pc <= UINT32_MAX)
+    n++;
+  return n;
 }
 
 size_t uw_index_plan(const struct sonde_uw_row *rows, size_t n, uw_index *ix) {
@@ -680,7 +693,6 @@ size_t uw_index_plan(const struct sonde_uw_row *rows, size_t n, uw_index *ix) {
   uint32_t shift = 0;
   while (shift < 63 && (span >> shift) + 1 > want)
     shift++;
-  ix->base = rows[0].pc;
   ix->shift = shift;
   ix->n = (uint32_t)((span >> shift) + 1);
   return (ix->n + SONDE_UW_INDEX_PER_SLOT - 1) / SONDE_UW_INDEX_PER_SLOT;
@@ -692,7 +704,7 @@ void uw_index_fill(const struct sonde_uw_row *rows, size_t n, const uw_index *ix
   memset(slots, 0, nslots * sizeof(*slots));
   size_t k = 0;
   for (uint32_t j = 0; j < ix->n; j++) {
-    uint64_t at = ix->base + ((uint64_t)j << ix->shift);
+    uint64_t at = rows[0].pc + ((uint64_t)j << ix->shift);
     while (k + 1 < n && rows[k + 1].pc <= at)
       k++;
     uint32_t v = (uint32_t)k;
@@ -738,8 +750,9 @@ int uw_walk(const uw_walk_map *maps, size_t nmaps, uint64_t pc, uint64_t sp, uin
     if (!m && via_fp && nmaps) return UW_WALK_END;
     via_fp = 0;
     struct sonde_uw_row row = {0};
-    if (m && m->n_rows && at >= m->bias) {
-      uint64_t va = at - m->bias;
+    if (m && m->n_rows && at >= m->bias && at - m->bias >= m->base) {
+      uint64_t va = at - m->bias - m->base;
+      if (va > UINT32_MAX) va = UINT32_MAX;
       size_t a = 0, b = m->n_rows;
       while (a < b) {
         size_t mid = a + (b - a) / 2;
@@ -763,7 +776,7 @@ int uw_walk(const uw_walk_map *maps, size_t nmaps, uint64_t pc, uint64_t sp, uin
       if (!walk_read(&mem, cfa - 8, &v)) break;
       if (row.flags & SONDE_UW_F_RBP_SAVED) {
         uint64_t f;
-        if (!walk_read(&mem, cfa + (uint64_t)(int64_t)row.rbp_off, &f)) break;
+        if (!walk_read(&mem, cfa + (uint64_t)(int64_t)row.rbp_off8 * 8, &f)) break;
         fp = f;
       }
       sp = cfa;

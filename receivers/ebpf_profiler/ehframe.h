@@ -78,11 +78,12 @@ const uw_row *uw_table_find(const uw_table *t, uint64_t pc);
  * bounds-checked. */
 struct sonde_uw_row;
 /* The BPF form of a row; SONDE_UW_CFA_UNSUPPORTED when the walker cannot follow it. */
-struct sonde_uw_row uw_bpf_row(const uw_row *r);
+struct sonde_uw_row uw_bpf_row(const uw_row *r, uint64_t base);
+/* How many of t's rows have a BPF form: those within 4 GiB of the first (the base). */
+size_t uw_bpf_rows_count(const uw_table *t);
 
 /* The page index of a file's BPF rows (see SONDE_UW_INDEX_PER_SLOT). */
 typedef struct uw_index {
-  uint64_t base;
   uint32_t n, shift;
 } uw_index;
 
@@ -97,6 +98,7 @@ typedef struct uw_walk_map {
   uint64_t start, end; /* runtime range, sorted, non-overlapping */
   uint64_t bias;       /* runtime address - file virtual address */
   const struct sonde_uw_row *rows;
+  uint64_t base;   /* file address the rows' pc count from */
   uint32_t n_rows; /* 0: frame pointers */
   uint8_t need;    /* a file whose rows are not built yet: the walk cannot go on here */
 } uw_walk_map;

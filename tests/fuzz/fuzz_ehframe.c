@@ -23,9 +23,9 @@ static void check_index(const struct sonde_uw_row *rows, size_t n) {
   uw_index_fill(rows, n, &ix, slots);
   const uint32_t *e = (const uint32_t *)slots;
   for (size_t i = 0; i < 2 * n; i++) {
-    uint64_t va = rows[i / 2].pc - (i & 1);
-    if (va < ix.base) continue;
-    uint64_t j = (va - ix.base) >> ix.shift;
+    if ((i & 1) && rows[i / 2].pc == rows[0].pc) continue; /* before the first row */
+    uint64_t va = (uint64_t)rows[i / 2].pc - (i & 1);
+    uint64_t j = (va - rows[0].pc) >> ix.shift;
     if (j >= ix.n) abort(); /* the index covers every row */
     size_t lo = e[j], hi = j + 1 < ix.n ? e[j + 1] + 1 : n;
     if (lo >= n || hi > n || lo >= hi || rows[lo].pc > va) abort();
@@ -55,17 +55,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
   }
   if (rc == 0 && size >= 24) {
-    struct sonde_uw_row *rows = t.n ? malloc(t.n * sizeof(*rows)) : NULL;
-    for (size_t i = 0; rows && i < t.n; i++)
-      rows[i] = uw_bpf_row(&t.rows[i]);
-    if (rows) check_index(rows, t.n);
+    size_t nb = uw_bpf_rows_count(&t);
+    struct sonde_uw_row *rows = nb ? malloc(nb * sizeof(*rows)) : NULL;
+    for (size_t i = 0; rows && i < nb; i++)
+      rows[i] = uw_bpf_row(&t.rows[i], t.rows[0].pc);
+    if (rows) check_index(rows, nb);
     uint64_t regs[3];
     memcpy(regs, data, sizeof(regs));
     const uint64_t base = 0x7ff000000000ull;
     /* [0, 2^46): the file, with its rows; above it a file without rows yet (need). */
-    uw_walk_map maps[2] = {
-        {.start = 0, .end = 1ull << 46, .rows = rows, .n_rows = rows ? (uint32_t)t.n : 0},
-        {.start = 1ull << 46, .end = 1ull << 47, .need = 1}};
+    uw_walk_map maps[2] = {{.start = 0,
+                            .end = 1ull << 46,
+                            .rows = rows,
+                            .base = rows ? t.rows[0].pc : 0,
+                            .n_rows = rows ? (uint32_t)nb : 0},
+                           {.start = 1ull << 46, .end = 1ull << 47, .need = 1}};
     uint64_t frames[SONDE_PROF_USTACK_MAX];
     size_t n = 1;
     frames[0] = regs[0];
