@@ -273,6 +273,8 @@ static long walk_step(__u32 i, struct walk_ctx *c) {
         bpf_probe_read_user(&regs[1], 8, (const void *)(w->sp + UC_RSP)) ||
         bpf_probe_read_user(&regs[2], 8, (const void *)(w->sp + UC_RIP)))
       return 1;
+    /* The trampoline's own frame holds the address the kernel pushed, not a call's: as is. */
+    w->frames[(w->n - 1) & (SONDE_PROF_USTACK_MAX - 1)] = w->pc;
     w->fp = regs[0];
     w->sp = regs[1];
     w->pc = regs[2];
@@ -292,7 +294,9 @@ static long walk_step(__u32 i, struct walk_ctx *c) {
   if (!w->pc) return 1;
   __u32 idx = w->n;
   if (idx >= SONDE_PROF_USTACK_MAX) return 1;
-  w->frames[idx] = w->pc;
+  /* A return address points after its call, maybe past the caller's end (a noreturn call
+   * last): the frame is reported at ra - 1, inside the call. */
+  w->frames[idx] = w->exact ? w->pc : w->pc - 1;
   w->n = idx + 1;
   return 0;
 }

@@ -56,7 +56,10 @@ struct sonde_prof_sample {
   __u32 exe_dev, pad2;
   char comm[16];                       /* thread name (task->comm) */
   __u64 kstack[SONDE_PROF_KSTACK_MAX]; /* leaf first */
-  __u64 ustack[SONDE_PROF_USTACK_MAX]; /* leaf first: pc, then return addresses */
+  /* Leaf first: the pc, then each caller's return address - 1 (inside its call instruction, as
+   * pprof and symbolizers expect), but as is for an exact pc (the one a signal interrupted) and
+   * for a signal trampoline's frame. */
+  __u64 ustack[SONDE_PROF_USTACK_MAX];
 };
 _Static_assert(sizeof(struct sonde_prof_sample) ==
                    96 + 8 * SONDE_PROF_KSTACK_MAX + 8 * SONDE_PROF_USTACK_MAX,

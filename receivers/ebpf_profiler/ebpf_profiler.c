@@ -27,7 +27,8 @@
  * needs with the file's build id and does not depend on where ASLR put the file. Kernel frames use
  * one mapping "[kernel.kallsyms]" spanning the whole address space with offset 0, so their
  * address is the kernel address itself. Addresses found in no mapping keep the raw address and
- * mapping index 0.
+ * mapping index 0. User callers' frames arrive as return address - 1 (bpf/profiler.h ustack), so
+ * the address, and the mapping it is looked up in, are inside the call.
  */
 #include <errno.h>
 #include <gelf.h>

@@ -786,6 +786,7 @@ int uw_walk(const uw_walk_map *maps, size_t nmaps, uint64_t pc, uint64_t sp, uin
       if (!walk_read(&mem, sp + 40 + 10 * 8, &r[0]) || !walk_read(&mem, sp + 40 + 15 * 8, &r[1]) ||
           !walk_read(&mem, sp + 40 + 16 * 8, &r[2]))
         break;
+      if (*n) frames[*n - 1] = pc; /* the trampoline's frame: no call pushed its address */
       fp = r[0];
       sp = r[1];
       pc = r[2];
@@ -800,7 +801,7 @@ int uw_walk(const uw_walk_map *maps, size_t nmaps, uint64_t pc, uint64_t sp, uin
       via_fp = 1;
     }
     if (!pc) return UW_WALK_END;
-    frames[(*n)++] = pc;
+    frames[(*n)++] = exact ? pc : pc - 1; /* as in BPF: a return address as ra - 1 */
   }
   if (mem.cut) return UW_WALK_CUT;
   return *n >= max ? UW_WALK_DEPTH : UW_WALK_END;

@@ -112,7 +112,9 @@ enum {
 
 /* Continues a walk from (pc, sp, fp) (exact: pc is an interrupted instruction, not a return
  * address) over stack[0..len), a copy of the memory at stack_addr; whole: len ends where the
- * stack ends. Appends caller frames to frames[*n..max). A pc in no map is NEED when unknown_need
+ * stack ends. Appends caller frames to frames[*n..max), each a return address - 1 (inside the
+ * call) but the pc a signal interrupted and a signal trampoline's as they are (the trampoline's
+ * frames[*n - 1] is rewritten so). A pc in no map is NEED when unknown_need
  * (the maps may be older than the stack), else walked with frame pointers. Returns UW_WALK_*. */
 int uw_walk(const uw_walk_map *maps, size_t nmaps, uint64_t pc, uint64_t sp, uint64_t fp, int exact,
             const uint8_t *stack, size_t len, uint64_t stack_addr, int whole, int unknown_need,

@@ -219,10 +219,11 @@ class Window:
         self.wall = wall
 
 
-def is_main_frame(fname, addr, leaf):
+def is_main_frame(fname, addr):
+    """sonde's addresses are looked up as they are (a caller's frame is inside its call)."""
     if os.path.realpath(fname) != WL:
         return False
-    va = pu.offset_to_vaddr(WL_SYMS.loads, addr if leaf else addr - 1)
+    va = pu.offset_to_vaddr(WL_SYMS.loads, addr)
     return va is not None and any(lo <= va < hi for lo, hi in MAIN)
 
 
@@ -256,7 +257,7 @@ def sonde_run(n, pids):
             k = int(smp["values"][0])
             fr = [f for f in pu.sample_frames(dd, smp) if f[0] == "u"]
             total += k
-            if any(is_main_frame(f[1], f[2], i == 0) for i, f in enumerate(fr)):
+            if any(is_main_frame(f[1], f[2]) for f in fr):
                 complete += k
     return {"tool": "sonde", "w": w, "warm": w0, "total": total, "complete": complete,
             "timing": timing,

@@ -49,9 +49,6 @@ def chain_counts(workload, samples):
     missing = [name for name in CHAIN if not sf.range_of(name)]
     assert not missing, "workload symbols missing: %s" % missing
 
-    def func_at(off, leaf):
-        # A return address points after the call: look one byte back for the caller.
-        return sf.at_offset(off if leaf else off - 1)
 
     in_chain = complete = total = 0
     bad = []
@@ -64,8 +61,10 @@ def chain_counts(workload, samples):
         for _k, fname, _addr, bid in user:
             if fname == workload:
                 assert bid == build_id, (bid, build_id)
-        names = [func_at(addr, i == 0) if fname == workload else None
-                 for i, (_k, fname, addr, _b) in enumerate(user)]
+        # Addresses as they are: sonde reports a caller's frame inside its call (return address
+        # - 1), so every frame is named by the function holding it.
+        names = [sf.at_offset(addr) if fname == workload else None
+                 for _k, fname, addr, _b in user]
         if names[0] not in CHAIN:
             continue
         in_chain += n

@@ -6,7 +6,9 @@ normalized file offset) is named by the ELF symbol table of its file (libc's fro
 Cases (tests/bpf/workloads/): a chain of five functions in the main thread; a second thread
 through libm down to start_thread/clone3; a qsort callback (libc calling back into the program);
 a 200-deep recursion; a dlopen'd library opened after sonde started; a signal handler whose stack
-continues through the signal frame into the interrupted code; C++ throw/catch (samples inside
+continues through the signal frame into the interrupted code; calls to a noreturn function that
+are the last instruction of their caller (the return address is past the caller's end: the
+caller is named only because non-leaf frames are reported inside their call); C++ throw/catch (samples inside
 libgcc_s/libstdc++'s unwinder); 200 short-lived children (fork + exec, 20 ms each) attributed to
 their executable; a process started before sonde; a pid reused (ns_last_pid) by another
 executable; exit cleanup (self-metrics). For each stack case: at least 99% of the samples whose
@@ -112,6 +114,19 @@ def check_code(path, calls, frameless):
     return errors
 
 
+def check_last_call(path, pairs):
+    """Each (caller, callee): the caller's last instruction is its call of callee, so that the
+    return address lies past the caller's end."""
+    funcs = disassembly(path)
+    errors = []
+    for caller, callee in pairs:
+        insns = [i for i in funcs.get(caller, []) if not re.match(r"(nop|xchg\s+%ax,%ax)", i)]
+        if not insns or not re.match(r"^call\s+[0-9a-f]+ <%s>$" % re.escape(callee), insns[-1]):
+            errors.append("%s: %s does not end with its call of %s: %s" % (
+                path, caller, callee, insns[-1:] or "no such function"))
+    return errors
+
+
 def check_all_code(w):
     chains_calls = [("main", "m_a"), ("m_a", "m_b"), ("m_b", "m_c"), ("m_c", "m_d"),
                     ("m_d", "m_e"), ("t_entry", "t_a"), ("t_a", "t_b"), ("t_b", "t_c"),
@@ -119,10 +134,11 @@ def check_all_code(w):
                     ("q_b", "qsort@plt"), ("main", "r_top"), ("r_top", "rec"), ("rec", "rec"),
                     ("rec", "r_leaf"), ("main", "d_a"), ("d_a", "d_b"), ("d_b", "*"),
                     ("main", "s_a"), ("s_a", "s_b"), ("s_b", "s_c"), ("on_sig", "h_a"),
-                    ("h_a", "h_b")]
+                    ("h_a", "h_b"), ("main", "n_a"), ("n_a", "n_b"), ("n_b", "n_die")]
     errors = check_code(w["chains"], chains_calls, sorted({f for c in chains_calls for f in c
                                                            if "@" not in f and f != "*"} |
                                                           {"m_e", "q_cmp", "h_b", "s_c"}))
+    errors += check_last_call(w["chains"], [("n_a", "n_b"), ("n_b", "n_die")])
     errors += check_code(w["dlib"], [("lib_a", "lib_b"), ("lib_b", "lib_c")],
                          ["lib_a", "lib_b", "lib_c"])
     errors += check_code(w["child"], [("main", "k_a"), ("k_a", "k_b"), ("k_b", "k_c")],
@@ -143,20 +159,15 @@ class Namer:
         self.own = {os.path.realpath(p) for p in own_files}
         self.cache = {}
 
-    def label(self, fname, addr, exact):
-        key = (fname, addr, exact)
+    def label(self, fname, addr):
+        key = (fname, addr)
         if key in self.cache:
             return self.cache[key]
         base = os.path.basename(fname)
         sf = self.syms.file(fname) if fname.startswith("/") else None
-        name = None
-        if sf is not None:
-            name = sf.at_offset(addr if exact else addr - 1)
-            # A return address at a function's very start is a signal trampoline's (the kernel
-            # pushes it; nothing called it).
-            va = pu.offset_to_vaddr(sf.loads, addr)
-            if not exact and va is not None and sf.starts.get(va) == "__restore_rt":
-                name = "__restore_rt"
+        # The address as the profile has it: sonde reports a caller's frame inside its call
+        # (return address - 1), the leaf, an interrupted pc and a signal trampoline as they are.
+        name = sf.at_offset(addr) if sf is not None else None
         if name:
             name = name.replace(" ", "_")  # labels are joined by spaces
         if not fname:
@@ -169,15 +180,7 @@ class Namer:
         return lab
 
     def labels(self, frames):
-        out = []
-        prev = None
-        for i, (_k, fname, addr, _b) in enumerate(f for f in frames if f[0] == "u"):
-            # The leaf and the frame a signal interrupted hold the exact pc, the others return
-            # addresses (one past the call).
-            exact = i == 0 or prev == "%s:__restore_rt" % LIBC
-            prev = self.label(fname, addr, exact)
-            out.append(prev)
-        return out
+        return [self.label(fname, addr) for _k, fname, addr, _b in frames if _k == "u"]
 
 
 def suffix_re(chain):
@@ -289,6 +292,7 @@ def main():
         # Half in the handler, half interrupted: twice the samples of the others.
         procs["signal"] = subprocess.Popen([w["chains"], "signal", str(2 * SECONDS)])
         procs["throw"] = subprocess.Popen([w["throw"], "throw", str(SECONDS)])
+        procs["noreturn"] = subprocess.Popen([w["chains"], "noreturn", str(SECONDS)])
         for name, p in procs.items():
             assert p.wait() == 0, "workload %s exited %d" % (name, p.returncode)
         phases = ["concurrent workloads %.1f s" % (time.time() - t_start)]
@@ -387,6 +391,8 @@ def main():
     run_case(Case("signal: interrupted", lambda L: L[0] in ("s_c", "s_b", "s_a"),
                   "^" + suffix_re(["s_c", "s_b", "s_a", "main"]) + r"(?: |$)"),
              procs["signal"].pid)
+    run_case(Case("noreturn last calls", lambda L: L[0] == "n_die",
+                  r"^n_die n_b n_a main(?: |$)"), procs["noreturn"].pid, exe=chains)
     unwinder = ("libgcc_s.so.1", "libstdc++.so.6")  # libstdc++'s file is libstdc++.so.6.0.NN
     # Constructors run by ld.so before main (libgcc_s's __cpu_indicator_init) are not the
     # unwinder: their stacks end at _dl_start_user.

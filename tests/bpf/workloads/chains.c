@@ -12,6 +12,8 @@
  *   chains dlopen L S  main -> d_a -> d_b -> lib_a -> lib_b -> lib_c in L, opened after warm-up
  *   chains signal S    main -> s_a -> s_b -> s_c, interrupted every 10 ms by SIGALRM:
  *                      on_sig -> h_a -> h_b spin in the handler
+ *   chains noreturn S  main -> n_a -> n_b -> n_die: n_a and n_b end with their call to a noreturn
+ *                      function, so their return addresses are one past their last byte
  *   chains spawn N MS CHILD   N children one after the other, each `CHILD run MS` (fork + exec)
  *
  * Modes but `chain` first spin one second in `warm` (no known function): the profiler learns of
@@ -230,6 +232,27 @@ __attribute__((noinline)) unsigned long s_a(unsigned long x) {
   return r;
 }
 
+/* ---- noreturn calls ------------------------------------------------------------------------ */
+
+__attribute__((noinline, noreturn)) void n_die(unsigned long x) {
+  for (;;) {
+    x = lcg(x, 200000);
+    sink += x;
+    if (cpu_now() >= deadline) exit(0);
+  }
+}
+
+/* The call is the last instruction: nothing follows a call to a noreturn function. */
+__attribute__((noinline, noreturn)) void n_b(unsigned long x) {
+  sink += x;
+  n_die(x + 1);
+}
+
+__attribute__((noinline, noreturn)) void n_a(unsigned long x) {
+  sink += x;
+  n_b(x * 3);
+}
+
 /* ---- children ------------------------------------------------------------------------------ */
 
 static int spawn(int n, const char *ms, const char *child) {
@@ -328,8 +351,13 @@ int main(int argc, char **argv) {
     sink += s_a(1);
     return 0;
   }
+  if (!strcmp(mode, "noreturn") && argc >= 3) {
+    warm(1.0);
+    deadline = cpu_now() + atof(argv[2]);
+    n_a(sink);
+  }
   if (!strcmp(mode, "spawn") && argc >= 5) return spawn(atoi(argv[2]), argv[3], argv[4]);
   fprintf(stderr, "usage: chains main S | chain S W | qsort S | deep D S | dlopen LIB S | "
-                  "signal S | spawn N MS CHILD\n");
+                  "signal S | noreturn S | spawn N MS CHILD\n");
   return 2;
 }
