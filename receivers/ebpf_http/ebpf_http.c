@@ -8,9 +8,11 @@
  * connection (keyed by its struct sock address, checked against its addresses so a reused sock
  * starts afresh) is classified by its first bytes: an HTTP/1 request or status line (http1.c), the
  * HTTP/2 preface (h2.c), a TLS record (its plaintext comes from the uprobes), or nothing we know,
- * which tells BPF to stop sending it. The first bytes also tell the role for connections opened
- * before sonde (a process that reads a request is the server). Finished exchanges become spans,
- * batched per process every flush_interval, and RED data points every metrics_interval.
+ * which tells BPF to stop sending it. The first bytes also tell the role, but for connections
+ * opened before sonde: /proc/PID/net/tcp does (a local port that listens is the server side), and
+ * their bytes may begin mid-message, so they wait for a start that fits the role. Finished
+ * exchanges become spans, batched per process every flush_interval, and RED data points every
+ * metrics_interval.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -47,6 +49,7 @@
 #define TID_BUCKETS 1024
 #define CONN_IDLE_NS (300 * NS_PER_S) /* a connection silent this long is forgotten */
 #define SWEEP_NS (10 * NS_PER_S)
+#define RESYNC_RECORDS 64 /* records a connection opened before sonde may be seen mid-message */
 #define TLS_SCAN_NS (2 * NS_PER_S)
 #define MAX_TLS_FILES 64 /* files with uprobes */
 #define TLS_NFN 4
@@ -183,6 +186,9 @@ typedef struct econn {
   uint32_t pid;
   uint32_t tid; /* thread of the record being fed */
   uint8_t family, role;
+  /* Opened before sonde: the role /proc gives (SONDE_HTTP_ROLE_*, UNKNOWN when it could not tell)
+   * and how many more records may go by, unrecognised, before the next message start. */
+  uint8_t proc_role, resync_left;
   uint16_t lport, rport;
   uint8_t laddr[16], raddr[16];
   char local[INET6_ADDRSTRLEN], peer[INET6_ADDRSTRLEN];
@@ -770,6 +776,31 @@ static void set_verdict(eh *e, econn *c, uint8_t verdict) {
   bpf_map__update_elem(e->skel->maps.conns, &c->sock, 8, &v, sizeof(v), BPF_EXIST);
 }
 
+/* The role of a connection opened before sonde, from /proc/PID/net/tcp and tcp6 (the process's
+ * network namespace): a local port some socket listens on is the server side, any other the
+ * client side. SONDE_HTTP_ROLE_UNKNOWN when neither file can be read. */
+static uint8_t proc_role(uint32_t pid, uint16_t lport) {
+  bool read = false;
+  for (int v6 = 0; v6 < 2; v6++) {
+    char path[64], line[512];
+    snprintf(path, sizeof(path), "/proc/%u/net/tcp%s", pid, v6 ? "6" : "");
+    FILE *f = fopen(path, "re");
+    if (!f) continue;
+    read = true;
+    /* "  sl  local_address rem_address   st ...": "0: 0100007F:1F90 00000000:0000 0A ..." */
+    while (fgets(line, sizeof(line), f)) {
+      unsigned port, st;
+      if (sscanf(line, " %*u: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x", &port, &st) == 2 &&
+          st == 0x0A /* TCP_LISTEN */ && port == lport) {
+        fclose(f);
+        return SONDE_HTTP_ROLE_SERVER;
+      }
+    }
+    fclose(f);
+  }
+  return read ? SONDE_HTTP_ROLE_CLIENT : SONDE_HTTP_ROLE_UNKNOWN;
+}
+
 static econn *conn_get(eh *e, const struct sonde_http_data *d) {
   size_t b = (d->sock >> 6) % CONN_BUCKETS;
   for (econn *c = e->conns[b]; c; c = c->next) {
@@ -788,6 +819,10 @@ static econn *conn_get(eh *e, const struct sonde_http_data *d) {
   c->pid = d->pid;
   c->family = d->family;
   c->role = d->role;
+  if (d->role == SONDE_HTTP_ROLE_UNKNOWN) {
+    c->proc_role = proc_role(d->pid, d->lport);
+    c->resync_left = c->proc_role ? RESYNC_RECORDS : 0;
+  }
   c->lport = d->lport;
   c->rport = d->rport;
   memcpy(c->laddr, d->laddr, 16);
@@ -831,13 +866,18 @@ static bool maybe_prefix(const uint8_t *p, size_t n) {
 static void classify(eh *e, econn *c, uint8_t dir, bool tls, const uint8_t *p, size_t n) {
   bool in = dir == HX_INGRESS;
   /* What the bytes say wins over the role BPF noted at accept/connect: a sock address can be
-   * reused after a process exited without close(), leaving a stale role behind. */
-  if (hx_h1_is_request(p, n)) {
-    c->server = in;
-  } else if (hx_h1_is_response(p, n)) {
-    c->server = !in; /* seen mid-exchange: the next request starts the first span */
+   * reused after a process exited without close(), leaving a stale role behind. A connection
+   * opened before sonde has its role from /proc: it may be seen mid-message (a body), so the
+   * bytes wait for a message start that fits that role, for RESYNC_RECORDS records. */
+  bool srv = c->proc_role == SONDE_HTTP_ROLE_SERVER;
+  bool req = hx_h1_is_request(p, n), resp = !req && hx_h1_is_response(p, n);
+  if (c->proc_role && (req || resp) && (req == in) != srv) req = resp = false;
+  if (req) {
+    c->server = c->proc_role ? srv : in;
+  } else if (resp) {
+    c->server = c->proc_role ? srv : !in; /* seen mid-exchange: the next request starts a span */
   } else if (hx_h2_detect(p, n)) {
-    c->server = in;
+    c->server = c->proc_role ? srv : in;
     c->h2 = hx_h2_new(c->server, h2_exchange, c);
     if (!c->h2) return;
     c->state = C_H2;
@@ -847,6 +887,9 @@ static void classify(eh *e, econn *c, uint8_t dir, bool tls, const uint8_t *p, s
     /* A TLS handshake: the plaintext comes from the SSL uprobes, if the process has them. */
     c->state = C_TLSWAIT;
     set_verdict(e, c, SONDE_HTTP_VERDICT_SKIP);
+    return;
+  } else if (c->resync_left) {
+    c->resync_left--; /* still C_NEW: the next record is judged afresh */
     return;
   } else {
     c->state = C_SKIP;

@@ -234,6 +234,30 @@ http {
 }
 """
 
+# HTTP/1.1 keep-alive, reads a POST's whole Content-Length body before it answers.
+BODY_SERVER = r"""
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def answer(self, body):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        n = int(self.headers["Content-Length"])
+        got = 0
+        while got < n:
+            got += len(self.rfile.read(min(65536, n - got)))
+        self.answer(b"got %d\n" % got)
+    def do_GET(self):
+        self.answer(b"get " + self.path.encode() + b"\n")
+    def log_message(self, *a): pass
+srv = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+print("ready", flush=True)
+srv.serve_forever()
+"""
+
 RESET_SERVER = r"""
 import socket, struct, sys
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -334,10 +358,10 @@ def main():
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
     tmp = tempfile.mkdtemp(prefix="sonde-bpf-http-")
     os.chmod(tmp, 0o755)  # nginx's workers run as www-data
-    py_port, ng_port, tls_port, rst_port, par_port, node_port, v6_port, grpc_port = (
-        free_port() for _ in range(8))
+    py_port, ng_port, tls_port, rst_port, par_port, node_port, v6_port, grpc_port, body_port = (
+        free_port() for _ in range(9))
     s = Sonde(tmp, [py_port, ng_port, tls_port, rst_port, par_port, node_port, v6_port,
-                    grpc_port])
+                    grpc_port, body_port])
     rc, out = s.validate()
     if rc != 0:
         if "needs CAP_BPF" in out or "kernel feature missing" in out:
@@ -392,13 +416,37 @@ def main():
     early.sendall(early_req % 1)
     got = read_response(early)
     assert got.startswith(b"HTTP/1.1 200"), got[:200]
-    s.start()
+    # And one in the middle of a request body when sonde starts: the first bytes sonde sees are
+    # body, so the roles come from /proc (the server's local port is a listening one) and each
+    # side waits for a message start that fits its role: the response, then the next request.
+    body_srv = subprocess.Popen([sys.executable, "-c", BODY_SERVER, str(body_port)],
+                                stdout=subprocess.PIPE)
+    procs.append(body_srv)
+    try:
+        assert body_srv.stdout.readline().strip() == b"ready"
+        mid = socket.create_connection(("127.0.0.1", body_port), timeout=5)
+        half = 256 << 10
+        mid.sendall(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n"
+                    % (2 * half) + b"x" * half)
+        s.start()
+    except BaseException:
+        for p in procs:
+            p.kill()
+        raise
     try:
         early.sendall(early_req % 2)
         got = read_response(early)
         assert got.startswith(b"HTTP/1.1 200"), got[:200]
         early_port = early.getsockname()[1]
         early.close()
+        mid.sendall(b"y" * half)
+        got = read_response(mid)
+        assert got.startswith(b"HTTP/1.1 200"), got
+        mid.sendall(b"GET /after HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        got = read_response(mid)
+        assert got.startswith(b"HTTP/1.1 200"), got
+        mid_port = mid.getsockname()[1]
+        mid.close()
         py = subprocess.Popen([sys.executable, "-m", "http.server", str(py_port), "--bind",
                                "127.0.0.1", "--directory", www], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -430,6 +478,19 @@ def main():
         assert len(e_srv) == 1 and len(e_cli) == 1, "\n".join(map(describe, e_srv + e_cli))
         assert e_srv[0]["a"].get("url.query") == "early=2", describe(e_srv[0])
         print("a connection opened before sonde: its next request makes one span each side")
+        m_srv = s.wait_spans(lambda x: x["kind"] == SERVER and
+                             x["a"].get("network.peer.port") == mid_port, 1)
+        m_cli = s.wait_spans(lambda x: x["kind"] == CLIENT and
+                             x["a"].get("server.port") == body_port and
+                             x["res"]["process.pid"] == os.getpid(), 1)
+        assert len(m_srv) == 1 and len(m_cli) == 1, "\n".join(map(describe, m_srv + m_cli))
+        for x in m_srv + m_cli:  # the POST began before sonde: no span for it
+            assert x["a"].get("url.path") == "/after" and x["a"].get(
+                "http.response.status_code") == 200 and x["a"].get("http.request.method") == \
+                "GET", describe(x)
+        assert m_srv[0]["res"]["process.pid"] == body_srv.pid, describe(m_srv[0])
+        print("a connection seen first mid-body (opened before sonde): roles from /proc, the "
+              "next request makes one span each side")
 
         run_checks(s, tmp, py, py_port, ng_port, tls_port, rst_port, par, par_port, big)
         if node:
@@ -561,10 +622,11 @@ def run_checks(s, tmp, py, py_port, ng_port, tls_port, rst_port, par, par_port, 
     time.sleep(1.0)
     bad = [x for x in s.spans() if x["a"].get("network.peer.port") in bad_ports]
     assert not bad, "spans for bad input:\n" + "\n".join(map(describe, bad))
-    # This process's own client spans: the 4 pipelined requests and the 1-byte one, no more.
+    # This process's own client spans: the 4 pipelined requests, the 1-byte one and the GET after
+    # the body seen mid-way, no more.
     mine = [x for x in s.spans() if x["kind"] == CLIENT and x["res"]["process.pid"] == os.getpid()]
     assert sorted(x["a"]["url.path"] for x in mine) == sorted(
-        ["/f%d.html" % i for i in range(1, 6)] + ["/f2.html"]), \
+        ["/f%d.html" % i for i in range(1, 6)] + ["/f2.html", "/after"]), \
         "\n".join(map(describe, mine))
     assert not_http_before >= 2, not_http_before
     print("bad input: no spans, %d connections judged not HTTP" % not_http_before)
