@@ -36,6 +36,7 @@
 #include <linux/perf_event.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1739,6 +1740,9 @@ static void on_report(void *arg) {
   }
   p->uw_batch++; /* nothing is being published now */
   uw_sweep(p);
+  /* Table builds and /proc reads on the pool threads leave their malloc arenas holding megabytes
+   * nobody uses until the next burst: give them back (glibc; ~0.1 ms per report). */
+  malloc_trim(0);
   char err[256];
   if (attach_cpus(p, err, sizeof(err))) sonde_log(p->h, SONDE_LOG_WARN, "%s", err);
 }
