@@ -122,11 +122,13 @@ def bpf_timing(pid):
         except OSError:
             continue
     for i in ids:
-        r = subprocess.run(["bpftool", "map", "dump", "id", str(i), "-j"], capture_output=True,
-                           text=True)
         show = subprocess.run(["bpftool", "map", "show", "id", str(i), "-j"],
                               capture_output=True, text=True)
-        if r.returncode or json.loads(show.stdout or "{}").get("name") != "timing":
+        if show.returncode or json.loads(show.stdout or "{}").get("name") != "timing":
+            continue  # (the row array is 8 MiB: only the histograms are dumped)
+        r = subprocess.run(["bpftool", "map", "dump", "id", str(i), "-j"], capture_output=True,
+                           text=True)
+        if r.returncode:
             continue
         res = {}
         for e in json.loads(r.stdout):
