@@ -47,6 +47,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -748,9 +749,16 @@ static void exe_cache_learn(prof *p, const prof_procinfo *pi) {
 static const char *exe_cache_find(const prof *p, uint64_t dev, uint64_t ino) {
   if (!ino) return NULL;
   size_t k = exe_slot(dev, ino);
-  return p->exe_cache[k].path && p->exe_cache[k].dev == dev && p->exe_cache[k].ino == ino
-             ? p->exe_cache[k].path
-             : NULL;
+  if (!p->exe_cache[k].path || p->exe_cache[k].dev != dev || p->exe_cache[k].ino != ino)
+    return NULL;
+  /* The file must still be there: a deleted file's inode is reused by the next file created
+   * (concurrent test runs named each other's programs). A path only valid in another mount
+   * namespace is not used either; the exec path from BPF comes first anyway. */
+  struct stat st;
+  if (stat(p->exe_cache[k].path, &st) || st.st_ino != ino ||
+      (((uint64_t)major(st.st_dev) << 32) | minor(st.st_dev)) != dev)
+    return NULL;
+  return p->exe_cache[k].path;
 }
 
 /* The path of pid's last exec as BPF saw it, when /proc could not tell (the process is gone). */
