@@ -1415,6 +1415,8 @@ typedef struct tls_job {
   size_t nchecked, capchecked;
   tls_cand *cands; /* the ones with SSL_read and SSL_write */
   size_t ncands, capcands;
+  size_t nnew;      /* processes looked at */
+  uint64_t took_ns; /* on the thread pool */
 } tls_job;
 
 static void tls_job_free(tls_job *j) {
@@ -1484,6 +1486,7 @@ static void tls_scan_pid(tls_job *j, uint32_t pid) {
 
 static void tls_scan_work(void *arg) {
   tls_job *j = arg;
+  uint64_t t0 = now_ns(CLOCK_MONOTONIC);
   DIR *d = opendir("/proc");
   if (!d) return;
   size_t cap = 0;
@@ -1506,7 +1509,9 @@ static void tls_scan_work(void *arg) {
     if (j->now[i] == j->self_pid) continue;
     if (j->seen && bsearch(&j->now[i], j->seen, j->nseen, sizeof(uint32_t), cmp_u32)) continue;
     tls_scan_pid(j, j->now[i]);
+    j->nnew++;
   }
+  j->took_ns = now_ns(CLOCK_MONOTONIC) - t0;
 }
 
 static bool file_add(eh *e, uint64_t dev, uint64_t ino, bool attached) {
@@ -1556,6 +1561,11 @@ static void tls_scan_done(void *arg, int status) {
     tls_job_free(j);
     return;
   }
+  if (j->nnew && e->h->api->log_enabled(e->h, SONDE_LOG_DEBUG))
+    sonde_log(e->h, SONDE_LOG_DEBUG,
+              "TLS scan: %zu new processes, %zu files read, %zu with SSL_read/SSL_write, %.1f ms "
+              "on the thread pool",
+              j->nnew, j->nchecked, j->ncands, (double)j->took_ns / 1e6);
   for (size_t i = 0; i < j->ncands; i++)
     if (e->ntls_files < MAX_TLS_FILES) tls_attach(e, &j->cands[i]);
   /* The files without SSL functions are not read again; the candidates are in already. */

@@ -541,6 +541,7 @@ static void test_cancel(void **state) {
   pair_init(pr, 0, 0, 0);
   const char *timeouts[] = {"10S", "1n", NULL};
   int32_t ids[4];
+  reqbody bodies[3]; /* read by nghttp2_session_send after the loop */
   for (int i = 0; i < 3; i++) {
     nghttp2_nv nv[] = {NV(":method", "POST"),
                        NV(":scheme", "http"),
@@ -548,8 +549,8 @@ static void test_cancel(void **state) {
                        NV(":path", "/pkg.Service/Slow"),
                        NV("content-type", "application/grpc"),
                        NV("grpc-timeout", timeouts[i] ? timeouts[i] : "")};
-    reqbody body = {.len = 10};
-    nghttp2_data_provider dp = {.source.ptr = &body, .read_callback = req_body_cb};
+    bodies[i] = (reqbody){.len = 10};
+    nghttp2_data_provider dp = {.source.ptr = &bodies[i], .read_callback = req_body_cb};
     ids[i] = nghttp2_submit_request(pr->c, NULL, nv, timeouts[i] ? 6 : 5, &dp, NULL);
     assert_true(ids[i] > 0);
   }
