@@ -382,12 +382,13 @@ int sample(struct bpf_perf_event_data *ctx) {
   bool first = !bpf_map_lookup_elem(&sampled, &pid);
   s->exe_ino = 0;
   s->exe_dev = 0;
-  s->pad2 = 0;
+  s->start_ms = 0;
   if (first) {
     struct inode *ino = BPF_CORE_READ(task, mm, exe_file, f_inode);
     if (ino) {
       s->exe_ino = BPF_CORE_READ(ino, i_ino);
       s->exe_dev = BPF_CORE_READ(ino, i_sb, s_dev);
+      s->start_ms = (__u32)(BPF_CORE_READ(task, group_leader, start_time) / 1000000);
       flags |= SONDE_PROF_F_EXE;
     }
   }
@@ -467,7 +468,11 @@ int on_exit(struct bpf_raw_tracepoint_args *ctx) {
   /* signal->live drops to 0 when the last thread of the group is on its way out. */
   if (BPF_CORE_READ(task, signal, live.counter) != 0) return 0;
   __u32 pid = task->tgid;
-  if (!bpf_map_lookup_elem(&sampled, &pid) && !excluded(pid)) return 0;
+  bool ex = excluded(pid);
+  /* The verdict dies with the process here, not when user space reads the record below: a lost
+   * record (ring buffer full) would otherwise exclude the next process given this pid. */
+  bpf_map_delete_elem(&pid_filter, &pid);
+  if (!bpf_map_lookup_elem(&sampled, &pid) && !ex) return 0;
   bpf_map_delete_elem(&sampled, &pid);
   struct sonde_prof_exit *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
   if (!e) return 0;

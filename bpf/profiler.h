@@ -53,7 +53,11 @@ struct sonde_prof_sample {
    * user space read /proc is still attributed. exe_dev is the kernel's dev_t (major << 20 |
    * minor). */
   __u64 exe_ino;
-  __u32 exe_dev, pad2;
+  __u32 exe_dev;
+  /* With SONDE_PROF_F_EXE: the process's start (group leader's start_time, in ms since boot,
+   * low 32 bits): a pid whose first sample names another start is another process, even when the
+   * exit record of the one before was lost. */
+  __u32 start_ms;
   char comm[16];                       /* thread name (task->comm) */
   __u64 kstack[SONDE_PROF_KSTACK_MAX]; /* leaf first */
   /* Leaf first: the pc, then each caller's return address - 1 (inside its call instruction, as

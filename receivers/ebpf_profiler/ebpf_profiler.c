@@ -128,7 +128,9 @@ typedef struct proc {
   image *old;     /* earlier images with samples in this interval */
   char *exe_hint; /* the path of the last exec (BPF), when /proc could not be read */
   uint64_t exe_dev, exe_ino; /* the executable file, from BPF (0: not known) */
-  struct proc *next;         /* hash chain */
+  uint32_t start_ms;         /* the process's start, from BPF (sonde_prof_sample.start_ms) */
+  bool have_start;
+  struct proc *next; /* hash chain */
   prof_procinfo info;
   bool have_info;
   bool loading;
@@ -1016,10 +1018,22 @@ static int on_sample(prof *p, const struct sonde_prof_sample *s) {
      * sample, so a sample after the exit record is a new process with a reused pid: a new
      * image, read again. */
     q->exited = false;
+    q->have_start = false;
     proc_new_image(p, q);
     metric_add(p, p->m_evicted,
                1); /* the exited process is gone; its entry now holds the new one */
     read = true;
+  }
+  if ((s->flags & SONDE_PROF_F_EXE) && q->have_start && s->start_ms != q->start_ms) {
+    /* Another process with this pid whose predecessor's exit record was lost (ring buffer
+     * full): a new image, its own verdict (BPF forgot the old one at the exit). */
+    proc_new_image(p, q);
+    metric_add(p, p->m_evicted, 1);
+    read = true;
+  }
+  if (s->flags & SONDE_PROF_F_EXE) {
+    q->start_ms = s->start_ms;
+    q->have_start = true;
   }
   if ((s->flags & SONDE_PROF_F_EXE) && !q->exe_ino) {
     /* The kernel's dev_t (major << 20 | minor) in /proc/PID/maps' form (major << 32 | minor). */
