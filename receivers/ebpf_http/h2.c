@@ -8,6 +8,7 @@
  * transferred but not captured (total > n) are skipped by frame length while they fall inside a
  * DATA or control frame's payload; inside a header block, or across a frame header, the HPACK or
  * framing state is lost and the decoder fails for good (nothing is guessed). */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -212,8 +213,8 @@ static int64_t grpc_timeout_ns(const char *v) {
     x = x * 10 + (v[i] - '0');
   }
   switch (v[n - 1]) {
-  case 'H':
-    return x * 3600000000000;
+  case 'H': /* 8 digits of hours overflow int64 nanoseconds: a deadline nobody reaches */
+    return x > INT64_MAX / 3600000000000 ? INT64_MAX : x * 3600000000000;
   case 'M':
     return x * 60000000000;
   case 'S':
