@@ -421,11 +421,16 @@ static bool uw_build_file(int pid, const prof_mapping *m, uw_newfile *nf) {
   if (buf == MAP_FAILED) return true;
   uw_table t = {0};
   bool ok = true;
+  /* One build at a time: a big table takes tens of MB while it is built (rows, their sorted
+   * copy, the BPF form), and the pool threads all building at start-up made sonde's peak RSS. */
+  static pthread_mutex_t build_mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_mutex_lock(&build_mu);
   int rc = uw_table_build(buf, (size_t)st.st_size, &t);
   nf->nloads = uw_elf_loads(buf, (size_t)st.st_size, nf->loads, UW_MAX_LOADS);
   if (rc == SONDE_ENOMEM) ok = false;
   if (!rc && t.n && nf->nloads) ok = uw_rows_make(&t, nf);
   uw_table_free(&t);
+  pthread_mutex_unlock(&build_mu);
   munmap((void *)buf, (size_t)st.st_size);
   return ok;
 }
