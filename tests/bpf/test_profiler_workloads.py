@@ -38,6 +38,9 @@ HZ = 97
 MIN_SAMPLES = 40  # per case, samples whose leaf is a known function
 SECONDS = 1.5  # CPU seconds of each concurrent workload after its warm-up (~145 samples)
 CHILDREN, CHILD_MS = 200, 20
+# The children are found by their thread name: one of this run only (15 characters, the most a
+# thread name keeps), so that a concurrent run's children are not counted as misattributed ours.
+CHILD_COMM = "wl_child_%06d" % (os.getpid() % 1000000)
 DEPTH = 200
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "workloads")
 CFLAGS = ["-O2", "-fomit-frame-pointer", "-Wall", "-Wextra", "-Werror"]
@@ -51,7 +54,7 @@ LIBM = "libm.so.6"
 def build(tmp):
     out = {
         "chains": os.path.join(tmp, "wl_chains"),
-        "child": os.path.join(tmp, "wl_child"),
+        "child": os.path.join(tmp, CHILD_COMM),
         "throw": os.path.join(tmp, "wl_throw"),
         "dlib": os.path.join(tmp, "libwl_dl.so"),
     }
@@ -316,7 +319,7 @@ def main():
                 time.sleep(0.2)
                 continue
             kid_pids = {p for p, rows in by_pid.items() if any(
-                pu.sample_attrs(d, smp).get("thread.name") == "wl_child" for _r, d, smp in rows)}
+                pu.sample_attrs(d, smp).get("thread.name") == CHILD_COMM for _r, d, smp in rows)}
             profiled = len((ours | kid_pids) & set(by_pid)) + 1  # the reused pid: 2 processes
             evicted = s.metric("sonde_ebpf_profiler_processes_evicted_total") - evicted0
             tracked = s.metric("sonde_ebpf_profiler_processes")
@@ -415,7 +418,7 @@ def main():
         if p == reuse:
             continue
         for ra, d, smp in rows:
-            if pu.sample_attrs(d, smp).get("thread.name") != "wl_child":
+            if pu.sample_attrs(d, smp).get("thread.name") != CHILD_COMM:
                 continue
             kid_pids.add(p)
             n = int(smp["values"][0])
@@ -433,7 +436,7 @@ def main():
         errors.append("short-lived children: only %d of %d profiled" % (len(kid_pids), CHILDREN))
 
     # pid reuse: the thread name (from BPF, per sample) says which program ran.
-    want = {"wl_chains": (chains, main_chain), "wl_child": (w["child"], ["k_c", "k_b", "k_a",
+    want = {"wl_chains": (chains, main_chain), CHILD_COMM: (w["child"], ["k_c", "k_b", "k_a",
                                                                           "main"])}
     for comm, (exe, chain) in want.items():
         c = Case("pid reuse: %s" % comm, lambda L, ch=chain: L[0] in ch[:-1],
