@@ -65,7 +65,9 @@
 
 #define NS_PER_S 1000000000ll
 _Static_assert(SONDE_UW_ROWS == 1048576, "the unwind_rows metric's help names the size");
-#define RELOAD_MIN_NS NS_PER_S /* re-read a process's maps at most this often */
+#define UW_BIG_ROWS (1u << 16)         /* a table above this many rows is "big"... */
+#define UW_RESERVE (SONDE_UW_ROWS / 8) /* ... and must leave this many rows free */
+#define RELOAD_MIN_NS NS_PER_S         /* re-read a process's maps at most this often */
 /* ... but at most this often when BPF stopped at a pc in no known mapping (dlopen, new JIT code),
  * the stack copy waiting for the read */
 #define STOP_RELOAD_NS (200 * 1000000ull)
@@ -561,11 +563,15 @@ static void uw_add(prof *p, const uw_newfile *nf) {
                  .index = nf->index};
     memcpy(f.loads, nf->loads, sizeof(f.loads));
     uint32_t first;
-    if (nf->rows && p->uw_mem && nf->n > SONDE_UW_ROWS - p->uw_used) {
+    if (nf->rows && p->uw_mem && nf->n + UW_RESERVE > SONDE_UW_ROWS - p->uw_used) {
       uw_sweep(p); /* make room from the files nobody maps any more */
     }
     if (nf->rows && p->uw_mem) {
-      if (nf->n <= SONDE_UW_ROWS && rows_alloc(p, (uint32_t)nf->n, &first)) {
+      /* A big table (compilers, node: 100k-500k rows) must leave UW_RESERVE rows free, so that
+       * the small libraries every process maps (libc ~28k rows) still find room on a machine
+       * whose builds fill the array; the big file is walked with frame pointers instead. */
+      bool room = nf->n <= UW_BIG_ROWS || nf->n + UW_RESERVE <= SONDE_UW_ROWS - p->uw_used;
+      if (room && nf->n <= SONDE_UW_ROWS && rows_alloc(p, (uint32_t)nf->n, &first)) {
         memcpy(p->uw_mem + first, nf->rows, nf->n * sizeof(*nf->rows));
         f.first = first;
         f.n = (uint32_t)nf->n;
@@ -574,9 +580,9 @@ static void uw_add(prof *p, const uw_newfile *nf) {
       } else if (!p->uw_full_logged) {
         p->uw_full_logged = true;
         sonde_log(p->h, SONDE_LOG_WARN,
-                  "unwind tables full (%u rows): files that do not fit are walked with frame "
-                  "pointers",
-                  SONDE_UW_ROWS);
+                  "unwind tables full (%u of %u rows in use): files that do not fit (a table "
+                  "of more than %u rows must leave %u free) are walked with frame pointers",
+                  p->uw_used, SONDE_UW_ROWS, UW_BIG_ROWS, UW_RESERVE);
       }
     }
     pthread_mutex_lock(&p->uw_mu);
