@@ -160,10 +160,24 @@ struct {
   __type(value, __u8);
 } active SEC(".maps");
 
+/* The state of a walk through HTTP/2 frames (see h2_step), in the per-CPU scratch rather than
+ * on the stack: the verifier then sees the same unknown values at every bpf_loop step and
+ * verifies the step once instead of following values from step to step. */
+struct walk {
+  struct sonde_http_h2dir st; /* the direction's framing, copied in and back */
+  __u64 base;                 /* user address of the buffer */
+  __u32 len, pos;
+  __u32 sn;   /* bytes in buf not sent yet */
+  __u32 wake; /* the next record wakes user space */
+  __u64 hole; /* bytes skipped after those */
+};
+
 struct scratch {
   struct sonde_http_data h;
-  /* Twice the capture so the verifier can bound (offset + length) of each iovec's copy. */
-  char buf[2 * SONDE_HTTP_CAP_MAX];
+  /* Three times the capture so the verifier can bound (offset + length) of each copy with
+   * masks: offset < SONDE_HTTP_CAP_MAX, length < 2 * SONDE_HTTP_CAP_MAX. */
+  char buf[3 * SONDE_HTTP_CAP_MAX];
+  struct walk w;
 };
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -316,6 +330,199 @@ static __always_inline __u32 copy_iov(struct scratch *s, const struct iovec *iov
   return n;
 }
 
+/* ---- HTTP/2 framing ---- */
+
+#define H2_STEPS 1024 /* bpf_loop steps per buffer: 3 per frame at most */
+
+/* Sends what was copied and the DATA bytes skipped after it as one record. */
+static __always_inline void walk_flush(struct scratch *s) {
+  struct walk *w = &s->w;
+  if (!w->sn && !w->hole) return;
+  s->h.total = w->sn + w->hole;
+  submit(s, w->sn, w->wake);
+  w->wake = 0;
+  w->sn = 0;
+  w->hole = 0;
+}
+
+/* One step through the buffer: a frame header (or the part of it in this buffer), a payload
+ * part that is copied, or DATA bytes that are skipped. */
+static long h2_step(__u64 i, void *ctx) {
+  __u32 zero = 0;
+  struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+  if (!s) return 1;
+  struct walk *w = &s->w;
+  struct sonde_http_h2dir *st = &w->st;
+  if (w->pos >= w->len) return 1;
+  __u32 room = w->len - w->pos;
+  if (st->skip) {
+    __u32 n = st->skip < room ? st->skip : room;
+    st->skip -= n;
+    w->pos += n;
+    w->hole += n;
+    return 0;
+  }
+  if (w->hole || w->sn >= SONDE_HTTP_CAP_MAX) walk_flush(s);
+  __u32 sn = w->sn;
+  if (sn >= SONDE_HTTP_CAP_MAX) return 1;
+  if (st->hn > 8) return 1;
+  __u32 n = st->keep ? st->keep : 9 - st->hn;
+  if (n > room) n = room;
+  if (n > SONDE_HTTP_CAP_MAX - sn) n = SONDE_HTTP_CAP_MAX - sn;
+  barrier_var(n); /* else the compiler drops the mask below, which the verifier needs */
+  barrier_var(sn);
+  if (bpf_probe_read_user(s->buf + (sn & (SONDE_HTTP_CAP_MAX - 1)),
+                          n & (2 * SONDE_HTTP_CAP_MAX - 1), (const void *)(w->base + w->pos)))
+    return 1;
+  w->sn = sn + n;
+  w->pos += n;
+  if (st->keep) {
+    st->keep -= n;
+    return 0;
+  }
+  /* Header positions 0-4 (length, type, flags) among the n bytes copied from position hn. */
+  __u32 hn = st->hn, end = hn + n;
+#define HB(p) ((__u8)s->buf[(sn + (p)-hn) & (2 * SONDE_HTTP_CAP_MAX - 1)])
+  if (hn == 0) st->flen = HB(0);
+  if (hn <= 1 && end > 1) st->flen = st->flen << 8 | HB(1);
+  if (hn <= 2 && end > 2) st->flen = st->flen << 8 | HB(2);
+  if (hn <= 3 && end > 3) st->type = HB(3);
+  if (hn <= 4 && end > 4) st->flags = HB(4);
+#undef HB
+  st->hn += n;
+  if (st->hn < 9) return 0;
+  st->hn = 0;
+  /* DATA: only the pad length (PADDED) is copied; the decoder counts the rest by length. */
+  st->keep = st->type == 0 ? ((st->flags & 0x8) && st->flen ? 1 : 0) : st->flen;
+  st->skip = st->flen - st->keep;
+  st->flen = 0;
+  return 0;
+}
+
+/* Walks one buffer of the transfer; false once framing is lost (a read fault, or more frames
+ * than H2_STEPS): the direction is then no longer followed. */
+static __always_inline bool h2_buf(struct scratch *s, __u64 base, __u64 len) {
+  struct walk *w = &s->w;
+  w->base = base;
+  w->len = len > 0x7fffffff ? 0x7fffffff : len;
+  w->pos = 0;
+  bpf_loop(H2_STEPS, h2_step, NULL, 0);
+  if (w->pos >= w->len) return true;
+  w->hole += w->len - w->pos;
+  w->st.on = 0;
+  return false;
+}
+
+/* The client preface "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" as little-endian words. */
+#define H2_PREFACE0 0x5448202a20495250ull
+#define H2_PREFACE1 0x0a0d302e322f5054ull
+#define H2_PREFACE2 0x0a0d0a0d4d530a0dull
+
+/* The first bytes of a direction: the client preface, or a SETTINGS frame (a server's first),
+ * start HTTP/2 framing. */
+static __always_inline void h2_detect(struct sonde_http_h2dir *st, const struct args *a,
+                                      __u64 total) {
+  __u64 p = a->buf, len = total;
+  if (a->kind == K_MSG) {
+    struct user_msghdr m;
+    if (bpf_probe_read_user(&m, sizeof(m), (const void *)p)) return;
+    p = (__u64)m.msg_iov;
+  }
+  if (a->kind == K_IOV || a->kind == K_MSG) {
+    struct iovec v;
+    if (bpf_probe_read_user(&v, sizeof(v), (const void *)p)) return;
+    p = (__u64)v.iov_base;
+    if (v.iov_len < len) len = v.iov_len;
+  } else if (a->kind != K_BUF) {
+    return;
+  }
+  __u64 w[3] = {0};
+  __u8 *b = (__u8 *)w;
+  if (len < 9 || bpf_probe_read_user(w, len < 24 ? 9 : 24, (const void *)p)) return;
+  if (len >= 24 && w[0] == H2_PREFACE0 && w[1] == H2_PREFACE1 && w[2] == H2_PREFACE2) {
+    __builtin_memset(st, 0, sizeof(*st));
+    st->on = 1;
+    st->keep = 24; /* the preface as if it were a payload */
+    return;
+  }
+  __u32 flen = (__u32)b[0] << 16 | (__u32)b[1] << 8 | b[2];
+  if (b[3] == 4 && !(b[4] | b[5] | b[6] | b[7] | b[8]) && flen % 6 == 0 && flen <= 16384) {
+    __builtin_memset(st, 0, sizeof(*st));
+    st->on = 1;
+  }
+}
+
+/* The bytes of a transfer of `total` bytes into records: the first `capture` bytes, or on a
+ * framed HTTP/2 direction everything but DATA payloads (one record per hole, or per
+ * SONDE_HTTP_CAP_MAX bytes). s->h is filled but for captured and total. */
+static __always_inline void capture(struct scratch *s, struct sonde_http_conn *c, struct args *a,
+                                    __u64 total, bool wake) {
+  struct sonde_http_h2dir *st = NULL;
+  if (c) {
+    __u8 bit = 1 << (a->dir & 1);
+    st = &c->h2[a->dir & 1];
+    if (!(c->seen & bit)) {
+      c->seen |= bit;
+      h2_detect(st, a, total);
+    }
+    if (!st->on) st = NULL;
+  }
+  if (st) {
+    struct walk *w = &s->w;
+    w->st = *st;
+    w->sn = 0;
+    w->hole = 0;
+    w->wake = wake;
+    __u64 left = total;
+    if (a->kind == K_BUF) {
+      h2_buf(s, a->buf, left);
+      left = 0;
+    } else if (a->kind == K_IOV || a->kind == K_MSG) {
+      __u64 iov = a->buf, cnt = a->cnt;
+      if (a->kind == K_MSG) {
+        struct user_msghdr m;
+        if (bpf_probe_read_user(&m, sizeof(m), (const void *)a->buf)) m.msg_iovlen = 0;
+        iov = (__u64)m.msg_iov;
+        cnt = m.msg_iovlen;
+      }
+      for (int i = 0; i < SONDE_HTTP_IOV_MAX; i++) {
+        struct iovec v;
+        if (i >= cnt || !left ||
+            bpf_probe_read_user(&v, sizeof(v), (const void *)(iov + i * sizeof(v))))
+          break;
+        __u64 len = v.iov_len < left ? v.iov_len : left;
+        if (!h2_buf(s, (__u64)v.iov_base, len)) break;
+        left -= len;
+      }
+    } else if (w->st.skip >= left) { /* sendfile inside a DATA payload */
+      w->st.skip -= left;
+      w->hole = left;
+      left = 0;
+    }
+    if (left) w->st.on = 0; /* bytes not walked: framing lost */
+    w->hole += left;
+    walk_flush(s);
+    *st = w->st;
+    return;
+  }
+  __u64 want = cfg.capture;
+  if (want > SONDE_HTTP_CAP_MAX) want = SONDE_HTTP_CAP_MAX;
+  if (want > total) want = total;
+  __u32 n = 0;
+  if (a->kind == K_BUF) {
+    n = want;
+    if (n > SONDE_HTTP_CAP_MAX) n = SONDE_HTTP_CAP_MAX;
+    if (bpf_probe_read_user(s->buf, n, (const void *)a->buf)) n = 0;
+  } else if (a->kind == K_IOV) {
+    n = copy_iov(s, (const struct iovec *)a->buf, a->cnt, want);
+  } else if (a->kind == K_MSG) {
+    struct user_msghdr m;
+    if (!bpf_probe_read_user(&m, sizeof(m), (const void *)a->buf))
+      n = copy_iov(s, m.msg_iov, m.msg_iovlen, want);
+  }
+  submit(s, n, wake);
+}
+
 static __always_inline void emit_data(__u64 id, struct args *a, long ret) {
   struct sock *sk = fd_sock(a->fd);
   if (!sk) return;
@@ -352,22 +559,7 @@ static __always_inline void emit_data(__u64 id, struct args *a, long ret) {
     bpf_map_update_elem(&active, &pid, &one, BPF_ANY);
   }
   if (c) s->h.role = c->role;
-  __u64 want = cfg.capture;
-  if (want > SONDE_HTTP_CAP_MAX) want = SONDE_HTTP_CAP_MAX;
-  if (want > (__u64)ret) want = ret;
-  __u32 n = 0;
-  if (a->kind == K_BUF) {
-    n = want;
-    if (n > SONDE_HTTP_CAP_MAX) n = SONDE_HTTP_CAP_MAX;
-    if (bpf_probe_read_user(s->buf, n, (const void *)a->buf)) n = 0;
-  } else if (a->kind == K_IOV) {
-    n = copy_iov(s, (const struct iovec *)a->buf, a->cnt, want);
-  } else if (a->kind == K_MSG) {
-    struct user_msghdr m;
-    if (!bpf_probe_read_user(&m, sizeof(m), (const void *)a->buf))
-      n = copy_iov(s, m.msg_iov, m.msg_iovlen, want);
-  }
-  submit(s, n, first);
+  capture(s, c, a, (__u64)ret, first);
 }
 
 static __always_inline void set_role(int fd, __u8 role) {
@@ -542,28 +734,27 @@ static __always_inline int ssl_exit(long rc, bool ex) {
     skv = *b;
     bpf_map_update_elem(&ssl_sock, &sk, &skv, BPF_ANY);
   }
-  /* The socket's own bytes are TLS records from now on. */
+  /* The socket's own bytes are TLS records from now on; HTTP/2 framing follows the plaintext. */
   struct sonde_http_conn *cn = bpf_map_lookup_elem(&conns, &skv);
-  __u8 role = 0;
-  if (cn) {
-    role = cn->role;
-    cn->verdict = SONDE_HTTP_VERDICT_SKIP;
-  } else {
+  if (!cn) {
     struct sonde_http_conn nc = {.verdict = SONDE_HTTP_VERDICT_SKIP};
     bpf_map_update_elem(&conns, &skv, &nc, BPF_ANY);
+    cn = bpf_map_lookup_elem(&conns, &skv);
+    if (!cn) return 0;
+  }
+  cn->verdict = SONDE_HTTP_VERDICT_SKIP;
+  if (!cn->tls) {
+    cn->tls = 1;
+    cn->seen = 0;
+    __builtin_memset(cn->h2, 0, sizeof(cn->h2));
   }
   struct scratch *s =
       start_rec(SONDE_HTTP_REC_DATA, id, -1, (struct sock *)skv, c.dir, total, false, cn);
   if (!s) return 0;
-  s->h.role = role;
+  s->h.role = cn->role;
   s->h.flags = SONDE_HTTP_F_TLS;
-  __u64 want = cfg.capture;
-  if (want > SONDE_HTTP_CAP_MAX) want = SONDE_HTTP_CAP_MAX;
-  if (want > total) want = total;
-  __u32 n = want;
-  if (n > SONDE_HTTP_CAP_MAX) n = SONDE_HTTP_CAP_MAX;
-  if (bpf_probe_read_user(s->buf, n, (const void *)c.buf)) n = 0;
-  submit(s, n, false);
+  struct args a = {.buf = c.buf, .kind = K_BUF, .dir = c.dir};
+  capture(s, cn, &a, total, false);
   return 0;
 }
 

@@ -62,6 +62,19 @@ _Static_assert(sizeof(struct sonde_http_fork) == 24, "struct sonde_http_fork lay
 #define SONDE_HTTP_VERDICT_HTTP 1
 #define SONDE_HTTP_VERDICT_SKIP 2 /* not HTTP, or TLS: the socket's own bytes are not sent */
 
+/* HTTP/2 framing of one direction of a connection, followed by BPF so that it copies frame
+ * headers and every payload but DATA's: large DATA reads and writes then leave holes only inside
+ * DATA payloads, which the decoder skips by frame length. */
+struct sonde_http_h2dir {
+  __u32 keep; /* bytes of the current frame's payload still to copy */
+  __u32 skip; /* then bytes still to skip (DATA) */
+  __u32 flen; /* length field of the frame header being read */
+  __u8 hn;    /* bytes of that header read (0-8) */
+  __u8 type;  /* its type, flags */
+  __u8 flags;
+  __u8 on; /* 1: this direction is framed HTTP/2 (preface or SETTINGS seen first) */
+};
+
 /* The `conns` map: struct sock address -> this. User space writes only the verdict (read,
  * modify, write); BPF caches the connection's addresses so later records skip reading them. */
 struct sonde_http_conn {
@@ -71,8 +84,12 @@ struct sonde_http_conn {
   __u8 family;
   __u16 lport, rport;
   __u8 laddr[16], raddr[16];
+  __u8 seen; /* bit dir: bytes went that way (the socket's, or the plaintext once tls is set) */
+  __u8 tls;  /* 1: bound to an SSL object; h2 follows its plaintext */
+  __u8 pad[6];
+  struct sonde_http_h2dir h2[2]; /* by dir */
 };
-_Static_assert(sizeof(struct sonde_http_conn) == 40, "struct sonde_http_conn layout");
+_Static_assert(sizeof(struct sonde_http_conn) == 80, "struct sonde_http_conn layout");
 
 /* Values of the `pid_filter` map. */
 #define SONDE_HTTP_PID_EXCLUDE 1
@@ -88,7 +105,7 @@ struct sonde_http_config {
 _Static_assert(sizeof(struct sonde_http_config) == 16, "struct sonde_http_config layout");
 
 /* `counters` (per-CPU array) indices. */
-#define SONDE_HTTP_CNT_LOST 0   /* records dropped: ring buffer full */
+#define SONDE_HTTP_CNT_LOST 0  /* records dropped: ring buffer full */
 #define SONDE_HTTP_CNT_BYTES 1 /* bytes of the records sent (tests/bpf/bench_http.sh reads it) */
 #define SONDE_HTTP_CNT_N 2
 

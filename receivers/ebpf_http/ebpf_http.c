@@ -769,9 +769,14 @@ static void conn_remove(eh *e, uint64_t sock, uint64_t ts) {
 
 static void set_verdict(eh *e, econn *c, uint8_t verdict) {
   if (!e->skel) return;
-  /* Read, modify, write: BPF keeps the connection's addresses in the entry. */
+  /* Only "skip" changes what BPF does. Read, modify, write: BPF keeps the connection's
+   * addresses and HTTP/2 framing in the entry; never over BPF's own "skip" (a TLS connection:
+   * its uprobes set it), which the write would undo, with framing state older than BPF's. */
   struct sonde_http_conn v;
-  if (bpf_map__lookup_elem(e->skel->maps.conns, &c->sock, 8, &v, sizeof(v), 0)) return;
+  if (verdict != SONDE_HTTP_VERDICT_SKIP ||
+      bpf_map__lookup_elem(e->skel->maps.conns, &c->sock, 8, &v, sizeof(v), 0) ||
+      v.verdict == verdict)
+    return;
   v.verdict = verdict;
   bpf_map__update_elem(e->skel->maps.conns, &c->sock, 8, &v, sizeof(v), BPF_EXIST);
 }

@@ -405,6 +405,25 @@ def main():
                 res["t"], describe(x))
         print("server stream: one span each side, 5 replies in the body size, timed to the end")
 
+        # ---- a 100 kB request and response (several DATA frames in one write each way), then
+        # more calls on the same connection: BPF copies frame headers, not the DATA between ----
+        size = 100000
+        big_pid, res = run_client([py, peer, "big", "127.0.0.1:%d" % py_port, str(size)],
+                                  "grpcpy-big")
+        for kind, pid in ((SERVER, py_srv.pid), (CLIENT, big_pid)):
+            big = s.wait_spans(lambda x: x["kind"] == kind and x["res"]["process.pid"] == pid
+                               and x["name"] == "/pkg.Service/Big", 4)
+            assert len(big) == 4, "\n".join(map(describe, big))
+            big.sort(key=lambda x: int(x["startTimeUnixNano"]))
+            want = [size] + [len(b"small 1")] * 3
+            for x, w, t in zip(big, want, res["seq"]):
+                a = x["a"]
+                assert a.get("rpc.grpc.status_code") == 0 and \
+                    a.get("http.request.body.size") == 5 + w and \
+                    a.get("http.response.body.size") == 5 + 5 + w, describe(x)
+                assert x["dur"] <= t, "client measured %.6f s: %s" % (t, describe(x))
+        print("100 kB gRPC call and 3 more on its connection: 4 spans each side, body sizes exact")
+
         # ---- calls the client gives up on: RST_STREAM CANCEL before any response ----
         cancel_checks(s, py, peer, py_srv.pid, py_port)
 

@@ -9,6 +9,10 @@ methods of pkg.Service take and return raw bytes.
       one Method call with the W3C traceparent TP in its metadata, as an SDK would send it.
   stream TARGET
       one call of the server-streaming pkg.Service/Stream: 5 replies b"part I", 20 ms apart.
+  big TARGET SIZE
+      on one channel: a pkg.Service/Big call (Method under another name) with a SIZE-byte
+      request (echoed: several DATA frames per write both ways), then 3 small ones; prints their
+      times as JSON.
   cancel TARGET
       on one channel: a call (sleep 2 s) the client cancels after 200 ms, one with a 300 ms
       deadline (sleep 2 s), then one answered; prints each call's time as JSON.
@@ -42,7 +46,7 @@ def server(port, cert=None, key=None):
     handler = grpc.unary_unary_rpc_method_handler(method)
     streamer = grpc.unary_stream_rpc_method_handler(stream)
     s.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "pkg.Service", {"Method": handler, "Stream": streamer}),))
+        "pkg.Service", {"Method": handler, "Big": handler, "Stream": streamer}),))
     addr = "127.0.0.1:%d" % port
     if cert:
         with open(cert, "rb") as f:
@@ -105,6 +109,17 @@ def stream_client(target):
         print(json.dumps({"t": time.perf_counter() - t}), flush=True)
 
 
+def big_client(target, size):
+    out = {"seq": []}
+    with grpc.insecure_channel(target) as ch:
+        call = ch.unary_unary("/pkg.Service/Big")
+        for req in (b"b" * size, b"small 1", b"small 2", b"small 3"):
+            t = time.perf_counter()
+            assert call(req, timeout=20) == b"echo:" + req
+            out["seq"].append(time.perf_counter() - t)
+    print(json.dumps(out), flush=True)
+
+
 def cancel_client(target):
     out = {}
     with grpc.insecure_channel(target) as ch:
@@ -130,7 +145,9 @@ def cancel_client(target):
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    if a[0] == "cancel":
+    if a[0] == "big":
+        big_client(a[1], int(a[2]))
+    elif a[0] == "cancel":
         cancel_client(a[1])
     elif a[0] == "stream":
         stream_client(a[1])
