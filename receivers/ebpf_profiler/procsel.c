@@ -100,7 +100,8 @@ const sonde_option sonde__select_options[] = {
     SONDE_OPT("cgroups", SONDE_OPT_STRLIST, sonde__select, cgroups, NULL,
               "globs on the cgroup v2 path (/proc/PID/cgroup)"),
     SONDE_OPT("container_ids", SONDE_OPT_STRLIST, sonde__select, container_ids, NULL,
-              "container ids (a prefix of 12 or more hex digits is enough)"),
+              "container ids, or <runtime>://<id> as Kubernetes shows them (a prefix of 12 or more "
+              "hex digits is enough)"),
     SONDE_OPT_END,
 };
 
@@ -113,6 +114,19 @@ int sonde__parse_pid(const char *s, uint32_t *out) {
   return 0;
 }
 
+/* The id part of a configured container id: Kubernetes reports "containerd://<id>" (also docker://,
+ * cri-o://). */
+static const char *cid_of(const char *s) {
+  const char *p = strstr(s, "://");
+  return p ? p + 3 : s;
+}
+
+/* Whether a configured container id can match one read from a cgroup path (lowercase hex). */
+static bool cid_valid(const char *s) {
+  size_t n = strspn(s, "0123456789abcdef");
+  return n && n <= 64 && !s[n];
+}
+
 int sonde__select_validate(const sonde__select *include, const sonde__select *exclude, char *err,
                            size_t errlen) {
   const sonde__select *sel[2] = {include, exclude};
@@ -122,6 +136,15 @@ int sonde__select_validate(const sonde__select *include, const sonde__select *ex
       if (sonde__parse_pid(sel[s]->pids.v[i], &pid)) {
         snprintf(err, errlen, "%s::pids: \"%s\" is not a process id", s ? "exclude" : "include",
                  sel[s]->pids.v[i]);
+        return SONDE_ECONFIG;
+      }
+    }
+    for (size_t i = 0; i < sel[s]->container_ids.n; i++) {
+      if (!cid_valid(cid_of(sel[s]->container_ids.v[i]))) {
+        snprintf(err, errlen,
+                 "%s::container_ids: \"%s\" is not a container id (up to 64 lowercase hex digits, "
+                 "optionally after \"<runtime>://\"; a prefix of 12 or more is enough)",
+                 s ? "exclude" : "include", sel[s]->container_ids.v[i]);
         return SONDE_ECONFIG;
       }
     }
@@ -169,9 +192,9 @@ bool sonde__select_match(const sonde__select *s, uint32_t qpid, const sonde__pro
   for (size_t i = 0; i < s->cgroups.n; i++)
     if (id->cgroup && !fnmatch(s->cgroups.v[i], id->cgroup, 0)) return true;
   for (size_t i = 0; i < s->container_ids.n; i++) {
-    size_t n = strlen(s->container_ids.v[i]);
-    if (id->container_id[0] && n && !strncmp(id->container_id, s->container_ids.v[i], n))
-      return true;
+    const char *c = cid_of(s->container_ids.v[i]);
+    size_t n = strlen(c);
+    if (id->container_id[0] && n && !strncmp(id->container_id, c, n)) return true;
   }
   return false;
 }

@@ -90,6 +90,23 @@ static void test_select(void **state) {
   assert_int_equal(sonde__select_validate(&exc, &inc, err, sizeof(err)), SONDE_ECONFIG);
   assert_string_equal(err, "exclude::pids: \"12x\" is not a process id");
 
+  /* A container id as Kubernetes shows it (containerd://<id>) matches; one that can never match
+   * (upper case, not hex, too long, empty) is refused, not silently selecting nothing. */
+  char *k8s[] = {"containerd://0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"};
+  sonde__select by_k8s = {.container_ids = {k8s, 1}};
+  assert_int_equal(sonde__select_validate(&by_k8s, &exc, err, sizeof(err)), 0);
+  assert_true(sonde__select_match(&by_k8s, 1, &id));
+  assert_int_equal(sonde__select_validate(&by_cid, &exc, err, sizeof(err)), 0);
+  char *upper[] = {"0123456789AB"}, *nothex[] = {"docker-0123456789ab"}, *empty[] = {""},
+       *longer[] = {"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0"};
+  char **badc[] = {upper, nothex, empty, longer};
+  for (size_t i = 0; i < 4; i++) {
+    sonde__select b = {.container_ids = {badc[i], 1}};
+    assert_int_equal(sonde__select_validate(&b, &exc, err, sizeof(err)), SONDE_ECONFIG);
+    assert_non_null(strstr(err, "include::container_ids: \""));
+    assert_non_null(strstr(err, "is not a container id"));
+  }
+
   char out[65];
   sonde__container_id("/kubepods/pod1/cri-containerd-"
                       "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope",
