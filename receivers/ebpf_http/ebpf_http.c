@@ -1400,8 +1400,13 @@ out:
 /* One scan of /proc on the thread pool: the processes not seen by the previous scan, each
  * executable file they map (their executable, libssl, any library with OpenSSL or BoringSSL
  * inside) that no scan decided yet, looked up for SSL_read/SSL_write. The loop attaches. */
+/* Paths kept per candidate file: each goes through one process's /proc entry, so each lasts only
+ * as long as that process (a short-lived one may be gone by the attach). */
+#define TLS_PATHS 4
+
 typedef struct tls_cand {
-  char *path; /* through /proc/PID/root */
+  char *path[TLS_PATHS]; /* through /proc/PID/exe or /proc/PID/root */
+  size_t npath;
   uint64_t dev, ino;
   uint64_t off[TLS_NFN];
 } tls_cand;
@@ -1430,7 +1435,8 @@ static void tls_job_free(tls_job *j) {
   free(j->now);
   free(j->checked);
   for (size_t i = 0; i < j->ncands; i++)
-    free(j->cands[i].path);
+    for (size_t k = 0; k < j->cands[i].npath; k++)
+      free(j->cands[i].path[k]);
   free(j->cands);
   free(j);
 }
@@ -1440,8 +1446,17 @@ static void tls_check_file(tls_job *j, const char *path) {
   if (stat(path, &st) || !S_ISREG(st.st_mode)) return;
   uint64_t dev = st.st_dev, ino = st.st_ino;
   if (file_known(j->known, j->nknown, dev, ino)) return;
-  for (size_t i = 0; i < j->nchecked; i++)
-    if (j->checked[i].dev == dev && j->checked[i].ino == ino) return;
+  for (size_t i = 0; i < j->nchecked; i++) {
+    if (j->checked[i].dev != dev || j->checked[i].ino != ino) continue;
+    /* Another process maps a candidate: another way in, should the first one's be gone. */
+    for (size_t k = 0; k < j->ncands; k++) {
+      tls_cand *c = &j->cands[k];
+      if (c->dev == dev && c->ino == ino && c->npath < TLS_PATHS &&
+          (c->path[c->npath] = strdup(path)))
+        c->npath++;
+    }
+    return;
+  }
   if (j->nchecked == j->capchecked) {
     size_t cap = j->capchecked ? j->capchecked * 2 : 64;
     tls_file *n = realloc(j->checked, cap * sizeof(*n));
@@ -1460,7 +1475,9 @@ static void tls_check_file(tls_job *j, const char *path) {
     j->capcands = cap;
   }
   tls_cand *c = &j->cands[j->ncands];
-  if (!(c->path = strdup(path))) return;
+  memset(c, 0, sizeof(*c));
+  if (!(c->path[0] = strdup(path))) return;
+  c->npath = 1;
   c->dev = dev;
   c->ino = ino;
   memcpy(c->off, off, sizeof(off));
@@ -1538,23 +1555,41 @@ static void tls_attach(eh *e, const tls_cand *c) {
       {e->skel->progs.ssl_read_ex_enter, e->skel->progs.ssl_read_ex_exit},
       {e->skel->progs.ssl_write_ex_enter, e->skel->progs.ssl_write_ex_exit},
   };
-  int ok = 0;
-  for (int f = 0; f < TLS_NFN; f++) {
-    for (int ret = 0; c->off[f] && ret < 2; ret++) {
-      LIBBPF_OPTS(bpf_uprobe_opts, o, .retprobe = ret);
-      struct bpf_link *l =
-          bpf_program__attach_uprobe_opts(progs[f][ret], -1, c->path, (size_t)c->off[f], &o);
-      if (l && !keep_link(e, l)) ok++;
+  int ok = 0, err = ENOENT;
+  const char *path = c->path[0];
+  for (size_t p = 0; !ok && p < c->npath; p++) {
+    struct stat st;
+    path = c->path[p];
+    if (stat(path, &st) || (uint64_t)st.st_dev != c->dev || (uint64_t)st.st_ino != c->ino)
+      continue; /* that process exited since the scan read it */
+    for (int f = 0; f < TLS_NFN; f++) {
+      for (int ret = 0; c->off[f] && ret < 2; ret++) {
+        LIBBPF_OPTS(bpf_uprobe_opts, o, .retprobe = ret);
+        struct bpf_link *l =
+            bpf_program__attach_uprobe_opts(progs[f][ret], -1, path, (size_t)c->off[f], &o);
+        if (l && !keep_link(e, l))
+          ok++;
+        else if (!l)
+          err = errno;
+      }
     }
+  }
+  if (!ok && (err == ENOENT || err == ESRCH)) {
+    /* Every process it was seen in is gone: not decided, so the next process that maps the file
+     * (a new pid, scanned) brings it back. Marking it done would leave e.g. every later node
+     * untraced because a short-lived node ran during the scan. */
+    sonde_log(e->h, SONDE_LOG_DEBUG, "TLS: %s is gone before its uprobes: left for a later scan",
+              path);
+    return;
   }
   file_add(e, c->dev, c->ino, ok > 0);
   if (ok) {
     e->ntls_files++;
     madd(e->m_tls_files, e, 1);
-    sonde_log(e->h, SONDE_LOG_INFO, "TLS: %d uprobes on %s", ok, c->path);
+    sonde_log(e->h, SONDE_LOG_INFO, "TLS: %d uprobes on %s", ok, path);
   } else {
     sonde_log(e->h, SONDE_LOG_WARN, "TLS: no SSL_read/SSL_write uprobe could attach to %s: %s",
-              c->path, strerror(errno));
+              path, strerror(err));
   }
 }
 
