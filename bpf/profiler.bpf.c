@@ -89,8 +89,6 @@ struct {
   __type(value, struct sonde_uw_proc);
 } uw_procs SEC(".maps");
 
-#define STACK_WIN 1024
-
 /* The walk's state, per CPU (too big for the BPF stack). */
 struct walk {
   __u64 pc, sp, fp;
@@ -101,12 +99,6 @@ struct walk {
   __u8 via_fp; /* pc came from a frame-pointer step: maybe garbage, not worth a stack copy */
   __u8 pad;
   __u64 frames[SONDE_PROF_USTACK_MAX];
-  /* A window of user stack read in one go: a frame's return address and saved rbp, and usually
-   * the next frames', come from it instead of one bpf_probe_read_user (~65 ns here) each. */
-  __u64 win_base;
-  __u32 win_len;
-  __u32 pad2;
-  __u8 win[STACK_WIN + 16];
 };
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -180,27 +172,6 @@ struct walk_ctx {
   struct walk *w;
   struct sonde_uw_proc *proc;
 };
-
-/* 8 bytes of user memory at a, through w's stack window (refilled from a, up to STACK_WIN bytes
- * but not past a's page: a missing page fails a whole read). Returns 0 on success. */
-static __always_inline int uread(struct walk *w, __u64 a, __u64 *out) {
-  __u64 off = a - w->win_base;
-  if (a < w->win_base || off + 8 > w->win_len) {
-    __u32 len = 4096 - (__u32)(a & 4095);
-    if (len > STACK_WIN) len = STACK_WIN;
-    barrier_var(len);
-    if (len < 8 || len > STACK_WIN || bpf_probe_read_user(w->win, len, (const void *)a)) {
-      w->win_len = 0;
-      return bpf_probe_read_user(out, 8, (const void *)a) ? 1 : 0;
-    }
-    w->win_base = a;
-    w->win_len = len;
-    off = 0;
-  }
-  off &= STACK_WIN - 1;
-  __builtin_memcpy(out, &w->win[off], 8);
-  return 0;
-}
 
 static long walk_step(__u32 i, struct walk_ctx *c) {
   /* Looked up once per sample, not per frame (a hash lookup is most of a frame's cost). */
@@ -278,11 +249,20 @@ static long walk_step(__u32 i, struct walk_ctx *c) {
     else
       cfa = (type == SONDE_UW_CFA_RSP ? w->sp : w->fp) + (__s64)cfa_off;
     __u64 ra;
-    if (uread(w, cfa - 8, &ra)) return 1;
-    if (rflags & SONDE_UW_F_RBP_SAVED) {
-      __u64 fp;
-      if (uread(w, cfa + (__s64)rbp_off, &fp)) return 1;
-      w->fp = fp;
+    if ((rflags & SONDE_UW_F_RBP_SAVED) && rbp_off == -16) {
+      /* rbp pushed right after the call (the usual prologue): one read for both, as each
+       * bpf_probe_read_user costs ~65 ns here whatever its size. */
+      __u64 pair[2];
+      if (bpf_probe_read_user(pair, sizeof(pair), (const void *)(cfa - 16))) return 1;
+      w->fp = pair[0];
+      ra = pair[1];
+    } else {
+      if (bpf_probe_read_user(&ra, sizeof(ra), (const void *)(cfa - 8))) return 1;
+      if (rflags & SONDE_UW_F_RBP_SAVED) {
+        __u64 fp;
+        if (bpf_probe_read_user(&fp, sizeof(fp), (const void *)(cfa + (__s64)rbp_off))) return 1;
+        w->fp = fp;
+      }
     }
     w->sp = cfa;
     w->pc = ra;
@@ -305,7 +285,7 @@ static long walk_step(__u32 i, struct walk_ctx *c) {
     __u64 fp = w->fp;
     if (!fp || (fp & 7) || fp < w->sp) return 1;
     __u64 frame[2];
-    if (uread(w, fp, &frame[0]) || uread(w, fp + 8, &frame[1])) return 1;
+    if (bpf_probe_read_user(frame, sizeof(frame), (const void *)fp)) return 1;
     w->sp = fp + 16;
     w->fp = frame[0];
     w->pc = frame[1];
@@ -366,7 +346,6 @@ int sample(struct bpf_perf_event_data *ctx) {
   w->stop = 0;
   w->exact = 1;
   w->via_fp = 0;
-  w->win_len = 0;
   w->frames[0] = pc;
   if (cfg.timing) tw0 = bpf_ktime_get_ns();
   if (pc) {
