@@ -105,6 +105,12 @@ typedef struct otlp_conn_cbs {
   void (*data)(void *arg, otlp_conn *c, const uint8_t *p, size_t n);
   /* The connection failed or the peer closed it; no callback follows. why is borrowed. */
   void (*closed)(void *arg, otlp_conn *c, const char *why);
+  /* Optional. Once connected, the read side ended: the peer closed the stream (clean: EOF or TLS
+   * close_notify) or reading failed. Called instead of closed, so an owner can end a response
+   * delimited by the connection's end; no callback follows. */
+  void (*ended)(void *arg, otlp_conn *c, bool clean, const char *why);
+  /* Optional. The connection's memory is freed and live decremented: arg may go now. */
+  void (*freed)(void *arg);
 } otlp_conn_cbs;
 
 typedef struct otlp_conn_target {
@@ -112,6 +118,7 @@ typedef struct otlp_conn_target {
   SSL_CTX *tls;    /* NULL: cleartext; borrowed, must outlive the connection */
   const char *sni; /* server name to send and verify; borrowed */
   bool verify;
+  int keepalive_s; /* > 0: TCP keepalive probes after this many idle seconds */
 } otlp_conn_target;
 
 /* Starts resolving (uv_getaddrinfo) and connecting. live is incremented now and decremented when

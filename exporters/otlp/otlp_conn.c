@@ -30,6 +30,7 @@ struct otlp_conn {
   SSL *ssl;
   BIO *rbio, *wbio; /* network side of the TLS engine: what came in / what goes out */
   bool verify;
+  int keepalive_s;
   char host[256], port[8], sni[256], alpn[32];
   char lasterr[160];
   bool resolving, tcp_open, ready, closing;
@@ -45,7 +46,10 @@ static void maybe_free(otlp_conn *c) {
   if (c->ssl) SSL_free(c->ssl); /* frees both BIOs */
   sonde_buf_free(&c->out);
   if (c->live) (*c->live)--;
+  void (*freed)(void *) = c->cbs.freed;
+  void *arg = c->arg;
   free(c);
+  if (freed) freed(arg);
 }
 
 static void on_tcp_closed(uv_handle_t *h) {
@@ -69,16 +73,24 @@ void otlp_conn_close(otlp_conn *c) {
   maybe_free(c);
 }
 
-/* The connection is gone: tell the owner once, then close. */
-static void fail(otlp_conn *c, const char *fmt, const char *detail) {
+/* The connection is gone: tell the owner once (ended: the read side ended, reported through
+ * cbs.ended when the owner set it), then close. */
+static void finish(otlp_conn *c, int ended, const char *fmt, const char *detail) {
   if (c->closing) return;
   char why[1024];
   snprintf(why, sizeof why, fmt, detail);
   c->closing = true;
   c->ready = false;
-  c->cbs.closed(c->arg, c, why);
+  if (ended && c->cbs.ended)
+    c->cbs.ended(c->arg, c, ended > 0, why);
+  else
+    c->cbs.closed(c->arg, c, why);
   c->closing = false; /* let otlp_conn_close run its course once */
   otlp_conn_close(c);
+}
+
+static void fail(otlp_conn *c, const char *fmt, const char *detail) {
+  finish(c, 0, fmt, detail);
 }
 
 static void on_written(uv_write_t *req, int status) {
@@ -189,7 +201,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   otlp_conn *c = s->data;
   if (c->closing) return;
   if (n < 0) {
-    fail(c, "%s", n == UV_EOF ? "connection closed by peer" : uv_strerror((int)n));
+    finish(c, n == UV_EOF ? 1 : -1, "%s",
+           n == UV_EOF ? "connection closed by peer" : uv_strerror((int)n));
     return;
   }
   if (!n) return;
@@ -215,7 +228,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     }
     int e = SSL_get_error(c->ssl, r);
     if (e == SSL_ERROR_WANT_READ) break;
-    fail(c, "%s", e == SSL_ERROR_ZERO_RETURN ? "TLS connection closed by peer" : "TLS read error");
+    finish(c, e == SSL_ERROR_ZERO_RETURN ? 1 : -1, "%s",
+           e == SSL_ERROR_ZERO_RETURN ? "TLS connection closed by peer" : "TLS read error");
     return;
   }
   if (flush_tls(c)) fail(c, "%s", "TLS write failed");
@@ -243,6 +257,7 @@ static void on_connect(uv_connect_t *req, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  if (c->keepalive_s > 0) uv_tcp_keepalive(&c->tcp, 1, (unsigned)c->keepalive_s);
   int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
   if (rc) {
     fail(c, "read: %s", uv_strerror(rc));
@@ -326,6 +341,7 @@ int otlp_conn_open(uv_loop_t *loop, const otlp_conn_target *t, const otlp_conn_c
   c->arg = arg;
   c->ctx = t->tls;
   c->verify = t->verify;
+  c->keepalive_s = t->keepalive_s;
   snprintf(c->host, sizeof c->host, "%s", t->host);
   snprintf(c->port, sizeof c->port, "%s", t->port);
   snprintf(c->sni, sizeof c->sni, "%s", t->sni ? t->sni : t->host);

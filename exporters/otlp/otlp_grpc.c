@@ -613,7 +613,8 @@ static void conn_closed(void *arg, otlp_conn *c, const char *why) {
   if (was_ready && !g->stopping) kick(g);
 }
 
-static const otlp_conn_cbs ogrpc_conn_cbs = {conn_connected, conn_data, conn_closed};
+static const otlp_conn_cbs ogrpc_conn_cbs = {
+    .connected = conn_connected, .data = conn_data, .closed = conn_closed};
 
 /* ---- deadlines ---------------------------------------------------------------------------- */
 

@@ -384,7 +384,8 @@ static void conn_connected(void *arg, otlp_conn *c) {
   dispatch(k->x);
 }
 
-static const otlp_conn_cbs http_conn_cbs = {conn_connected, conn_data, conn_closed};
+static const otlp_conn_cbs http_conn_cbs = {
+    .connected = conn_connected, .data = conn_data, .closed = conn_closed};
 
 static int conn_new(ohttp *x, int origin) {
   hconn *k = calloc(1, sizeof *k);

@@ -5,11 +5,12 @@
  * chunked body is a stream of newline-separated JSON events (ADDED, MODIFIED, DELETED, BOOKMARK,
  * ERROR). When the server ends a watch (its timeout) the next one resumes from the last
  * resourceVersion seen; 410 Gone (as a status or as an ERROR event) means that version is too old
- * and the pods are listed again. TLS runs through OpenSSL memory BIOs so every byte moves through
- * libuv and nothing blocks; name resolution is uv_getaddrinfo (thread pool). */
+ * and the pods are listed again. The connection (uv_getaddrinfo, libuv TCP, TLS through OpenSSL
+ * memory BIOs: nothing blocks) is the OTLP exporters' otlp_conn. */
 #include "k8s_api.h"
 
-#include <arpa/inet.h>
+#include "otlp_common.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,6 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #define MAX_LIST_BODY (256u << 20)
 #define MAX_EVENT (16u << 20)
@@ -57,20 +57,15 @@ struct k8s_api {
   void *done_arg;
 };
 
+/* One request; lives as long as its otlp_conn (freed with it). */
 struct kconn {
   k8s_api *a;
   int kind;
-  uv_getaddrinfo_t gai;
-  uv_tcp_t tcp;
-  uv_connect_t creq;
-  SSL *ssl;
-  BIO *rbio, *wbio;
-  bool resolving, tcp_open, closing, ready, complete, failed;
+  otlp_conn *oc;
+  bool closing, complete;
   uint64_t started_ms;
   http_parser p;
   sonde_buf body; /* LIST: the whole body; WATCH: the unfinished event line */
-  char rbuf[64 * 1024];
-  char plain[16 * 1024];
 };
 
 static void metric_add(k8s_api *a, sonde_metric *m, double d) {
@@ -188,30 +183,20 @@ static void maybe_done(k8s_api *a) {
   done(a->done_arg);
 }
 
-static void conn_maybe_free(kconn *c) {
-  if (!c->closing || c->resolving || c->tcp_open) return;
+/* The otlp_conn is freed: so is its owner. */
+static void conn_freed(void *arg) {
+  kconn *c = arg;
   k8s_api *a = c->a;
-  if (c->ssl) SSL_free(c->ssl); /* frees both BIOs */
   sonde_buf_free(&c->body);
   free(c);
-  a->live--;
   maybe_done(a);
-}
-
-static void on_tcp_closed(uv_handle_t *hd) {
-  kconn *c = hd->data;
-  c->tcp_open = false;
-  conn_maybe_free(c);
 }
 
 static void conn_close(kconn *c) {
   if (c->closing) return;
   c->closing = true;
   if (c->a->conn == c) c->a->conn = NULL;
-  if (c->resolving) uv_cancel((uv_req_t *)&c->gai); /* its callback still comes */
-  if (c->tcp_open && !uv_is_closing((uv_handle_t *)&c->tcp))
-    uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
-  conn_maybe_free(c);
+  otlp_conn_close(c->oc); /* conn_freed follows once libuv let go */
 }
 
 /* The connection failed: close it and try the same request again later, with backoff. */
@@ -226,53 +211,6 @@ static void conn_fail(kconn *c, const char *what, const char *detail) {
   conn_close(c);
   schedule(a, kind, a->backoff_ms);
   a->backoff_ms = a->backoff_ms * 2 > 30000 ? 30000 : a->backoff_ms * 2;
-}
-
-typedef struct wreq {
-  uv_write_t req;
-  char *data;
-} wreq;
-
-static void on_written(uv_write_t *req, int status) {
-  wreq *w = (wreq *)req;
-  free(w->data);
-  free(w);
-  (void)status; /* a failed write also ends the read side, which reports it */
-}
-
-static int send_raw(kconn *c, const void *p, size_t n) {
-  wreq *w = calloc(1, sizeof(*w));
-  char *d = malloc(n ? n : 1);
-  if (!w || !d) {
-    free(w);
-    free(d);
-    return SONDE_ENOMEM;
-  }
-  memcpy(d, p, n);
-  w->data = d;
-  uv_buf_t b = uv_buf_init(d, (unsigned)n);
-  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written)) {
-    free(d);
-    free(w);
-    return SONDE_EIO;
-  }
-  return 0;
-}
-
-static int flush_tls(kconn *c) {
-  char buf[16 * 1024];
-  int n;
-  while ((n = BIO_read(c->wbio, buf, sizeof buf)) > 0) {
-    int rc = send_raw(c, buf, (size_t)n);
-    if (rc) return rc;
-  }
-  return 0;
-}
-
-static int conn_send(kconn *c, const char *p, size_t n) {
-  if (!c->ssl) return send_raw(c, p, n);
-  if (SSL_write(c->ssl, p, (int)n) <= 0) return SONDE_EIO; /* a memory BIO takes everything */
-  return flush_tls(c);
 }
 
 static void send_request(kconn *c) {
@@ -297,7 +235,7 @@ static void send_request(kconn *c) {
   if (!rc && a->token && *a->token)
     rc = sonde_buf_printf(&req, "Authorization: Bearer %s\r\n", a->token);
   if (!rc) rc = sonde_buf_append(&req, "\r\n", 2);
-  if (!rc) rc = conn_send(c, (const char *)req.data, req.len);
+  if (!rc) rc = otlp_conn_write(c->oc, req.data, req.len); /* sent once connected */
   sonde_buf_free(&req);
   if (rc) conn_fail(c, "cannot send the request", sonde_strerror(rc));
 }
@@ -530,140 +468,33 @@ static void on_eof(kconn *c, const char *why) {
   conn_fail(c, "connection lost", why);
 }
 
-static void handshake(kconn *c) {
-  ERR_clear_error();
-  int r = SSL_do_handshake(c->ssl);
-  if (flush_tls(c)) {
-    conn_fail(c, "TLS", "write failed");
-    return;
-  }
-  if (r == 1) {
-    c->ready = true;
-    send_request(c);
-    return;
-  }
-  if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ) return;
-  long vr = SSL_get_verify_result(c->ssl);
-  char detail[256];
-  if (vr != X509_V_OK)
-    snprintf(detail, sizeof detail, "certificate verify failed: %s",
-             X509_verify_cert_error_string(vr));
-  else
-    ERR_error_string_n(ERR_get_error(), detail, sizeof detail);
-  conn_fail(c, "TLS handshake", detail);
+static void on_connected(void *arg, otlp_conn *oc) {
+  (void)oc;
+  send_request(arg);
 }
 
-static void on_alloc(uv_handle_t *hd, size_t sz, uv_buf_t *buf) {
-  kconn *c = hd->data;
-  (void)sz;
-  *buf = uv_buf_init(c->rbuf, sizeof c->rbuf);
+static void on_data(void *arg, otlp_conn *oc, const uint8_t *p, size_t n) {
+  (void)oc;
+  feed(arg, (const char *)p, n);
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  kconn *c = s->data;
-  if (c->closing) return;
-  if (n < 0) {
-    on_eof(c, n == UV_EOF ? "closed by the server" : uv_strerror((int)n));
-    return;
-  }
-  if (!n) return;
-  if (!c->ssl) {
-    feed(c, buf->base, (size_t)n);
-    return;
-  }
-  if (BIO_write(c->rbio, buf->base, (int)n) != (int)n) {
-    conn_fail(c, "TLS", "out of memory");
-    return;
-  }
-  if (!c->ready) {
-    handshake(c);
-    if (!c->ready || c->closing) return;
-  }
-  for (;;) {
-    ERR_clear_error();
-    int r = SSL_read(c->ssl, c->plain, sizeof c->plain);
-    if (r > 0) {
-      feed(c, c->plain, (size_t)r);
-      if (c->closing) return;
-      continue;
-    }
-    int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_READ) break;
-    on_eof(c, e == SSL_ERROR_ZERO_RETURN ? "closed by the server" : "TLS read error");
-    return;
-  }
-  if (flush_tls(c)) conn_fail(c, "TLS", "write failed");
+/* The server closed the connection, or reading failed: either may end a response. */
+static void on_ended(void *arg, otlp_conn *oc, bool clean, const char *why) {
+  (void)oc;
+  (void)clean;
+  on_eof(arg, why);
 }
 
-static void on_connect(uv_connect_t *req, int status) {
-  kconn *c = req->data;
-  if (c->closing) return;
-  if (status < 0) {
-    conn_fail(c, "connect", uv_strerror(status));
-    return;
-  }
-  int rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-  if (rc) {
-    conn_fail(c, "read", uv_strerror(rc));
-    return;
-  }
-  /* A watch is quiet for minutes: keepalive notices a peer that vanished without a FIN. */
-  uv_tcp_keepalive(&c->tcp, 1, 30);
-  k8s_api *a = c->a;
-  if (!a->tls) {
-    c->ready = true;
-    send_request(c);
-    return;
-  }
-  c->ssl = SSL_new(a->ctx);
-  c->rbio = BIO_new(BIO_s_mem());
-  c->wbio = BIO_new(BIO_s_mem());
-  if (!c->ssl || !c->rbio || !c->wbio) {
-    BIO_free(c->rbio);
-    BIO_free(c->wbio);
-    c->rbio = c->wbio = NULL;
-    conn_fail(c, "TLS", "out of memory");
-    return;
-  }
-  SSL_set_bio(c->ssl, c->rbio, c->wbio);
-  SSL_set_connect_state(c->ssl);
-  unsigned char ipbuf[16];
-  bool is_ip = inet_pton(AF_INET, a->host, ipbuf) == 1 || inet_pton(AF_INET6, a->host, ipbuf) == 1;
-  if (!is_ip) SSL_set_tlsext_host_name(c->ssl, a->host);
-  X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
-  if (is_ip)
-    X509_VERIFY_PARAM_set1_ip_asc(vp, a->host);
-  else
-    X509_VERIFY_PARAM_set1_host(vp, a->host, 0);
-  handshake(c);
+static void on_closed(void *arg, otlp_conn *oc, const char *why) {
+  (void)oc;
+  conn_fail(arg, "connection", why);
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  kconn *c = req->data;
-  c->resolving = false;
-  if (c->closing || status < 0 || !res) {
-    if (res) uv_freeaddrinfo(res);
-    if (c->closing) {
-      conn_maybe_free(c);
-      return;
-    }
-    conn_fail(c, "resolve", uv_strerror(status < 0 ? status : UV_EAI_NONAME));
-    return;
-  }
-  int rc = uv_tcp_init(c->a->loop, &c->tcp);
-  if (rc) {
-    uv_freeaddrinfo(res);
-    conn_fail(c, "tcp", uv_strerror(rc));
-    return;
-  }
-  c->tcp.data = c;
-  c->tcp_open = true;
-  c->creq.data = c;
-  /* The first address only: the API server is one name, reached again on the next retry. */
-  rc = uv_tcp_connect(&c->creq, &c->tcp, res->ai_addr, on_connect);
-  uv_freeaddrinfo(res);
-  if (rc) conn_fail(c, "connect", uv_strerror(rc));
-}
+static const otlp_conn_cbs conn_cbs = {.connected = on_connected,
+                                       .data = on_data,
+                                       .closed = on_closed,
+                                       .ended = on_ended,
+                                       .freed = conn_freed};
 
 static char *read_file(const char *path, size_t *len);
 static void trim(char *s);
@@ -694,18 +525,18 @@ static void begin(k8s_api *a, int kind) {
   reread_token(a);
   http_parser_init(&c->p, HTTP_RESPONSE);
   c->p.data = c;
-  struct addrinfo hints;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  c->gai.data = c;
-  if (uv_getaddrinfo(a->loop, &c->gai, on_resolved, a->host, a->port, &hints)) {
+  /* A watch is quiet for minutes: keepalive notices a peer that vanished without a FIN. */
+  otlp_conn_target t = {.host = a->host,
+                        .port = a->port,
+                        .tls = a->tls ? a->ctx : NULL,
+                        .sni = a->host,
+                        .verify = true,
+                        .keepalive_s = 30};
+  if (otlp_conn_open(a->loop, &t, &conn_cbs, c, &a->live, &c->oc)) {
     free(c);
     schedule(a, kind, a->backoff_ms);
     return;
   }
-  c->resolving = true;
-  a->live++;
   a->conn = c;
 }
 
