@@ -1738,7 +1738,7 @@ static int eh_start(void *inst) {
   e->skel->rodata->cfg.include_only = inc->pids.n && sonde__select_pids_only(inc);
   e->skel->rodata->cfg.port_filter = e->cfg->open_ports != NULL;
   e->skel->rodata->cfg.wakeup_bytes = SONDE_HTTP_RINGBUF_BYTES / 32;
-  char why[256];
+  char why[256] = "";
   bool per_syscall = syscall_tracepoints(why, sizeof(why));
   struct bpf_program *off[] = {e->skel->progs.on_enter, e->skel->progs.on_exit,
                                e->skel->progs.tp_enter_close, e->skel->progs.tp_exit};
