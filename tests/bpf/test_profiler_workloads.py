@@ -274,7 +274,12 @@ def main():
     assert libc_syms.range_of("start_thread") and libc_syms.range_of("__restore_rt"), \
         "libc without symbols: install libc6-dbg (scripts/deps.sh)"
 
-    s = pu.Sonde(tmp, pu.free_port(), interval="1s", samples_per_second=HZ)
+    # Only this run's executables: the unwind-table space is shared by everything profiled, and
+    # on a machine where other work starts big binaries (compilers, node) it can fill before
+    # libstdc++ gets its rows (the test then measures table pressure, not the unwinder). Every
+    # process, no selection, is bpf/ebpf_profiler's and the default pipeline's case.
+    s = pu.Sonde(tmp, pu.free_port(), interval="1s", samples_per_second=HZ,
+                 extra="    include:\n      executables: [\"%s/*\"]\n" % tmp)
     rc, out = s.validate()
     if rc != 0:
         if re.search(r"CAP_|kernel feature missing", out):
