@@ -24,6 +24,28 @@ def skip_or_fail(why):
     sys.exit(SKIP)
 
 
+
+def wait_for(cond, timeout, what):
+    """cond()'s first true value, polled every 0.2 s; AssertionError after timeout seconds."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
+
+
+def run_main(main):
+    """A test's entry point: PASS, or FAIL with the assertion's message and exit status 1."""
+    try:
+        main()
+    except AssertionError as e:
+        print("FAIL:", e)
+        sys.exit(1)
+    print("PASS")
+
+
 def build_dir():
     d = os.environ.get("SONDE_BUILD_DIR")
     if not d:

@@ -797,9 +797,4 @@ def grpc_checks(s, gpy, g, port):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except AssertionError as e:
-        print("FAIL:", e)
-        sys.exit(1)
-    print("PASS")
+    pu.run_main(main)

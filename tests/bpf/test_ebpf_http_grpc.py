@@ -26,6 +26,7 @@ import urllib.request
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree from this import
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import profile_util as pu  # noqa: E402
 from test_ebpf_http import (CLIENT, SERVER, Sonde, describe, free_port, skip_or_fail,  # noqa: E402
                             wait_port)
 
@@ -600,9 +601,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except AssertionError as e:
-        print("FAIL:", e)
-        sys.exit(1)
-    print("PASS")
+    pu.run_main(main)

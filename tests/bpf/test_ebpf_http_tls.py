@@ -20,6 +20,7 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree from this import
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import profile_util as pu  # noqa: E402
 from test_ebpf_http import SERVER, Sonde, describe, free_port, skip_or_fail  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -121,9 +122,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except AssertionError as e:
-        print("FAIL:", e)
-        sys.exit(1)
-    print("PASS")
+    pu.run_main(main)

@@ -27,15 +27,6 @@ import test_ebpf_profiler as t  # noqa: E402  (its chain check)
 FILES = 24
 
 
-def wait_for(cond, timeout, what):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
-
 
 def main():
     workload = os.path.realpath(sys.argv[1])
@@ -51,7 +42,7 @@ def main():
     s.start()
     paths, pids = [], []
     try:
-        base_rows = wait_for(lambda: s.metric("sonde_ebpf_profiler_unwind_rows"), 10,
+        base_rows = pu.wait_for(lambda: s.metric("sonde_ebpf_profiler_unwind_rows"), 10,
                              "the unwind_rows gauge")
         base_files = s.metric("sonde_ebpf_profiler_unwind_files")
         peak = base_rows
@@ -69,7 +60,7 @@ def main():
             peak = max(peak, s.metric("sonde_ebpf_profiler_unwind_rows"))
         # Exited processes leave at the report after their last samples, their files at the
         # report after that (reports every second; later on a loaded machine).
-        wait_for(lambda: s.metric("sonde_ebpf_profiler_unwind_rows") == base_rows and
+        pu.wait_for(lambda: s.metric("sonde_ebpf_profiler_unwind_rows") == base_rows and
                  s.metric("sonde_ebpf_profiler_unwind_files") == base_files, 30,
                  "rows and files back to %d / %d (now %s / %s)" % (
                      base_rows, base_files, s.metric("sonde_ebpf_profiler_unwind_rows"),

@@ -65,15 +65,6 @@ def verdict(map_id, pid):
     return int(value)
 
 
-def wait_for(cond, timeout, what):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
-
 
 def spawn_with_pid(pid, argv):
     """Starts argv with the given pid (ns_last_pid), or raises."""
@@ -119,7 +110,7 @@ def main():
         procs += [ex, filler]
         # Their first samples make sonde read /proc and exclude them (in BPF from then on).
         m = pid_filter_map(s.proc.pid)
-        wait_for(lambda: verdict(m, ex.pid) == EXCLUDE and verdict(m, filler.pid) == EXCLUDE, 30,
+        pu.wait_for(lambda: verdict(m, ex.pid) == EXCLUDE and verdict(m, filler.pid) == EXCLUDE, 30,
                  "the shells' exclusion in pid_filter")
         lost0 = s.metric("sonde_ebpf_profiler_samples_lost_total") or 0
         s.proc.send_signal(signal.SIGSTOP)
@@ -152,7 +143,7 @@ def main():
                     if pu.sample_attrs(r[1], r[2]).get("thread.name") == "wl_reuser"] or None
 
         try:
-            rows = wait_for(reuser_rows, 20, "samples of wl_reuser (pid %d)" % pid)
+            rows = pu.wait_for(reuser_rows, 20, "samples of wl_reuser (pid %d)" % pid)
         except AssertionError:
             rows = []
     finally:
