@@ -46,6 +46,14 @@ def run_main(main):
     print("PASS")
 
 
+def require_root_btf():
+    """Skips (fails with SONDE_REQUIRE_BPF=1) unless root on a kernel with BTF (the profiler)."""
+    if os.geteuid() != 0:
+        skip_or_fail("needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)")
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        skip_or_fail("kernel without BTF (/sys/kernel/btf/vmlinux)")
+
+
 def build_dir():
     d = os.environ.get("SONDE_BUILD_DIR")
     if not d:

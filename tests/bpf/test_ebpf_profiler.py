@@ -25,7 +25,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree from this import
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from profile_util import (Sonde, SymFile, attrs_of, free_port, load_profiles,  # noqa: E402
-                          sample_attrs, sample_frames, skip_or_fail)
+                          require_root_btf, sample_attrs, sample_frames, skip_or_fail)
 
 CHAIN = ["chain_e", "chain_d", "chain_c", "chain_b", "chain_a", "main"]
 COLD_RUNS = 8
@@ -81,10 +81,7 @@ def main():
     workload = os.path.realpath(sys.argv[1])
     workload_nofp = os.path.realpath(sys.argv[2])
     workload_dbg = os.path.realpath(sys.argv[3])
-    if os.geteuid() != 0:
-        skip_or_fail("needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)")
-    if not os.path.exists("/sys/kernel/btf/vmlinux"):
-        skip_or_fail("kernel without BTF (/sys/kernel/btf/vmlinux)")
+    require_root_btf()
     tmp = tempfile.mkdtemp(prefix="sonde-bpf-profiler-")
     s = Sonde(tmp, free_port())
     rc, out = s.validate()

@@ -30,10 +30,7 @@ FILES = 24
 
 def main():
     workload = os.path.realpath(sys.argv[1])
-    if os.geteuid() != 0:
-        pu.skip_or_fail("needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)")
-    if not os.path.exists("/sys/kernel/btf/vmlinux"):
-        pu.skip_or_fail("kernel without BTF (/sys/kernel/btf/vmlinux)")
+    pu.require_root_btf()
     tmp = tempfile.mkdtemp(prefix="sonde-bpf-evict-")
     s = pu.Sonde(tmp, pu.free_port(), extra="    include:\n      executables: [\"evict*\"]\n")
     rc, out = s.validate()

@@ -81,10 +81,7 @@ def spawn_with_pid(pid, argv):
 
 def main():
     workload = os.path.realpath(sys.argv[1])
-    if os.geteuid() != 0:
-        pu.skip_or_fail("needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)")
-    if not os.path.exists("/sys/kernel/btf/vmlinux"):
-        pu.skip_or_fail("kernel without BTF (/sys/kernel/btf/vmlinux)")
+    pu.require_root_btf()
     tmp = tempfile.mkdtemp(prefix="sonde-bpf-pidreuse-")
     exe = {}
     for name in ("wl_reuser", "wl_fill0", "wl_fill1"):

@@ -260,10 +260,7 @@ def reuse_pid(w):
 
 
 def main():
-    if os.geteuid() != 0:
-        pu.skip_or_fail("needs root (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)")
-    if not os.path.exists("/sys/kernel/btf/vmlinux"):
-        pu.skip_or_fail("kernel without BTF (/sys/kernel/btf/vmlinux)")
+    pu.require_root_btf()
     t_start = time.time()
     tmp = tempfile.mkdtemp(prefix="sonde-prof-workloads-")
     w = build(tmp)
