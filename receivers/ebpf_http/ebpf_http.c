@@ -787,21 +787,15 @@ static void set_verdict(eh *e, econn *c, uint8_t verdict) {
 static uint8_t proc_role(uint32_t pid, uint16_t lport) {
   bool read = false;
   for (int v6 = 0; v6 < 2; v6++) {
-    char path[64], line[512];
+    char path[64];
     snprintf(path, sizeof(path), "/proc/%u/net/tcp%s", pid, v6 ? "6" : "");
-    FILE *f = fopen(path, "re");
-    if (!f) continue;
+    size_t len;
+    char *text = sonde__read_small(path, &len);
+    if (!text) continue;
     read = true;
-    /* "  sl  local_address rem_address   st ...": "0: 0100007F:1F90 00000000:0000 0A ..." */
-    while (fgets(line, sizeof(line), f)) {
-      unsigned port, st;
-      if (sscanf(line, " %*u: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x", &port, &st) == 2 &&
-          st == 0x0A /* TCP_LISTEN */ && port == lport) {
-        fclose(f);
-        return SONDE_HTTP_ROLE_SERVER;
-      }
-    }
-    fclose(f);
+    bool listens = hx_tcp_listens(text, len, lport);
+    free(text);
+    if (listens) return SONDE_HTTP_ROLE_SERVER;
   }
   return read ? SONDE_HTTP_ROLE_CLIENT : SONDE_HTTP_ROLE_UNKNOWN;
 }

@@ -104,4 +104,11 @@ int hx_red_collect(hx_red *r, uint64_t now_unix_ns, sonde_batch **out);
 void hx_red_stats(const hx_red *r, size_t *series, uint64_t *overflowed, uint64_t *dropped);
 void hx_red_free(hx_red *r);
 
+/* ---- /proc/PID/net/tcp{,6} (proc_tcp.c) ---- */
+
+/* Whether the table text (len bytes, as the kernel writes /proc/net/tcp: a header line, then
+ * "sl: local_hex_addr:PORT remote:port st ..." lines) has a socket in LISTEN on local port. Lines
+ * that do not parse are skipped. */
+bool hx_tcp_listens(const char *text, size_t len, uint16_t port);
+
 #endif
