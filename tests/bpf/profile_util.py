@@ -7,12 +7,16 @@ import bisect
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
 import time
 import urllib.request
+
+# The e2e harness's entry point and free_port serve these tests too.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+from harness import free_port  # noqa: E402,F401  (re-exported to the BPF tests)
+from harness import main as run_main  # noqa: E402,F401
 
 SKIP = 77
 
@@ -36,15 +40,6 @@ def wait_for(cond, timeout, what):
     raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
 
 
-def run_main(main):
-    """A test's entry point: PASS, or FAIL with the assertion's message and exit status 1."""
-    try:
-        main()
-    except AssertionError as e:
-        print("FAIL:", e)
-        sys.exit(1)
-    print("PASS")
-
 
 def require_root_btf():
     """Skips (fails with SONDE_REQUIRE_BPF=1) unless root on a kernel with BTF (the profiler)."""
@@ -59,12 +54,6 @@ def build_dir():
     if not d:
         sys.exit("SONDE_BUILD_DIR is not set (run through ctest)")
     return d
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- ELF ------------------------------------------------------------------------------------------
